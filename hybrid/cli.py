@@ -1,0 +1,136 @@
+"""The `hybrid` command line. Only this module prints; the library logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from hybrid import __version__
+from hybrid.errors import HybridError
+
+MAX_PROMPT_CHARS = 200_000
+
+
+def _read_prompt(prompt: str | None, file: str | None) -> str:
+    if prompt is not None and file is not None:
+        raise click.UsageError("give the prompt either as an argument or with --file, not both")
+    if file is not None:
+        try:
+            with open(file, encoding="utf-8") as handle:
+                text = handle.read(MAX_PROMPT_CHARS + 1)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}", param_hint="--file")
+    elif prompt is None or prompt == "-":
+        if sys.stdin is None or (sys.stdin.isatty() and prompt is None):
+            raise click.UsageError("no prompt: pass it as an argument, with --file, or on standard input")
+        text = sys.stdin.read(MAX_PROMPT_CHARS + 1)
+    else:
+        text = prompt
+    if len(text) > MAX_PROMPT_CHARS:
+        raise click.UsageError(f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+    if not text.strip():
+        raise click.UsageError("the prompt is empty: give some text to continue")
+    return text
+
+
+class OneLineErrors(click.Group):
+    """A group whose errors become one line on stderr and a non-zero exit, never a traceback.
+
+    Exit codes: 2 for usage errors and user-caused problems (HybridError), 1 for anything unexpected
+    (set HYBRID_DEBUG=1 to see its traceback), 130 for Ctrl-C.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        except HybridError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except Exception as exc:  # a bug, not the user's fault: still one line unless asked for more
+            if os.environ.get("HYBRID_DEBUG"):
+                raise
+            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (set HYBRID_DEBUG=1 for the traceback)", err=True)
+            sys.exit(1)
+        sys.exit(0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hybrid")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
+def cli(verbose: bool) -> None:
+    """Draft text with an autoregressive LM, then refine it with a diffusion refiner.
+
+    \b
+    generate  write text for a prompt (draft only, diffusion only, or hybrid)
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("--file", "file", type=str, help="Read the prompt from this file ('-' or no PROMPT: standard input).")
+@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=128, show_default=True, help="Length of the draft (and of the canvas in diffusion mode).")
+@click.option("--draft-model", default="smollm2-135m", show_default=True, help="Alias, local folder or hub id of the autoregressive drafter.")
+@click.option("--refiner", default=None, help="Refiner folder (from `hybrid finetune`) or shipped name; default: the shipped general refiner; 'none' for draft only.")
+@click.option("--refine-steps", type=click.IntRange(0, 256), default=None, help="Denoising steps K; 0 is draft only. Default: 8 when a refiner is loaded, else 0.")
+@click.option("--mode", type=click.Choice(["hybrid", "draft", "diffusion"]), default="hybrid", show_default=True, help="hybrid: refine a draft; draft: AR only; diffusion: refiner only from an all-mask canvas.")
+@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True, help="Share of draft tokens re-noised before refining.")
+@click.option("--select", type=click.Choice(["logprob", "confidence", "random"]), default="logprob", show_default=True, help="Which draft tokens to re-noise: lowest draft log-prob, lowest refiner confidence, or random.")
+@click.option("--schedule", type=click.Choice(["linear", "cosine", "loglinear"]), default="cosine", show_default=True, help="Noise schedule: how many tokens each step commits.")
+@click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Re-mask visible tokens whose refiner probability falls under this (editing); off by default.")
+@click.option("--temperature", type=click.FloatRange(0, 10), default=0.0, show_default=True, help="0 is greedy.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Makes sampling repeatable.")
+@click.option("--stop", multiple=True, help="Stop drafting at this string (repeatable).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--no-chat-template", is_flag=True, help="Feed the prompt as raw text even if the model has a chat template.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
+@click.option("--show-trace", is_flag=True, help="Show the draft beside the refined text and every step's changes.")
+def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, mode, strength, select, schedule,
+             edit_threshold, temperature, top_p, seed, stop, dtype, no_chat_template, as_json, show_trace):
+    """Generate text for PROMPT.
+
+    \b
+    hybrid generate "The history of Rome" --refine-steps 0 --max-new-tokens 32 --json
+    hybrid generate "The history of Rome" --refine-steps 8 --refiner runs/tiny --show-trace
+    """
+    from hybrid.display import render_trace
+    from hybrid.pipeline import HybridPipeline, resolve_refiner
+
+    text = _read_prompt(prompt, file)
+    if mode == "draft" or refine_steps == 0:
+        refiner = "none"
+    elif refine_steps is not None and refiner is None and resolve_refiner(None) is None:
+        raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
+    pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template)
+    if refine_steps is None:
+        refine_steps = 8 if pipe.refiner is not None else 0
+    result = pipe(text, max_new_tokens=max_new_tokens, refine_steps=refine_steps, mode=mode if refine_steps else "draft",
+                  strength=strength, select=select, schedule=schedule, edit_threshold=edit_threshold, temperature=temperature,
+                  top_p=top_p, seed=seed, stop=stop, trace=show_trace)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    elif show_trace:
+        click.echo(render_trace(result, pipe.tokenizer))
+    else:
+        click.echo(result.text)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

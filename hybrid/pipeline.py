@@ -1,0 +1,218 @@
+"""The public API: draft with an autoregressive LM, then refine the draft with the diffusion refiner.
+
+    from hybrid import HybridPipeline
+    pipe = HybridPipeline.from_pretrained()            # embedded default drafter (+ shipped refiner when present)
+    result = pipe("The history of Rome", max_new_tokens=64, refine_steps=8, seed=0)
+    print(result.draft_text, "->", result.text)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from hybrid.draft import DraftConfig, Drafter
+from hybrid.errors import HybridError
+from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
+from hybrid.refiner import Refiner
+from hybrid.sampler import SamplerConfig, build_canvas, refine
+
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "draft", "diffusion")
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+SHIPPED_REFINERS = {"general": CHECKPOINTS / "general", "summarize": CHECKPOINTS / "summarize"}
+DEFAULT_REFINER = "general"
+
+
+def resolve_refiner(name: str | None) -> Path | None:
+    """A shipped refiner's short name, or a folder. None (or 'default') means the shipped general refiner if present."""
+    if name in (None, "default"):
+        folder = SHIPPED_REFINERS[DEFAULT_REFINER]
+        return folder if (folder / "refiner_config.json").is_file() else None
+    if name in SHIPPED_REFINERS:
+        folder = SHIPPED_REFINERS[name]
+        if not (folder / "refiner_config.json").is_file():
+            raise HybridError(f"the shipped refiner '{name}' is not in {CHECKPOINTS}: pass --refiner PATH to a trained refiner")
+        return folder
+    return Path(name).expanduser()
+
+
+@dataclass
+class StageTimings:
+    load_s: float = 0.0
+    draft_s: float = 0.0
+    draft_prefill_s: float = 0.0
+    draft_decode_s: float = 0.0
+    draft_tokens_per_s: float = 0.0
+    refine_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass
+class TraceStep:
+    step: int
+    changes: list[dict]  # {"position", "old", "new", "confidence"} with token strings
+
+
+@dataclass
+class GenerationResult:
+    prompt: str
+    text: str  # the final text (the draft itself in draft mode)
+    draft_text: str | None  # None in diffusion mode
+    token_ids: list[int]
+    draft_token_ids: list[int]
+    mode: str
+    refine_steps: int  # requested
+    steps_run: int
+    edits_per_step: list[int]
+    timings: StageTimings = field(default_factory=StageTimings)
+    trace: list[TraceStep] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class HybridPipeline:
+    """Drafter + optional refiner sharing one backbone in memory."""
+
+    def __init__(self, drafter: Drafter, refiner: Refiner | None = None, load_s: float = 0.0):
+        self.drafter = drafter
+        self.refiner = refiner
+        self.load_s = load_s
+
+    @classmethod
+    def from_pretrained(cls, draft_model: str = DEFAULT_DRAFTER, refiner: str | None = None, dtype: str = "float32",
+                        use_chat_template: bool = True) -> "HybridPipeline":
+        """`refiner`: None for the shipped default (if installed), 'none' for draft only, a shipped name or a folder."""
+        start = time.perf_counter()
+        model, tokenizer = load_causal_lm(draft_model, dtype)
+        refiner_obj = None
+        folder = None if refiner == "none" else resolve_refiner(refiner)
+        if folder is not None:
+            refiner_obj = Refiner.load(folder, model)
+            refiner_obj.to(model.dtype).eval()
+        drafter = Drafter(model, tokenizer, use_chat_template)
+        load_s = time.perf_counter() - start
+        drafter.load_s = load_s
+        return cls(drafter, refiner_obj, load_s)
+
+    @property
+    def tokenizer(self):
+        return self.drafter.tokenizer
+
+    def __call__(self, prompts: str | list[str], max_new_tokens: int = 128, refine_steps: int = 0, mode: str = "hybrid",
+                 strength: float = 0.5, select: str = "logprob", schedule: str = "cosine", edit_threshold: float | None = None,
+                 slack: int = 4, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                 stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False):
+        """Generate for one prompt (returns a GenerationResult) or a list (returns a list)."""
+        single = isinstance(prompts, str)
+        batch = [prompts] if single else list(prompts)
+        if mode not in MODES:
+            raise HybridError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
+        if mode == "draft":
+            refine_steps = 0
+        elif mode == "diffusion" and refine_steps == 0:
+            raise HybridError("diffusion mode needs --refine-steps of at least 1")
+        sampler_config = SamplerConfig(
+            steps=refine_steps, schedule=schedule, strength=1.0 if mode == "diffusion" else strength, select=select,
+            slack=slack, edit_threshold=edit_threshold, temperature=temperature, trace=trace,
+        ).validate()
+        draft_config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos)
+        draft_config.validate()
+        if refine_steps > 0 and self.refiner is None:
+            raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
+        results = self._run(batch, draft_config, sampler_config, mode)
+        return results[0] if single else results
+
+    @torch.inference_mode()
+    def _run(self, prompts: list[str], draft_config: DraftConfig, sampler_config: SamplerConfig, mode: str) -> list[GenerationResult]:
+        start = time.perf_counter()
+        generator = torch.Generator().manual_seed(draft_config.seed) if draft_config.seed is not None else None
+        draft = None
+        timings = StageTimings(load_s=self.load_s)
+        if mode != "diffusion":
+            with self._drafting():
+                draft = self.drafter.generate(prompts, draft_config)
+            timings.draft_s = draft.timings.total_s
+            timings.draft_prefill_s = draft.timings.prefill_s
+            timings.draft_decode_s = draft.timings.decode_s
+            timings.draft_tokens_per_s = draft.timings.tokens_per_s
+        if sampler_config.steps == 0:
+            final_ids = [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(prompts))]
+            output = None
+        else:
+            refine_start = time.perf_counter()
+            output, final_ids = self._refine(prompts, draft, draft_config, sampler_config, generator)
+            timings.refine_s = time.perf_counter() - refine_start
+        timings.total_s = time.perf_counter() - start
+        return [self._result(row, prompts[row], draft, final_ids[row], output, mode, sampler_config, timings) for row in range(len(prompts))]
+
+    def _drafting(self):
+        return self.refiner.adapter_disabled() if self.refiner is not None else nullcontext()
+
+    def _refine(self, prompts, draft, draft_config: DraftConfig, sampler_config: SamplerConfig, generator):
+        refiner = self.refiner
+        eos = self.tokenizer.eos_token_id
+        if draft is None:  # diffusion only: the whole canvas is masks
+            prompt_ids, prompt_mask = self.drafter.encode_prompts(prompts, draft_config.max_new_tokens)
+            canvas = torch.full((len(prompts), draft_config.max_new_tokens), refiner.mask_token_id, dtype=torch.long, device=prompt_ids.device)
+        else:
+            prompt_ids, prompt_mask = draft.prompt_ids, draft.prompt_attention_mask
+            canvas = None
+        state = refiner.encode_prompt(prompt_ids, prompt_mask)
+        if canvas is None:
+            scores = None
+            if sampler_config.select == "confidence":
+                scores = self._draft_confidence(state, draft.token_ids)
+            canvas, _ = build_canvas(draft.token_ids, draft.logprobs, draft.lengths, sampler_config, eos, refiner.mask_token_id, generator, scores=scores)
+        total = prompt_ids.shape[1] + canvas.shape[1]
+        if total > self.drafter.context_length:
+            raise HybridError(f"prompt plus canvas is {total} tokens, beyond the model's context of {self.drafter.context_length}")
+        output = refine(refiner, state, canvas, sampler_config, generator)
+        final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
+        return output, final_ids
+
+    def _draft_confidence(self, state, draft_ids: torch.Tensor) -> torch.Tensor:
+        """One scoring pass: the refiner's probability of every draft token with the draft fully visible."""
+        logits = self.refiner.canvas_logits(state, draft_ids)
+        return torch.softmax(logits, dim=-1).gather(-1, draft_ids[..., None]).squeeze(-1)
+
+    def _until_end(self, ids: list[int]) -> list[int]:
+        ends = self.drafter.end_ids | {self.refiner.mask_token_id}
+        for i, token in enumerate(ids):
+            if token in ends:
+                return ids[:i]
+        return ids
+
+    def _result(self, row, prompt, draft, final_ids, output, mode, sampler_config, timings) -> GenerationResult:
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        draft_ids = draft.token_ids[row, : draft.lengths[row]].tolist() if draft is not None else []
+        text = draft.texts[row] if (output is None and draft is not None) else decode(final_ids)
+        return GenerationResult(
+            prompt=prompt, text=text, draft_text=draft.texts[row] if draft is not None else None, token_ids=final_ids,
+            draft_token_ids=draft_ids, mode=mode if sampler_config.steps else "draft", refine_steps=sampler_config.steps,
+            steps_run=output.steps_run if output else 0, edits_per_step=list(output.edits_per_step) if output else [],
+            timings=timings, trace=self._trace(output, row) if output is not None and sampler_config.trace else None,
+        )
+
+    def _trace(self, output, row) -> list[TraceStep]:
+        steps = []
+        for index, per_row in enumerate(output.trace):
+            changes = [
+                {"position": int(p), "old": self._token(o), "new": self._token(n), "confidence": round(float(c), 4)}
+                for p, o, n, c in per_row[row]
+            ]
+            steps.append(TraceStep(index + 1, changes))
+        return steps
+
+    def _token(self, token_id: int) -> str:
+        if token_id == self.refiner.mask_token_id:
+            return "[MASK]"
+        return self.tokenizer.convert_ids_to_tokens(int(token_id))
+

@@ -1,0 +1,235 @@
+"""The diffusion refiner: a pretrained causal LM turned into a masked denoiser over a canvas.
+
+The backbone keeps its weights (shared with the drafter: the refiner adds LoRA layers in place, and drafting
+runs with them switched off, so one copy of the base weights serves both). What changes is the attention
+pattern: the prompt attends causally, as in pretraining, and every canvas position attends to the prompt and
+to the whole canvas. Prediction keeps the AR head's one-position shift (the hidden state at position i-1
+predicts token i), which lets training start from the AR model's behaviour (the DiffuLLaMA / Dream recipe).
+
+The mask token is one id past the base vocabulary. Its embedding is a single learned vector stored beside the
+LoRA weights, instead of a resized embedding matrix, so a checkpoint stays a few MB and the base model's
+tensors are never copied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hybrid.errors import HybridError
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "refiner_config.json"
+WEIGHTS_NAME = "refiner.safetensors"
+MASK_EMBEDDING_KEY = "mask_embedding"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class RefinerConfig:
+    base_model: str  # the alias, hub id or folder the refiner was trained on
+    base_fingerprint: dict  # architecture figures that must match the backbone it is loaded onto
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    training: dict = field(default_factory=dict)  # the recipe settings it was trained with, for the record
+
+
+def fingerprint(model) -> dict:
+    """Figures that identify a backbone: shapes plus a checksum of a slice of its embedding matrix."""
+    cfg = model.config
+    embed = model.get_input_embeddings().weight.detach()
+    return {
+        "model_type": cfg.model_type,
+        "vocab_size": int(embed.shape[0]),
+        "hidden_size": int(cfg.hidden_size),
+        "num_hidden_layers": int(cfg.num_hidden_layers),
+        "embedding_checksum": round(float(embed[:64].double().abs().sum()), 1),
+    }
+
+
+def _same_backbone(saved: dict, actual: dict) -> bool:
+    shapes = all(saved.get(k) == actual.get(k) for k in ("model_type", "vocab_size", "hidden_size", "num_hidden_layers"))
+    checksum = abs(saved.get("embedding_checksum", 0.0) - actual["embedding_checksum"])
+    return shapes and checksum <= 1e-2 * max(1.0, abs(actual["embedding_checksum"]))
+
+
+@dataclass
+class PromptState:
+    """The prompt encoded once per request: its key/value cache, mask, positions and the logits of its last position."""
+
+    cache: object
+    attention_mask: torch.Tensor  # (B, P)
+    next_position: torch.Tensor  # (B, 1): position id of canvas slot 0
+    last_logits: torch.Tensor  # (B, V): predicts canvas slot 0 (the AR shift)
+
+
+class Refiner(nn.Module):
+    """A masked-diffusion denoiser over a canvas that follows a prompt. Implements the sampler's Denoiser protocol."""
+
+    def __init__(self, base_model, config: RefinerConfig):
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+
+        self.config = config
+        vocab = base_model.get_input_embeddings().weight.shape[0]
+        self.mask_token_id = int(vocab)
+        lora = LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules, bias="none",
+        )
+        self.model = get_peft_model(base_model, lora)
+        embed = base_model.get_input_embeddings().weight.detach().float()
+        self.mask_embedding = nn.Parameter(embed.mean(dim=0).to(embed.device))
+
+    # ---- construction and persistence -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, base_model, base_name: str, lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0, training: dict | None = None):
+        config = RefinerConfig(base_name, fingerprint(base_model), lora_r, lora_alpha, lora_dropout, training=training or {})
+        return cls(base_model, config)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, base_model) -> "Refiner":
+        """Load a saved refiner onto `base_model`, refusing a backbone it was not trained for."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        config = read_config(folder)
+        actual = fingerprint(base_model)
+        if not _same_backbone(config.base_fingerprint, actual):
+            raise HybridError(
+                f"refiner {folder} was trained for base model '{config.base_model}' "
+                f"({config.base_fingerprint.get('model_type')}, {config.base_fingerprint.get('num_hidden_layers')} layers, "
+                f"vocab {config.base_fingerprint.get('vocab_size')}) and does not fit this drafter: use --draft-model {config.base_model}"
+            )
+        try:
+            tensors = load_file(str(folder / WEIGHTS_NAME))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise HybridError(f"refiner weights {folder / WEIGHTS_NAME} are corrupt or truncated ({exc}): retrain or re-download them") from exc
+        refiner = cls(base_model, config)
+        refiner.load_tensors(tensors, source=str(folder))
+        return refiner
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        state = {k: v.detach().float().contiguous().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
+        state[MASK_EMBEDDING_KEY] = self.mask_embedding.detach().float().cpu()
+        return state
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        from peft import set_peft_model_state_dict
+
+        if MASK_EMBEDDING_KEY not in tensors:
+            raise HybridError(f"{source} holds no mask embedding: it is not a hybrid refiner checkpoint")
+        tensors = dict(tensors)
+        mask = tensors.pop(MASK_EMBEDDING_KEY)
+        expected = set(self.trainable_state()) - {MASK_EMBEDDING_KEY}
+        if set(tensors) != expected:
+            raise HybridError(f"{source} does not match this refiner's LoRA layout ({len(tensors)} tensors, expected {len(expected)})")
+        with torch.no_grad():
+            self.mask_embedding.copy_(mask.to(self.mask_embedding))
+        set_peft_model_state_dict(self.model, tensors)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write config and weights into `path` atomically: a crash leaves the previous checkpoint intact."""
+        from safetensors.torch import save_file
+
+        folder = Path(path)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            save_file(self.trainable_state(), str(tmp / WEIGHTS_NAME), metadata={"format": "hybrid-refiner"})
+            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            replace_folder(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- the two views of the backbone --------------------------------------------------------------------------
+
+    def adapter_disabled(self):
+        """Context in which the shared backbone runs as the plain drafter (LoRA layers bypassed)."""
+        return self.model.disable_adapter()
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        table = self.model.get_input_embeddings()
+        is_mask = ids == self.mask_token_id
+        embeds = table(ids.masked_fill(is_mask, 0))
+        return torch.where(is_mask[..., None], self.mask_embedding.to(embeds.dtype), embeds)
+
+    # ---- Denoiser protocol --------------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor) -> PromptState:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            inputs_embeds=self._embed(prompt_ids), attention_mask=prompt_attention_mask, position_ids=positions,
+            cache=cache, use_cache=True, logits_to_keep=1,
+        )
+        return PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, out.logits[:, -1].float())
+
+    def canvas_logits(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
+        """Logits (B, L, V) for every canvas slot given the cached prompt and the whole canvas."""
+        batch, length = canvas.shape
+        prompt_len = state.attention_mask.shape[1]
+        visible = torch.cat([state.attention_mask.bool(), torch.ones(batch, length, dtype=torch.bool, device=canvas.device)], dim=1)
+        mask = visible[:, None, None, :].expand(batch, 1, length, prompt_len + length)
+        positions = state.next_position + torch.arange(length, device=canvas.device)
+        out = self.model(
+            inputs_embeds=self._embed(canvas), attention_mask=mask, position_ids=positions,
+            cache=state.cache, use_cache=True, logits_to_keep=length,
+        )
+        state.cache.crop(-length)  # drop the canvas again: the cache keeps only the prompt
+        return torch.cat([state.last_logits[:, None], out.logits[:, :-1].float()], dim=1)
+
+    def forward(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor) -> torch.Tensor:
+        """One pass over prompt and canvas together (training): the same logits as encode_prompt + canvas_logits."""
+        batch, prompt_len = prompt_ids.shape
+        length = canvas.shape[1]
+        total = prompt_len + length
+        keys = torch.cat([prompt_attention_mask.bool(), torch.ones(batch, length, dtype=torch.bool, device=canvas.device)], dim=1)
+        causal = torch.ones(total, total, dtype=torch.bool, device=canvas.device).tril()
+        causal[prompt_len:, :] = True  # canvas rows see everything
+        mask = (causal[None] & keys[:, None, :])[:, None]
+        prompt_positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
+        positions = torch.cat([prompt_positions, prompt_positions[:, -1:] + 1 + torch.arange(length, device=canvas.device)], dim=1)
+        ids = torch.cat([prompt_ids, canvas], dim=1)
+        out = self.model(inputs_embeds=self._embed(ids), attention_mask=mask, position_ids=positions, logits_to_keep=length + 1)
+        return out.logits[:, :-1].float()
+
+
+def read_config(folder: Path) -> RefinerConfig:
+    if not folder.is_dir():
+        raise HybridError(f"refiner folder {folder} does not exist")
+    try:
+        raw = json.loads((folder / CONFIG_NAME).read_text())
+        return RefinerConfig(**raw)
+    except FileNotFoundError as exc:
+        raise HybridError(f"{folder} holds no {CONFIG_NAME}: it is not a hybrid refiner checkpoint") from exc
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise HybridError(f"{folder / CONFIG_NAME} is corrupt or from another version ({exc})") from exc
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Move a finished folder into place; the old one is removed only after the new one is there."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny randomly initialised Llama that uses the default drafter's tokenizer."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "hf"))
+os.environ.setdefault("HYBRID_CACHE", str(ROOT / ".cache" / "hybrid"))
+
+
+@pytest.fixture(scope="session")
+def default_tokenizer():
+    from transformers import AutoTokenizer
+
+    from hybrid.models import DEFAULT_DRAFTER, resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_DRAFTER))
+
+
+def build_tiny_llama(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, default_tokenizer):
+    """A tiny random Llama saved as a Hugging Face folder with the default tokenizer (loadable by name)."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model = build_tiny_llama(len(default_tokenizer))
+    model.generation_config.eos_token_id = default_tokenizer.eos_token_id
+    model.config.eos_token_id = default_tokenizer.eos_token_id
+    model.save_pretrained(folder)
+    default_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny_model(tiny_model_dir):
+    from hybrid.models import load_causal_lm
+
+    return load_causal_lm(str(tiny_model_dir))
