@@ -20,7 +20,7 @@ from hybrid.draft import DraftConfig, Drafter
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
 from hybrid.refiner import Refiner
-from hybrid.sampler import SamplerConfig, build_canvas, refine
+from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft
 
 log = logging.getLogger(__name__)
 
@@ -166,22 +166,19 @@ class HybridPipeline:
             prompt_ids, prompt_mask = draft.prompt_ids, draft.prompt_attention_mask
             canvas = None
         state = refiner.encode_prompt(prompt_ids, prompt_mask)
+        editable = None
         if canvas is None:
-            scores = None
-            if sampler_config.select == "confidence":
-                scores = self._draft_confidence(state, draft.token_ids)
+            scores = score_draft(refiner, state, draft.token_ids) if sampler_config.select == "confidence" else None
             canvas, _ = build_canvas(draft.token_ids, draft.logprobs, draft.lengths, sampler_config, eos, refiner.mask_token_id, generator, scores=scores)
+            # Only each row's own draft and slack may change; what follows is batch padding.
+            lengths = torch.tensor(draft.lengths, device=canvas.device) + sampler_config.slack
+            editable = torch.arange(canvas.shape[1], device=canvas.device)[None] < lengths[:, None]
         total = prompt_ids.shape[1] + canvas.shape[1]
         if total > self.drafter.context_length:
             raise HybridError(f"prompt plus canvas is {total} tokens, beyond the model's context of {self.drafter.context_length}")
-        output = refine(refiner, state, canvas, sampler_config, generator)
+        output = refine(refiner, state, canvas, sampler_config, generator, editable=editable)
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
-
-    def _draft_confidence(self, state, draft_ids: torch.Tensor) -> torch.Tensor:
-        """One scoring pass: the refiner's probability of every draft token with the draft fully visible."""
-        logits = self.refiner.canvas_logits(state, draft_ids)
-        return torch.softmax(logits, dim=-1).gather(-1, draft_ids[..., None]).squeeze(-1)
 
     def _until_end(self, ids: list[int]) -> list[int]:
         ends = self.drafter.end_ids | {self.refiner.mask_token_id}

@@ -1,0 +1,245 @@
+"""The refiner's denoising loop, independent of any model.
+
+A *canvas* is the text being refined: a LongTensor[B, L] of token ids where `mask_token_id` marks positions the
+refiner must fill. The prompt is not on the canvas; the denoiser encodes it once (`encode_prompt`) and every step
+asks for `canvas_logits(prompt_state, canvas)`, the distribution of every canvas token given the prompt and the
+whole canvas. Each of the K steps runs the model once and commits the most confident masked positions, as many
+as the noise schedule allows (the last step commits all that is left).
+
+One loop, three modes:
+
+* draft only:     steps = 0. `refine` returns the canvas unchanged (the pipeline uses the draft as is and
+                  should not call `build_canvas`, which would put masks on it).
+* diffusion only: a canvas of masks only (strength 1 and no draft, or simply `torch.full(..., mask_id)`).
+* hybrid:         `build_canvas` re-masks a fraction `strength` of the draft (plus `slack` positions after it
+                  so the text can grow) and `refine` denoises it.
+
+Editing (`edit_threshold` set), in the spirit of LLaDA 2.1's draft-and-edit and ReMDM's remasking: after
+committing at step k, a visible token that was visible before the step is re-masked when the refiner gives its
+current token probability < edit_threshold AND the refiner's argmax is a different token. A re-masked token is
+committed again at the next step (the schedule's "still masked" target does not grow, so it absorbs it), so
+nothing is re-masked at the final step and every mask is filled after K steps. Editing therefore needs K >= 2.
+
+The loop stops early when the canvas holds no mask and a step changed nothing (with editing off: as soon as no
+mask is left). With temperature 0 rows are independent: a batch gives exactly the one-by-one results.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import NamedTuple, Optional, Protocol, Sequence, Union
+
+import torch
+
+from hybrid.errors import HybridError
+from hybrid.schedule import SCHEDULES, get_schedule
+
+logger = logging.getLogger(__name__)
+
+SELECT_RULES = ("logprob", "confidence", "random")
+MAX_STEPS = 256
+
+
+class Denoiser(Protocol):
+    """What `refine` needs from a model (see the module docstring)."""
+
+    mask_token_id: int
+
+    def encode_prompt(self, prompt_ids: torch.LongTensor, prompt_attention_mask: torch.LongTensor) -> object:
+        """Encode the prompt once per request (e.g. a prefix KV cache); the result is opaque to the sampler."""
+        ...
+
+    def canvas_logits(self, prompt_state: object, canvas_ids: torch.LongTensor) -> torch.FloatTensor:
+        """FloatTensor[B, L, V]: logits[b, i] is the distribution of canvas token i given prompt and whole canvas."""
+        ...
+
+
+@dataclass
+class SamplerConfig:
+    steps: int = 8  # K denoising steps; 0 = draft only
+    schedule: str = "cosine"  # see hybrid.schedule
+    strength: float = 0.5  # fraction of draft positions re-masked, in (0, 1]
+    select: str = "logprob"  # which draft positions to re-mask: lowest draft logprob / refiner confidence / random
+    slack: int = 4  # masked positions appended after the draft so the text can grow
+    edit_threshold: Optional[float] = None  # re-mask visible tokens with p(current) below this (None = off)
+    temperature: float = 0.0  # 0 = argmax; > 0 samples masked positions with the given torch.Generator
+    trace: bool = False  # record every commit and edit in SamplerOutput.trace
+
+    def validate(self) -> "SamplerConfig":
+        if not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
+            raise HybridError(f"steps must be an integer in [0, {MAX_STEPS}], got {self.steps!r}")
+        if not 0.0 < self.strength <= 1.0:
+            raise HybridError(f"strength must be in (0, 1], got {self.strength!r}")
+        if self.select not in SELECT_RULES:
+            raise HybridError(f"unknown select rule {self.select!r}; choose one of: {', '.join(SELECT_RULES)}")
+        if self.schedule not in SCHEDULES:
+            raise HybridError(f"unknown noise schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if self.slack < 0:
+            raise HybridError(f"slack must be >= 0, got {self.slack!r}")
+        if self.edit_threshold is not None and not 0.0 < self.edit_threshold < 1.0:
+            raise HybridError(f"edit_threshold must be in (0, 1) or unset, got {self.edit_threshold!r}")
+        if self.temperature < 0.0:
+            raise HybridError(f"temperature must be >= 0, got {self.temperature!r}")
+        return self
+
+
+class TraceEntry(NamedTuple):
+    position: int
+    old_token_id: int  # mask id for a commit
+    new_token_id: int  # mask id for an edit (re-mask)
+    confidence: float  # p(new token) for a commit, p(old token) for an edit
+
+
+@dataclass
+class SamplerOutput:
+    canvas: torch.LongTensor  # final ids [B, L]
+    steps_run: int = 0
+    committed_per_step: list[int] = field(default_factory=list)  # masked positions filled, summed over the batch
+    edits_per_step: list[int] = field(default_factory=list)  # visible tokens re-masked, summed over the batch
+    trace: list[list[list[TraceEntry]]] = field(default_factory=list)  # [step][row] -> entries (config.trace)
+
+
+def num_to_mask(strength: float, length: int) -> int:
+    """round(strength * length), halves rounded up."""
+    return int(strength * length + 0.5)
+
+
+def score_draft(denoiser: Denoiser, prompt_state: object, canvas: torch.LongTensor) -> torch.FloatTensor:
+    """One scoring pass: the refiner's probability of each token already on the (unmasked) canvas, [B, L]."""
+    logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas), denoiser.mask_token_id).log_softmax(-1)
+    ids = canvas.clamp(max=logp.shape[-1] - 1)
+    return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1).exp()
+
+
+def build_canvas(
+    draft_ids: torch.LongTensor,
+    draft_logprobs: Optional[torch.FloatTensor],
+    draft_lengths: Union[torch.LongTensor, Sequence[int]],
+    config: SamplerConfig,
+    eos_id: int,
+    mask_id: int,
+    generator: Optional[torch.Generator] = None,
+    scores: Optional[torch.FloatTensor] = None,
+) -> tuple[torch.LongTensor, torch.BoolTensor]:
+    """Draft [B, L] -> (canvas [B, L + slack], noise_mask [B, L + slack]).
+
+    Row b keeps its first draft_lengths[b] tokens, re-masks num_to_mask(strength, length_b) of them (lowest
+    draft logprob, lowest refiner `scores` or random, per `config.select`; ties go to the earlier position),
+    and masks the `slack` positions right after its draft. Everything after that is eos_id (batch padding).
+    strength 0 is accepted here as an edge case meaning "mask no draft token"; `validate()` rejects it.
+    """
+    batch, length = draft_ids.shape
+    lengths = [int(n) for n in (draft_lengths.tolist() if torch.is_tensor(draft_lengths) else draft_lengths)]
+    if len(lengths) != batch or any(not 0 <= n <= length for n in lengths):
+        raise ValueError(f"draft_lengths {lengths} do not fit draft_ids of shape {tuple(draft_ids.shape)}")
+    if config.select == "logprob" and draft_logprobs is None:
+        raise HybridError("select='logprob' needs the drafter's token log-probs")
+    if config.select == "confidence" and scores is None:
+        raise HybridError("select='confidence' needs refiner scores (see score_draft)")
+    canvas = draft_ids.new_full((batch, length + config.slack), eos_id)
+    noise = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
+    for b, n in enumerate(lengths):
+        canvas[b, :n] = draft_ids[b, :n]
+        noise[b, _pick(b, n, config, draft_logprobs, scores, generator).to(canvas.device)] = True
+        noise[b, n : n + config.slack] = True
+    return canvas.masked_fill(noise, mask_id), noise
+
+
+def _pick(b, n, config, draft_logprobs, scores, generator) -> torch.LongTensor:
+    """Positions of row b's draft (length n) to re-mask."""
+    count = num_to_mask(config.strength, n)
+    if config.select == "random":
+        device = generator.device if generator is not None else "cpu"
+        return torch.randperm(n, generator=generator, device=device)[:count]
+    values = draft_logprobs if config.select == "logprob" else scores
+    return torch.sort(values[b, :n].float(), stable=True).indices[:count]
+
+
+def refine(
+    denoiser: Denoiser,
+    prompt_state: object,
+    canvas: torch.LongTensor,
+    config: SamplerConfig,
+    generator: Optional[torch.Generator] = None,
+    editable: Optional[torch.BoolTensor] = None,
+) -> SamplerOutput:
+    """Denoise `canvas` in config.steps steps (see the module docstring). The input tensor is not modified.
+
+    `editable` [B, L] limits which visible positions editing may re-mask (default: all); pass False for batch
+    padding so rows of different lengths behave as if run alone. The caller validates `config`.
+    """
+    mask_id, threshold, steps = denoiser.mask_token_id, config.edit_threshold, config.steps
+    canvas = canvas.clone()
+    editable = torch.ones_like(canvas, dtype=torch.bool) if editable is None else editable.to(canvas.device)
+    out = SamplerOutput(canvas=canvas)
+    if steps == 0:
+        return out
+    # still_masked[b, k]: masks row b may keep after step k; re-masked tokens are absorbed by the next step.
+    schedule = get_schedule(config.schedule)
+    initial = (canvas == mask_id).sum(1).tolist()
+    still_masked = torch.tensor([schedule.remaining(n, steps)[1:] for n in initial], device=canvas.device)
+
+    for k in range(steps):
+        masked = canvas == mask_id
+        if threshold is None and not masked.any():
+            break
+        logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas), mask_id).log_softmax(-1)
+        tokens, confidence = _predict(logp, masked, config.temperature, generator)
+        commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
+        edit = torch.zeros_like(masked)
+        if threshold is not None and k < steps - 1:
+            edit = _edits(logp, canvas, ~masked & editable, threshold)
+        before = canvas  # torch.where below makes a new tensor
+        canvas = torch.where(commit, tokens, canvas).masked_fill(edit, mask_id)
+
+        out.steps_run += 1
+        out.committed_per_step.append(int(commit.sum()))
+        out.edits_per_step.append(int(edit.sum()))
+        if config.trace:
+            out.trace.append(_trace_step(before, canvas, commit, edit, confidence, logp))
+        logger.debug("step %d/%d: committed %d, re-masked %d", k + 1, steps, out.committed_per_step[-1],
+                     out.edits_per_step[-1])
+        if not (canvas == mask_id).any() and not commit.any() and not edit.any():
+            break
+    out.canvas = canvas
+    return out
+
+
+def _clean_logits(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Float logits with the mask token (if inside the vocabulary) made impossible."""
+    logits = logits.float()
+    if logits.shape[-1] > mask_id:
+        logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+    return logits
+
+
+def _predict(logp, masked, temperature, generator):
+    """Token for every position (argmax, or sampled at masked positions) and its probability under the refiner."""
+    tokens = logp.argmax(-1)
+    if temperature > 0 and masked.any():
+        probs = (logp[masked] / temperature).softmax(-1)
+        tokens[masked] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).exp()
+
+
+def _most_confident(confidence, masked, count):
+    """Per row, the `count[b]` masked positions with the highest confidence (ties: earlier position first)."""
+    order = confidence.masked_fill(~masked, -1.0).argsort(dim=1, descending=True, stable=True)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    return masked & (rank < count.clamp(min=0).unsqueeze(1))
+
+
+def _edits(logp, canvas, candidates, threshold):
+    """Visible candidates whose current token has p < threshold while the refiner's argmax is another token."""
+    current = logp.gather(-1, canvas.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)).squeeze(-1).exp()
+    return candidates & (current < threshold) & (logp.argmax(-1) != canvas)
+
+
+def _trace_step(before, after, commit, edit, confidence, logp) -> list[list[TraceEntry]]:
+    current = logp.gather(-1, before.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)).squeeze(-1).exp()
+    score = torch.where(commit, confidence, current)  # p(new) for commits, p(old) for edits
+    rows = []
+    for b, changed in enumerate(commit | edit):
+        positions = changed.nonzero().flatten().tolist()
+        rows.append([TraceEntry(i, int(before[b, i]), int(after[b, i]), float(score[b, i])) for i in positions])
+    return rows
