@@ -49,3 +49,28 @@ def tiny_model(tiny_model_dir):
     from hybrid.models import load_causal_lm
 
     return load_causal_lm(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_refiner_dir(tmp_path_factory, tiny_model_dir):
+    """A tiny random refiner for the tiny model (LoRA B randomised so that it differs from the base)."""
+    from hybrid.models import load_causal_lm
+    from hybrid.refiner import Refiner
+
+    model, _ = load_causal_lm(str(tiny_model_dir))
+    refiner = Refiner.create(model, str(tiny_model_dir), lora_r=4, lora_alpha=8)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, param in refiner.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+    folder = tmp_path_factory.mktemp("tiny-refiner") / "refiner"
+    refiner.save(folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny_pipeline(tiny_model_dir, tiny_refiner_dir):
+    from hybrid.pipeline import HybridPipeline
+
+    return HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner=str(tiny_refiner_dir))

@@ -1,0 +1,69 @@
+"""HybridPipeline end to end on a tiny random drafter and refiner."""
+
+import pytest
+
+from hybrid.draft import DraftConfig, Drafter
+from hybrid.errors import HybridError
+from hybrid.pipeline import HybridPipeline
+
+
+def test_draft_mode_equals_plain_drafter(tiny_pipeline, tiny_model):
+    """Loading a refiner on the shared backbone must not change the drafts (LoRA is off while drafting)."""
+    model, tokenizer = tiny_model
+    plain = Drafter(model, tokenizer).generate("The history of Rome", DraftConfig(max_new_tokens=10, ignore_eos=True))
+    result = tiny_pipeline("The history of Rome", max_new_tokens=10, refine_steps=0, ignore_eos=True)
+    assert result.mode == "draft" and result.steps_run == 0
+    assert result.token_ids == plain.token_ids[0].tolist()
+    assert result.text == result.draft_text == plain.texts[0]
+
+
+def test_hybrid_mode_refines(tiny_pipeline):
+    result = tiny_pipeline("The history of Rome", max_new_tokens=12, refine_steps=4, strength=0.5, seed=0, trace=True, ignore_eos=True)
+    assert result.mode == "hybrid"
+    assert 1 <= result.steps_run <= 4
+    assert result.draft_text is not None and len(result.draft_token_ids) == 12
+    assert len(result.trace) == result.steps_run
+    committed = sum(len(step.changes) for step in result.trace)
+    assert committed >= 6  # half of the 12 draft tokens plus slack were masked and had to be filled
+    assert result.timings.refine_s > 0 and result.timings.draft_s > 0
+    assert result.token_ids != result.draft_token_ids  # a random refiner rewrites what it was given
+
+
+def test_diffusion_mode_has_no_draft(tiny_pipeline):
+    result = tiny_pipeline("Hello", max_new_tokens=8, mode="diffusion", refine_steps=4, seed=0)
+    assert result.draft_text is None and result.draft_token_ids == []
+    assert result.timings.draft_s == 0 and result.steps_run >= 1
+    assert len(result.token_ids) <= 8
+
+
+def test_same_seed_same_output_and_batches_match(tiny_pipeline):
+    prompts = ["The history of Rome", "A recipe for bread with a long list of ingredients"]
+    kwargs = dict(max_new_tokens=8, refine_steps=4, seed=1, ignore_eos=True)
+    batch = tiny_pipeline(prompts, **kwargs)
+    again = tiny_pipeline(prompts, **kwargs)
+    assert [r.token_ids for r in batch] == [r.token_ids for r in again]
+    for prompt, result in zip(prompts, batch):
+        assert tiny_pipeline(prompt, **kwargs).token_ids == result.token_ids
+
+
+def test_confidence_selection_runs(tiny_pipeline):
+    result = tiny_pipeline("Hello", max_new_tokens=8, refine_steps=2, select="confidence", ignore_eos=True)
+    assert result.steps_run >= 1
+
+
+def test_refine_without_refiner_is_refused(tiny_model_dir):
+    pipe = HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner="none")
+    with pytest.raises(HybridError, match="no refiner"):
+        pipe("Hello", refine_steps=8)
+
+
+@pytest.mark.parametrize("kwargs", [dict(strength=0.0), dict(strength=1.5), dict(refine_steps=-1), dict(refine_steps=10_000), dict(mode="other")])
+def test_bad_settings_refused(tiny_pipeline, kwargs):
+    settings = dict(max_new_tokens=4, refine_steps=2) | kwargs
+    with pytest.raises(HybridError):
+        tiny_pipeline("Hello", **settings)
+
+
+def test_canvas_beyond_context_refused(tiny_pipeline):
+    with pytest.raises(HybridError, match="context"):
+        tiny_pipeline("word " * 100, max_new_tokens=200, mode="diffusion", refine_steps=2)
