@@ -74,6 +74,7 @@ def cli(verbose: bool) -> None:
 
     \b
     generate  write text for a prompt (draft only, diffusion only, or hybrid)
+    bench     time draft / diffusion / hybrid side by side and print the ratios
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -126,6 +127,55 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
         click.echo(render_trace(result, pipe.tokenizer))
     else:
         click.echo(result.text)
+
+
+@cli.command()
+@click.option("--preset", type=click.Choice(["quick", "full"]), default="quick", show_default=True, help="quick: 128 tokens, K=8, batch 1, float32 and bfloat16 (a few minutes); full: the whole sweep.")
+@click.option("--lengths", help="Comma-separated new-token lengths, overriding the preset (e.g. 32,128,512).")
+@click.option("--steps", help="Comma-separated refine step counts (e.g. 1,4,8,16).")
+@click.option("--batch-sizes", help="Comma-separated batch sizes (e.g. 1,8).")
+@click.option("--dtypes", help="Comma-separated dtypes (float32,bfloat16).")
+@click.option("--repeats", type=click.IntRange(1, 50), default=None, help="Timed repeats per cell (median reported).")
+@click.option("--refiner", default=None, help="Refiner folder; default the shipped general refiner (an untrained one if none is installed).")
+@click.option("--no-memory", is_flag=True, help="Skip the peak-memory probe of `hybrid generate`.")
+@click.option("--output", type=click.Path(file_okay=False), default="evals/bench/latest", show_default=True, help="Folder for bench.json, bench.txt and bench.png.")
+def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memory, output):
+    """Time draft only, diffusion only and hybrid side by side; print every ratio to draft only.
+
+    \b
+    hybrid bench --preset quick
+    hybrid bench --preset full --output evals/bench/cpu-full
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from hybrid.bench import PRESETS, run_bench
+    from hybrid.bench_report import format_table, write_report
+
+    def numbers(text, name):
+        try:
+            return [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name)
+
+    config = dataclasses.replace(PRESETS[preset], refiner=refiner, measure_memory=not no_memory)
+    if lengths:
+        config.lengths = numbers(lengths, "--lengths")
+    if steps:
+        config.steps = numbers(steps, "--steps")
+    if batch_sizes:
+        config.batch_sizes = numbers(batch_sizes, "--batch-sizes")
+    if dtypes:
+        config.dtypes = [d.strip() for d in dtypes.split(",")]
+        for d in config.dtypes:
+            if d not in ("float32", "bfloat16"):
+                raise click.BadParameter(f"unknown dtype {d!r}: choose float32 or bfloat16", param_hint="--dtypes")
+    if repeats:
+        config.repeats = repeats
+    report = run_bench(config)
+    paths = write_report(report, Path(output))
+    click.echo(format_table(report))
+    click.echo(f"\nwrote {paths['json']}, {paths['table']}, {paths['plot']}")
 
 
 def main() -> None:

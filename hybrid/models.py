@@ -68,7 +68,7 @@ def _convert_packaged(alias: str, spec: PackagedModel, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = _package_folder(spec)
-    log.info("converting %s from %s to safetensors in %s (once, ~30 s)", alias, spec.gguf_file, target)
+    log.warning("first use of %s: converting %s to safetensors in %s (once, ~30 s)", alias, spec.gguf_file, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
     try:

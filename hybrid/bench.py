@@ -1,0 +1,202 @@
+"""Wall-clock benchmark: draft only, diffusion only and hybrid, side by side in one run.
+
+Every figure that matters is a ratio measured in the same process: hybrid / draft wall-clock, one refine step over
+one AR decode step (AR-token equivalents), bfloat16 / float32. Each timing is the median of several repeats after a
+warm-up. Absolute seconds depend on the machine; the ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from hybrid.draft import DraftConfig
+from hybrid.errors import HybridError
+from hybrid.models import DEFAULT_DRAFTER
+from hybrid.pipeline import HybridPipeline, resolve_refiner
+from hybrid.refiner import Refiner
+
+log = logging.getLogger(__name__)
+
+PROMPTS = [
+    "The history of Rome",
+    "Explain how a refrigerator keeps food cold.",
+    "Write a short letter to a friend about a trip to the sea.",
+    "What are the main causes of the French Revolution?",
+    "Describe the life cycle of a butterfly.",
+    "Give three tips for learning a new language.",
+    "Summarise the plot of Romeo and Juliet.",
+    "Why is the sky blue?",
+]
+
+
+@dataclass
+class BenchConfig:
+    lengths: list[int] = field(default_factory=lambda: [128])
+    steps: list[int] = field(default_factory=lambda: [8])
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    dtypes: list[str] = field(default_factory=lambda: ["float32", "bfloat16"])
+    repeats: int = 3
+    warmup: int = 1
+    strength: float = 0.5
+    draft_model: str = DEFAULT_DRAFTER
+    refiner: str | None = None  # None: the shipped general refiner, or an untrained one if none is installed
+    measure_memory: bool = True
+
+
+PRESETS = {
+    "quick": BenchConfig(),
+    "full": BenchConfig(lengths=[32, 128, 512], steps=[1, 2, 4, 8, 16], batch_sizes=[1, 8], repeats=3),
+}
+
+
+@dataclass
+class Timing:
+    dtype: str
+    batch: int
+    new_tokens: int
+    system: str  # draft | diffusion | hybrid
+    steps: int
+    seconds: float  # median wall-clock of one call
+    tokens_per_s: float  # new tokens (all rows) per second
+    ratio_to_draft: float
+    steps_run: float  # median denoising steps actually run (early exit)
+
+
+@dataclass
+class StepCost:
+    dtype: str
+    batch: int
+    canvas: int
+    decode_step_s: float  # one AR decode step of the drafter
+    refine_step_s: float  # one refiner forward over the whole canvas (prompt cached)
+    ar_token_equivalents: float
+
+
+@dataclass
+class BenchReport:
+    config: BenchConfig
+    refiner: str
+    machine: dict
+    timings: list[Timing] = field(default_factory=list)
+    step_costs: list[StepCost] = field(default_factory=list)
+    peak_rss_mb: float | None = None  # `hybrid generate --refine-steps 8` on the defaults, in a child process
+    decode_bound_s: dict = field(default_factory=dict)  # per dtype: weight bytes / measured memory bandwidth
+
+    def ratio(self, dtype: str, batch: int, tokens: int, system: str, steps: int) -> float | None:
+        for t in self.timings:
+            if (t.dtype, t.batch, t.new_tokens, t.system, t.steps) == (dtype, batch, tokens, system, steps):
+                return t.ratio_to_draft
+        return None
+
+
+def _median_time(call, repeats: int, warmup: int) -> tuple[float, list]:
+    for _ in range(warmup):
+        call()
+    seconds, outputs = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        outputs.append(call())
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), outputs
+
+
+def _load(config: BenchConfig, dtype: str) -> tuple[HybridPipeline, str]:
+    folder = resolve_refiner(config.refiner)
+    pipe = HybridPipeline.from_pretrained(config.draft_model, refiner="none", dtype=dtype)
+    model = pipe.drafter.model
+    if folder is not None:
+        pipe.refiner = Refiner.load(folder, model).to(model.dtype).eval()
+        return pipe, str(folder)
+    log.warning("no trained refiner installed: timing an untrained one (timings are valid, outputs are not)")
+    pipe.refiner = Refiner.create(model, config.draft_model).to(model.dtype).eval()
+    return pipe, "untrained"
+
+
+def measure_bandwidth_gbs(megabytes: int = 512) -> float:
+    """Sustained read bandwidth of this machine, measured by summing a large tensor (the bound for a decode step)."""
+    data = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
+    data.sum()
+    start = time.perf_counter()
+    for _ in range(5):
+        data.sum()
+    return 5 * data.numel() * 4 / (time.perf_counter() - start) / 1e9
+
+
+def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode_step_s: float, repeats: int) -> StepCost:
+    prompts = (PROMPTS * batch)[:batch]
+    prompt_ids, prompt_mask = pipe.drafter.encode_prompts(prompts, tokens)
+    refiner = pipe.refiner
+    canvas = torch.full((batch, tokens + 4), refiner.mask_token_id, dtype=torch.long)
+    with torch.inference_mode():
+        state = refiner.encode_prompt(prompt_ids, prompt_mask)
+        seconds, _ = _median_time(lambda: refiner.canvas_logits(state, canvas), repeats, 1)
+    return StepCost(dtype, batch, tokens + 4, decode_step_s, seconds, seconds / decode_step_s)
+
+
+def peak_memory_of_generate(refiner: str | None, max_new_tokens: int = 128) -> float:
+    """Peak resident memory (MB) of a `hybrid generate --refine-steps 8` process on the default drafter."""
+    command = [sys.executable, "-m", "hybrid.cli", "generate", "The history of Rome", "--refine-steps", "8",
+               "--max-new-tokens", str(max_new_tokens)]
+    with tempfile.TemporaryDirectory() as tmp:
+        if refiner is None and resolve_refiner(None) is None:  # time an untrained refiner written to a temp folder
+            from hybrid.models import load_causal_lm
+
+            model, _ = load_causal_lm(DEFAULT_DRAFTER)
+            Refiner.create(model, DEFAULT_DRAFTER).save(Path(tmp) / "untrained")
+            del model
+            refiner = str(Path(tmp) / "untrained")
+        if refiner is not None:
+            command += ["--refiner", refiner]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise HybridError(f"the memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if after <= before:
+        log.warning("peak memory of the child may be hidden by an earlier, larger child")
+    return after / 1024  # ru_maxrss is in KB on Linux
+
+
+def run_bench(config: BenchConfig) -> BenchReport:
+    machine = {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    report = BenchReport(config, refiner="", machine=machine)
+    cells = [(d, b, n) for d in config.dtypes for b in config.batch_sizes for n in config.lengths]
+    bar = tqdm(total=len(cells) * (1 + 2 * len(config.steps)), desc="bench", unit="cell")
+    for dtype in config.dtypes:
+        pipe, report.refiner = _load(config, dtype)
+        weight_bytes = sum(p.numel() * p.element_size() for p in pipe.drafter.model.parameters())
+        report.decode_bound_s[dtype] = weight_bytes / (measure_bandwidth_gbs() * 1e9)
+        for batch in config.batch_sizes:
+            prompts = (PROMPTS * batch)[:batch]
+            for tokens in config.lengths:
+                common = dict(max_new_tokens=tokens, ignore_eos=True, seed=0)
+                draft_s, drafts = _median_time(lambda: pipe(prompts, refine_steps=0, **common), config.repeats, config.warmup)
+                report.timings.append(Timing(dtype, batch, tokens, "draft", 0, draft_s, batch * tokens / draft_s, 1.0, 0))
+                bar.update()
+                decode_step_s = statistics.median(r[0].timings.draft_decode_s for r in drafts) / max(tokens - 1, 1)
+                report.step_costs.append(_step_cost(pipe, dtype, batch, tokens, decode_step_s, config.repeats))
+                for steps in config.steps:
+                    for system in ("diffusion", "hybrid"):
+                        call = lambda: pipe(prompts, refine_steps=steps, mode=system, strength=config.strength, **common)  # noqa: E731
+                        seconds, outputs = _median_time(call, config.repeats, config.warmup)
+                        steps_run = statistics.median(r[0].steps_run for r in outputs)
+                        report.timings.append(Timing(dtype, batch, tokens, system, steps, seconds, batch * tokens / seconds, seconds / draft_s, steps_run))
+                        bar.update()
+        del pipe
+    bar.close()
+    if config.measure_memory:
+        report.peak_rss_mb = peak_memory_of_generate(config.refiner)
+    return report

@@ -1,0 +1,111 @@
+"""Turn a BenchReport into what people read (a table and the target ratios), JSON and a PNG."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from hybrid.bench import BenchReport
+
+# The issue's targets on this 2-core CPU, as ratios measured in one run.
+TARGETS = {
+    "hybrid_k8_over_draft": 1.25,
+    "refine_step_ar_equivalents": 4.0,
+    "bf16_speedup": 1.5,
+    "peak_rss_mb": 1536.0,
+}
+
+
+def _find(report: BenchReport, **match):
+    return [t for t in report.timings if all(getattr(t, k) == v for k, v in match.items())]
+
+
+def headline(report: BenchReport) -> dict:
+    """The target figures, each None when the sweep did not cover it."""
+    tokens = 128 if 128 in report.config.lengths else max(report.config.lengths)
+    steps = 8 if 8 in report.config.steps else max(report.config.steps)
+    figures = {"new_tokens": tokens, "steps": steps}
+    for dtype in report.config.dtypes:
+        hybrid = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system="hybrid", steps=steps)
+        figures[f"hybrid_k{steps}_over_draft[{dtype}]"] = hybrid[0].ratio_to_draft if hybrid else None
+        diffusion = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system="diffusion", steps=steps)
+        figures[f"diffusion_k{steps}_over_draft[{dtype}]"] = diffusion[0].ratio_to_draft if diffusion else None
+        cost = [c for c in report.step_costs if c.dtype == dtype and c.batch == 1 and c.canvas == tokens + 4]
+        figures[f"refine_step_ar_equivalents[{dtype}]"] = cost[0].ar_token_equivalents if cost else None
+        if cost and dtype in report.decode_bound_s:
+            figures[f"decode_step_over_bandwidth_bound[{dtype}]"] = cost[0].decode_step_s / report.decode_bound_s[dtype]
+    if {"float32", "bfloat16"} <= set(report.config.dtypes):
+        for system in ("draft", "hybrid"):
+            fp32 = _find(report, dtype="float32", batch=1, new_tokens=tokens, system=system, steps=0 if system == "draft" else steps)
+            bf16 = _find(report, dtype="bfloat16", batch=1, new_tokens=tokens, system=system, steps=0 if system == "draft" else steps)
+            if fp32 and bf16:
+                figures[f"bf16_speedup[{system}]"] = fp32[0].seconds / bf16[0].seconds
+    figures["peak_rss_mb"] = report.peak_rss_mb
+    return figures
+
+
+def format_table(report: BenchReport) -> str:
+    lines = [f"refiner: {report.refiner}; {report.machine['threads']} threads; torch {report.machine['torch']}", ""]
+    lines.append(f"{'dtype':9s} {'batch':>5s} {'tokens':>6s} {'system':10s} {'K':>3s} {'run':>4s} {'seconds':>8s} {'tok/s':>8s} {'x draft':>8s}")
+    for t in report.timings:
+        lines.append(f"{t.dtype:9s} {t.batch:5d} {t.new_tokens:6d} {t.system:10s} {t.steps:3d} {t.steps_run:4.0f} {t.seconds:8.2f} {t.tokens_per_s:8.1f} {t.ratio_to_draft:8.2f}")
+    lines += ["", "one refine step vs one decode step (same model, same run):"]
+    for c in report.step_costs:
+        lines.append(f"  {c.dtype:9s} batch {c.batch} canvas {c.canvas}: refine {c.refine_step_s * 1000:.0f} ms, decode {c.decode_step_s * 1000:.1f} ms = {c.ar_token_equivalents:.2f} AR tokens")
+    lines += ["", "targets:"]
+    for name, value in headline(report).items():
+        if name in ("new_tokens", "steps"):
+            continue
+        key = name.split("[")[0]
+        key = "hybrid_k8_over_draft" if key.startswith("hybrid_k") else key
+        target = TARGETS.get(key)
+        shown = "n/a" if value is None else f"{value:.2f}"
+        if target is None or value is None:
+            verdict = ""
+        elif key == "bf16_speedup":
+            verdict = f"(target >= {target}: {'met' if value >= target else 'MISSED'})"
+        else:
+            verdict = f"(target <= {target}: {'met' if value <= target else 'MISSED'})"
+        lines.append(f"  {name:45s} {shown:>8s} {verdict}")
+    return "\n".join(lines)
+
+
+def write_report(report: BenchReport, folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / "bench.json", "table": folder / "bench.txt", "plot": folder / "bench.png"}
+    data = asdict(report) | {"headline": headline(report)}
+    paths["json"].write_text(json.dumps(data, indent=2) + "\n")
+    paths["table"].write_text(format_table(report) + "\n")
+    plot(report, paths["plot"])
+    return paths
+
+
+def plot(report: BenchReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batch = report.config.batch_sizes[0]
+    tokens = 128 if 128 in report.config.lengths else max(report.config.lengths)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for dtype, style in zip(report.config.dtypes, ("-", "--")):
+        for system, colour in (("hybrid", "tab:blue"), ("diffusion", "tab:orange")):
+            rows = sorted(_find(report, dtype=dtype, batch=batch, new_tokens=tokens, system=system), key=lambda t: t.steps)
+            if rows:
+                axes[0].plot([t.steps for t in rows], [t.ratio_to_draft for t in rows], style, marker="o", color=colour, label=f"{system} {dtype}")
+    axes[0].axhline(1.0, color="grey", lw=1, label="draft only")
+    axes[0].axhline(TARGETS["hybrid_k8_over_draft"], color="red", lw=1, ls=":", label="hybrid target (1.25x)")
+    axes[0].set(xlabel="refine steps K", ylabel="wall-clock / draft only", title=f"{tokens} new tokens, batch {batch}")
+    axes[0].legend(fontsize=8)
+    for dtype, style in zip(report.config.dtypes, ("-", "--")):
+        costs = sorted((c for c in report.step_costs if c.dtype == dtype and c.batch == batch), key=lambda c: c.canvas)
+        if costs:
+            axes[1].plot([c.canvas for c in costs], [c.ar_token_equivalents for c in costs], style, marker="o", label=dtype)
+    axes[1].axhline(TARGETS["refine_step_ar_equivalents"], color="red", lw=1, ls=":", label="target (4)")
+    axes[1].set(xlabel="canvas length", ylabel="one refine step / one decode step", title="refine step in AR-token equivalents")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
