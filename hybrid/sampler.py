@@ -48,8 +48,12 @@ class Denoiser(Protocol):
         """Encode the prompt once per request (e.g. a prefix KV cache); the result is opaque to the sampler."""
         ...
 
-    def canvas_logits(self, prompt_state: object, canvas_ids: torch.LongTensor) -> torch.FloatTensor:
-        """FloatTensor[B, L, V]: logits[b, i] is the distribution of canvas token i given prompt and whole canvas."""
+    def canvas_logits(self, prompt_state: object, canvas_ids: torch.LongTensor, need: Optional[torch.BoolTensor] = None) -> torch.FloatTensor:
+        """FloatTensor[B, L, V]: logits[b, i] is the distribution of canvas token i given prompt and whole canvas.
+
+        `need` [B, L], when given, marks the slots the sampler will read; a denoiser may skip the output head
+        elsewhere (those rows then hold any finite value) to save time.
+        """
         ...
 
 
@@ -182,7 +186,8 @@ def refine(
         masked = canvas == mask_id
         if threshold is None and not masked.any():
             break
-        logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas), mask_id).log_softmax(-1)
+        need = masked | (~masked & editable) if threshold is not None else masked
+        logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas, need), mask_id).log_softmax(-1)
         tokens, confidence = _predict(logp, masked, config.temperature, generator)
         commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
         edit = torch.zeros_like(masked)

@@ -67,3 +67,13 @@ def test_bad_settings_refused(tiny_pipeline, kwargs):
 def test_canvas_beyond_context_refused(tiny_pipeline):
     with pytest.raises(HybridError, match="context"):
         tiny_pipeline("word " * 100, max_new_tokens=200, mode="diffusion", refine_steps=2)
+
+
+def test_partial_output_head_changes_nothing(tiny_pipeline, monkeypatch):
+    """Running the output head only on the slots the sampler reads must give the same text as running it everywhere."""
+    kwargs = dict(max_new_tokens=10, refine_steps=4, edit_threshold=0.3, seed=0, ignore_eos=True, trace=True)
+    fast = tiny_pipeline("The history of Rome", **kwargs)
+    full_head = tiny_pipeline.refiner.canvas_logits
+    monkeypatch.setattr(tiny_pipeline.refiner, "canvas_logits", lambda state, canvas, need=None: full_head(state, canvas))
+    slow = tiny_pipeline("The history of Rome", **kwargs)
+    assert fast.token_ids == slow.token_ids and fast.edits_per_step == slow.edits_per_step

@@ -119,3 +119,15 @@ def test_missing_or_broken_config_refused(tmp_path):
     (tmp_path / "r" / "refiner_config.json").write_text("{ not json")
     with pytest.raises(HybridError, match="corrupt"):
         Refiner.load(tmp_path / "r", build_tiny_llama(100))
+
+
+def test_needed_slots_get_the_same_logits():
+    _, refiner = make_refiner()
+    canvas = canvas_for(refiner)
+    need = canvas == refiner.mask_token_id
+    with torch.no_grad():
+        state = refiner.encode_prompt(PROMPT, PROMPT_MASK)
+        full = refiner.canvas_logits(state, canvas)
+        partial = refiner.canvas_logits(state, canvas, need)
+    assert torch.allclose(full[need], partial[need], atol=1e-5)
+    assert torch.equal(partial[:, 0], full[:, 0])

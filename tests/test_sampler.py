@@ -27,7 +27,7 @@ class Oracle:
     def encode_prompt(self, prompt_ids, prompt_attention_mask):
         return prompt_ids
 
-    def canvas_logits(self, prompt_state, canvas_ids):
+    def canvas_logits(self, prompt_state, canvas_ids, need=None):
         self.calls += 1
         batch, width = canvas_ids.shape
         target = target_for(prompt_state, width)
