@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hybrid.draft import DraftConfig, Drafter
+from hybrid.draft import Draft, DraftConfig, Drafter
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
 from hybrid.refiner import Refiner
@@ -109,8 +109,12 @@ class HybridPipeline:
     def __call__(self, prompts: str | list[str], max_new_tokens: int = 128, refine_steps: int = 0, mode: str = "hybrid",
                  strength: float = 0.5, select: str = "logprob", schedule: str = "cosine", edit_threshold: float | None = None,
                  slack: int = 4, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False):
-        """Generate for one prompt (returns a GenerationResult) or a list (returns a list)."""
+                 stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False, draft: Draft | None = None):
+        """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
+
+        `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
+        so that several refine settings can be compared on one draft; its drafting time still counts in the timings.
+        """
         single = isinstance(prompts, str)
         batch = [prompts] if single else list(prompts)
         if mode not in MODES:
@@ -127,18 +131,29 @@ class HybridPipeline:
         draft_config.validate()
         if refine_steps > 0 and self.refiner is None:
             raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
-        results = self._run(batch, draft_config, sampler_config, mode)
+        if draft is not None and (mode == "diffusion" or len(draft.texts) != len(batch)):
+            raise HybridError("a given draft must come from the same prompts, and diffusion mode takes none")
+        results = self._run(batch, draft_config, sampler_config, mode, draft)
         return results[0] if single else results
 
+    def draft(self, prompts: str | list[str], max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+              seed: int | None = None, stop: tuple[str, ...] = (), ignore_eos: bool = False) -> Draft:
+        """Only the autoregressive stage (the refiner's LoRA is off), for reuse through `pipe(..., draft=...)`."""
+        config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos)
+        with self._drafting(), torch.inference_mode():
+            return self.drafter.generate(prompts, config)
+
     @torch.inference_mode()
-    def _run(self, prompts: list[str], draft_config: DraftConfig, sampler_config: SamplerConfig, mode: str) -> list[GenerationResult]:
+    def _run(self, prompts: list[str], draft_config: DraftConfig, sampler_config: SamplerConfig, mode: str,
+             draft: Draft | None = None) -> list[GenerationResult]:
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(draft_config.seed) if draft_config.seed is not None else None
-        draft = None
         timings = StageTimings(load_s=self.load_s)
+        reused = draft is not None
         if mode != "diffusion":
-            with self._drafting():
-                draft = self.drafter.generate(prompts, draft_config)
+            if not reused:
+                with self._drafting():
+                    draft = self.drafter.generate(prompts, draft_config)
             timings.draft_s = draft.timings.total_s
             timings.draft_prefill_s = draft.timings.prefill_s
             timings.draft_decode_s = draft.timings.decode_s
@@ -150,7 +165,7 @@ class HybridPipeline:
             refine_start = time.perf_counter()
             output, final_ids = self._refine(prompts, draft, draft_config, sampler_config, generator)
             timings.refine_s = time.perf_counter() - refine_start
-        timings.total_s = time.perf_counter() - start
+        timings.total_s = time.perf_counter() - start + (draft.timings.total_s if reused else 0.0)
         return [self._result(row, prompts[row], draft, final_ids[row], output, mode, sampler_config, timings) for row in range(len(prompts))]
 
     def _drafting(self):

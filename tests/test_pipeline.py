@@ -77,3 +77,12 @@ def test_partial_output_head_changes_nothing(tiny_pipeline, monkeypatch):
     monkeypatch.setattr(tiny_pipeline.refiner, "canvas_logits", lambda state, canvas, need=None: full_head(state, canvas))
     slow = tiny_pipeline("The history of Rome", **kwargs)
     assert fast.token_ids == slow.token_ids and fast.edits_per_step == slow.edits_per_step
+
+
+def test_refining_a_given_draft_equals_the_one_call_path(tiny_pipeline):
+    kwargs = dict(max_new_tokens=10, seed=0, ignore_eos=True)
+    draft = tiny_pipeline.draft(["The history of Rome"], **kwargs)
+    reused = tiny_pipeline(["The history of Rome"], refine_steps=4, draft=draft, **kwargs)[0]
+    direct = tiny_pipeline("The history of Rome", refine_steps=4, **kwargs)
+    assert reused.token_ids == direct.token_ids and reused.draft_text == direct.draft_text
+    assert reused.timings.total_s >= reused.timings.draft_s > 0
