@@ -74,6 +74,7 @@ def cli(verbose: bool) -> None:
 
     \b
     generate  write text for a prompt (draft only, diffusion only, or hybrid)
+    eval      score draft / diffusion / hybrid on a suite: factuality, coherence, cost
     bench     time draft / diffusion / hybrid side by side and print the ratios
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -176,6 +177,50 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
     paths = write_report(report, Path(output))
     click.echo(format_table(report))
     click.echo(f"\nwrote {paths['json']}, {paths['table']}, {paths['plot']}")
+
+
+@cli.command(name="eval")
+@click.argument("suite")
+@click.option("--limit", type=click.IntRange(1, 100000), default=None, help="Only the first N prompts (a quick look).")
+@click.option("--steps", default="1,2,4,8,16", show_default=True, help="Comma-separated refine-step counts for the hybrid systems.")
+@click.option("--diffusion-steps", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
+@click.option("--select", type=click.Choice(["logprob", "confidence", "random"]), default="logprob", show_default=True)
+@click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)
+@click.option("--draft-model", default="smollm2-135m", show_default=True)
+@click.option("--refiner", default=None, help="Refiner folder or shipped name; default the shipped general refiner.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--no-judge", is_flag=True, help="Skip perplexity under the judge LM (Gemma-3-270m, ~1 min to load the first time).")
+@click.option("--no-encoders", is_flag=True, help="Skip the MiniLM metrics (coherence, BERTScore, consistency classifier).")
+@click.option("--validate", "validate_metrics", is_flag=True, help="Also measure and report the metric validations (judge, grounding, classifier).")
+@click.option("--output", type=click.Path(file_okay=False), default=None, help="Report folder (default evals/reports/SUITE).")
+def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_threshold, draft_model, refiner, dtype,
+                 batch_size, no_judge, no_encoders, validate_metrics, output):
+    """Score draft only, diffusion only and hybrid (several K) on SUITE's prompts, in one run.
+
+    SUITE is a name under evals/suites/ (summarize, continue, facts) or the path of your own suite YAML.
+    Writes results.json (every sample and score), report.md and quality_vs_time.png.
+
+    \b
+    hybrid eval facts --limit 20
+    hybrid eval evals/suites/my_suite.yaml --steps 4,8
+    """
+    from pathlib import Path
+
+    from hybrid.evaluation.evaluate_suite import run_suite
+
+    try:
+        hybrid_steps = [int(x) for x in steps.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {steps!r}", param_hint="--steps")
+    paths, verdict_lines = run_suite(
+        suite, limit=limit, hybrid_steps=hybrid_steps, diffusion_steps=diffusion_steps, strength=strength, select=select,
+        edit_threshold=edit_threshold, draft_model=draft_model, refiner=refiner, dtype=dtype, batch_size=batch_size,
+        judge=not no_judge, encoders=not no_encoders, validate_metrics=validate_metrics, output=Path(output) if output else None,
+    )
+    click.echo(paths["markdown"].read_text())
+    click.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
 
 
 def main() -> None:

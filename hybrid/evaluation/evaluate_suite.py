@@ -1,0 +1,59 @@
+"""`hybrid eval`: load a suite, generate with every system, score, and write the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from hybrid.evaluation.report import summarise, write_report, verdicts
+from hybrid.evaluation.runner import EvalConfig, generate_samples, system_names
+from hybrid.evaluation.scoring import score_samples
+from hybrid.evaluation.suite import REPO_ROOT, load_examples, load_suite
+from hybrid.sampler import SamplerConfig
+
+log = logging.getLogger(__name__)
+
+
+def metric_validations(suite_task: str) -> dict:
+    """The figures that say each metric measures what it claims (see hybrid/evaluation/validate.py)."""
+    from hybrid.evaluation.validate import validate_classifier, validate_grounding, validate_judge
+
+    figures = {"grounding": dataclasses.asdict(validate_grounding())}
+    figures["judge"] = dataclasses.asdict(validate_judge())
+    if suite_task == "summarize":
+        figures["consistency_classifier"] = dataclasses.asdict(validate_classifier())
+    for value in figures.values():
+        value.pop("per_passage", None)
+    return figures
+
+
+def run_suite(suite_name: str, *, limit=None, hybrid_steps=(1, 2, 4, 8, 16), diffusion_steps=8, strength=0.5,
+              select="logprob", edit_threshold=None, draft_model="smollm2-135m", refiner=None, dtype="float32",
+              batch_size=4, judge=True, encoders=True, validate_metrics=False, output: Path | None = None):
+    from hybrid.pipeline import HybridPipeline
+
+    suite, base = load_suite(suite_name)
+    config = EvalConfig(list(hybrid_steps), diffusion_steps, strength, select, edit_threshold, batch_size, judge=judge, encoders=encoders)
+    for steps in [*config.hybrid_steps, config.diffusion_steps]:  # fail on bad numbers before loading models
+        SamplerConfig(steps=steps, strength=strength, select=select, edit_threshold=edit_threshold).validate()
+    examples = load_examples(suite, base, limit)
+    started = time.perf_counter()
+    pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype)
+    if pipe.refiner is None:
+        log.warning("no refiner available: only the draft-only system is evaluated")
+    samples = generate_samples(pipe, suite, examples, config)
+    del pipe
+    score_samples(samples, examples, suite, config)
+    summaries = summarise(samples, system_names(config))
+    header = {
+        "prompts": len(examples), "draft model": draft_model, "dtype": dtype,
+        "refiner": refiner or "shipped general (default)", "strength": strength, "select": select,
+        "edit threshold": edit_threshold, "max new tokens": suite.max_new_tokens,
+        "wall-clock of the whole evaluation (s)": round(time.perf_counter() - started, 1),
+    }
+    if validate_metrics:
+        header["metric validations"] = metric_validations(suite.task)
+    folder = output or (REPO_ROOT / "evals" / "reports" / suite.name)
+    return write_report(folder, suite.name, samples, summaries, header), verdicts(summaries)

@@ -1,0 +1,161 @@
+"""Aggregate scored samples into a report: JSON (every sample), a Markdown table, and a quality-vs-time plot.
+
+Deltas to draft only are paired per prompt and carry 95% bootstrap confidence intervals (resampling prompts).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hybrid.evaluation.runner import Sample
+from hybrid.evaluation.scoring import METRIC_DIRECTION
+
+BOOTSTRAP_ROUNDS = 1000
+
+
+@dataclass
+class Delta:
+    mean: float
+    low: float
+    high: float
+    prompts: int
+
+
+@dataclass
+class SystemSummary:
+    system: str
+    means: dict[str, float | None] = field(default_factory=dict)
+    deltas: dict[str, Delta | None] = field(default_factory=dict)  # system - draft, paired per prompt
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def paired_delta(system: dict[str, float], draft: dict[str, float], seed: int = 0) -> Delta | None:
+    """Mean of per-prompt differences with a percentile bootstrap interval."""
+    ids = [i for i in system if system[i] is not None and draft.get(i) is not None]
+    if not ids:
+        return None
+    diffs = [system[i] - draft[i] for i in ids]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(BOOTSTRAP_ROUNDS))
+    return Delta(sum(diffs) / len(diffs), means[int(0.025 * BOOTSTRAP_ROUNDS)], means[int(0.975 * BOOTSTRAP_ROUNDS) - 1], len(ids))
+
+
+def summarise(samples: list[Sample], systems: list[str]) -> list[SystemSummary]:
+    draft_time = {s.example_id: s.total_s for s in samples if s.system == "draft"}
+    for sample in samples:
+        sample.scores["total_s"] = sample.total_s
+        if draft_time.get(sample.example_id):
+            sample.scores["cost_vs_draft"] = sample.total_s / draft_time[sample.example_id]
+    metrics = sorted({k for s in samples for k in s.scores}, key=lambda k: list(METRIC_DIRECTION).index(k) if k in METRIC_DIRECTION else 99)
+    per_system = {name: {m: {} for m in metrics} for name in systems}
+    for sample in samples:
+        if sample.system in per_system:
+            for metric in metrics:
+                per_system[sample.system][metric][sample.example_id] = sample.scores.get(metric)
+    summaries = []
+    for name in systems:
+        if not any(per_system[name][m] for m in metrics):
+            continue
+        summary = SystemSummary(name, {m: _mean(per_system[name][m].values()) for m in metrics})
+        if name != "draft":
+            summary.deltas = {m: paired_delta(per_system[name][m], per_system["draft"][m]) for m in metrics}
+        summaries.append(summary)
+    return summaries
+
+
+def _cell(summary: SystemSummary, metric: str) -> str:
+    value = summary.means.get(metric)
+    if value is None:
+        return "n/a"
+    text = f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    delta = summary.deltas.get(metric)
+    if delta is not None and metric not in ("total_s", "cost_vs_draft"):
+        significant = delta.low > 0 or delta.high < 0
+        text += f" ({delta.mean:+.3f} [{delta.low:+.3f}, {delta.high:+.3f}]{'*' if significant else ''})"
+    return text
+
+
+def verdicts(summaries: list[SystemSummary]) -> list[str]:
+    """Plain sentences: for each metric, does the best hybrid beat the draft (CI excludes zero), tie, or lose?"""
+    lines = []
+    hybrids = [s for s in summaries if s.system.startswith("hybrid")]
+    for metric, direction in METRIC_DIRECTION.items():
+        if direction == 0 or metric in ("total_s", "cost_vs_draft"):
+            continue
+        deltas = [(s.system, s.deltas.get(metric)) for s in hybrids if s.deltas.get(metric) is not None]
+        if not deltas:
+            continue
+        better = [n for n, d in deltas if (d.low > 0 if direction > 0 else d.high < 0)]
+        worse = [n for n, d in deltas if (d.high < 0 if direction > 0 else d.low > 0)]
+        if better:
+            lines.append(f"- {metric}: hybrid is better than draft only for {', '.join(better)} (95% CI excludes 0).")
+        elif worse:
+            lines.append(f"- {metric}: hybrid is WORSE than draft only for {', '.join(worse)}; no hybrid setting is better.")
+        else:
+            lines.append(f"- {metric}: no hybrid setting differs from draft only beyond noise.")
+    return lines
+
+
+def markdown(suite_name: str, summaries: list[SystemSummary], header: dict) -> str:
+    metrics = [m for m in summaries[0].means if any(s.means.get(m) is not None for s in summaries)]
+    lines = [f"# hybrid eval: {suite_name}", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items()]
+    lines += ["", "Each cell: mean (delta to draft only [95% bootstrap CI], * where the CI excludes 0).",
+              "Direction: " + ", ".join(f"{m} {'higher' if METRIC_DIRECTION.get(m, 0) > 0 else 'lower' if METRIC_DIRECTION.get(m, 0) < 0 else '-'}" for m in metrics), ""]
+    lines.append("| system | " + " | ".join(metrics) + " |")
+    lines.append("|---|" + "---|" * len(metrics))
+    for summary in summaries:
+        lines.append(f"| {summary.system} | " + " | ".join(_cell(summary, m) for m in metrics) + " |")
+    lines += ["", "## What the numbers say", "", *verdicts(summaries), ""]
+    return "\n".join(lines)
+
+
+def quality_metric(summaries: list[SystemSummary]) -> str:
+    for metric in ("fact_accuracy", "rougeL", "bertscore_f1", "consistency", "judge_perplexity", "unigram_entropy"):
+        if any(s.means.get(metric) is not None for s in summaries):
+            return metric
+    return "words"
+
+
+def plot(summaries: list[SystemSummary], path: Path, suite_name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("fact_accuracy", "rougeL", "consistency", "judge_perplexity", "adjacent_similarity", "unigram_entropy")
+               if any(s.means.get(m) is not None for s in summaries)][:3] or [quality_metric(summaries)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for summary in summaries:
+            x, y = summary.means.get("total_s"), summary.means.get(metric)
+            if x is None or y is None:
+                continue
+            colour = "black" if summary.system == "draft" else "tab:orange" if summary.system.startswith("diffusion") else "tab:blue"
+            ax.scatter([x], [y], color=colour)
+            ax.annotate(summary.system, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        hybrids = sorted((s for s in summaries if s.system.startswith("hybrid") and s.means.get(metric) is not None),
+                         key=lambda s: int(s.system.split("K")[1]))
+        ax.plot([s.means["total_s"] for s in hybrids], [s.means[metric] for s in hybrids], color="tab:blue", lw=1)
+        better = "higher" if METRIC_DIRECTION.get(metric, 0) > 0 else "lower"
+        ax.set(xlabel="wall-clock per prompt (s)", ylabel=f"{metric} ({better} is better)", title=f"{suite_name}: {metric}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(folder: Path, suite_name: str, samples: list[Sample], summaries: list[SystemSummary], header: dict) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / "results.json", "markdown": folder / "report.md", "plot": folder / "quality_vs_time.png"}
+    data = {"suite": suite_name, "header": header, "systems": [asdict(s) for s in summaries], "samples": [asdict(s) for s in samples]}
+    paths["json"].write_text(json.dumps(data, indent=1) + "\n")
+    paths["markdown"].write_text(markdown(suite_name, summaries, header))
+    plot(summaries, paths["plot"], suite_name)
+    return paths

@@ -1,0 +1,73 @@
+"""Run one suite through draft only, diffusion only and hybrid at several refine-step counts, on the same prompts.
+
+Hybrid systems refine the very draft the draft-only system wrote (drafted once per prompt), so differences
+between them are the refiner's doing; each hybrid's wall-clock still includes that draft's time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from hybrid.evaluation.suite import Example, Suite
+from hybrid.pipeline import HybridPipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    hybrid_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    diffusion_steps: int = 8
+    strength: float = 0.5
+    select: str = "logprob"
+    edit_threshold: float | None = None
+    batch_size: int = 4
+    seed: int = 0
+    judge: bool = True  # perplexity under the independent judge LM (loads Gemma-3-270m)
+    encoders: bool = True  # MiniLM-based metrics: coherence, BERTScore, consistency classifier
+
+
+@dataclass
+class Sample:
+    example_id: str
+    system: str  # "draft", "diffusion-K8", "hybrid-K4", ...
+    prompt: str
+    text: str
+    draft_text: str | None
+    steps_run: int
+    draft_s: float  # per prompt: the batch's time divided by its size
+    refine_s: float
+    total_s: float
+    scores: dict = field(default_factory=dict)
+
+
+def system_names(config: EvalConfig) -> list[str]:
+    return ["draft", f"diffusion-K{config.diffusion_steps}", *[f"hybrid-K{k}" for k in config.hybrid_steps]]
+
+
+def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example], config: EvalConfig) -> list[Sample]:
+    samples: list[Sample] = []
+    systems = 1 + (pipe.refiner is not None) * (1 + len(config.hybrid_steps))
+    bar = tqdm(total=len(examples) * systems, desc=f"generate {suite.name}", unit="sample")
+    common = dict(max_new_tokens=suite.max_new_tokens, seed=config.seed)
+    refine = dict(strength=config.strength, select=config.select, edit_threshold=config.edit_threshold)
+    for start in range(0, len(examples), config.batch_size):
+        batch = examples[start : start + config.batch_size]
+        prompts = [e.prompt for e in batch]
+        draft = pipe.draft(prompts, **common)
+        runs = [("draft", pipe(prompts, refine_steps=0, draft=draft, **common))]
+        if pipe.refiner is not None:
+            runs.append((f"diffusion-K{config.diffusion_steps}", pipe(prompts, mode="diffusion", refine_steps=config.diffusion_steps, **common, **refine)))
+            for steps in config.hybrid_steps:
+                runs.append((f"hybrid-K{steps}", pipe(prompts, refine_steps=steps, draft=draft, **common, **refine)))
+        for system, results in runs:
+            for example, result in zip(batch, results):
+                t, n = result.timings, len(batch)
+                samples.append(Sample(example.id, system, example.prompt, result.text, result.draft_text, result.steps_run,
+                                      t.draft_s / n, t.refine_s / n, t.total_s / n))
+            bar.update(len(batch))
+    bar.close()
+    return samples

@@ -1,0 +1,78 @@
+"""`hybrid eval`: suite files, the report's statistics, and a whole run on tiny models with a user's own suite."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from hybrid.cli import cli
+from hybrid.errors import HybridError
+from hybrid.evaluation.report import paired_delta, summarise
+from hybrid.evaluation.runner import Sample
+from hybrid.evaluation.suite import load_examples, load_suite
+
+
+def write_suite(tmp_path, extra=""):
+    rows = [{"id": f"r{i}", "prompt": f"Tell me about topic {i}.", "reference": f"Topic {i} is interesting."} for i in range(3)]
+    (tmp_path / "mine.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    suite = tmp_path / "mine.yaml"
+    suite.write_text(f"name: mine\ntask: continue\ndata:\n  kind: jsonl\n  path: mine.jsonl\nmax_new_tokens: 6\n{extra}")
+    return suite
+
+
+def test_shipped_suites_load():
+    for name in ("summarize", "facts"):
+        suite, base = load_suite(name)
+        examples = load_examples(suite, base, limit=5)
+        assert len(examples) == 5 and all(e.prompt for e in examples)
+    facts, base = load_suite("facts")
+    assert len(load_examples(facts, base)) >= 100
+
+
+def test_unknown_key_names_the_closest(tmp_path):
+    suite = write_suite(tmp_path, "max_new_token: 5\n")
+    with pytest.raises(HybridError, match="unknown key 'max_new_token'.*max_new_tokens"):
+        load_suite(str(suite))
+
+
+def test_missing_suite_lists_known_ones():
+    with pytest.raises(HybridError, match="summarize"):
+        load_suite("no-such-suite")
+
+
+def test_bootstrap_interval_excludes_zero_only_for_real_differences():
+    draft = {str(i): 0.0 for i in range(30)}
+    better = paired_delta({str(i): 1.0 + 0.1 * (i % 3) for i in range(30)}, draft)
+    noise = paired_delta({str(i): (1.0 if i % 2 else -1.0) for i in range(30)}, draft)
+    assert better.low > 0 and better.mean == pytest.approx(1.1, abs=0.01)
+    assert noise.low < 0 < noise.high
+
+
+def test_summaries_are_paired_by_prompt():
+    samples = [Sample(str(i), system, "p", "t", None, 0, 1.0, 0.0, 1.0 if system == "draft" else 2.0, {"rougeL": score})
+               for i in range(5) for system, score in (("draft", 0.2), ("hybrid-K8", 0.3))]
+    summaries = summarise(samples, ["draft", "hybrid-K8"])
+    hybrid = summaries[1]
+    assert hybrid.means["rougeL"] == pytest.approx(0.3)
+    assert hybrid.deltas["rougeL"].mean == pytest.approx(0.1)
+    assert hybrid.means["cost_vs_draft"] == pytest.approx(2.0)
+
+
+def test_eval_on_a_users_suite_end_to_end(tmp_path, tiny_model_dir, tiny_refiner_dir):
+    suite = write_suite(tmp_path)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["eval", str(suite), "--draft-model", str(tiny_model_dir), "--refiner", str(tiny_refiner_dir),
+                                      "--steps", "1,2", "--diffusion-steps", "2", "--no-judge", "--no-encoders", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    systems = {s["system"] for s in data["samples"]}
+    assert systems == {"draft", "diffusion-K2", "hybrid-K1", "hybrid-K2"}
+    assert len(data["samples"]) == 3 * 4
+    assert all("rougeL" in s["scores"] and "unigram_entropy" in s["scores"] for s in data["samples"])
+    assert "| hybrid-K2 |" in (out / "report.md").read_text()
+    assert (out / "quality_vs_time.png").stat().st_size > 1000
+
+
+def test_eval_bad_suite_is_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
