@@ -53,6 +53,7 @@ class BenchConfig:
     draft_model: str = DEFAULT_DRAFTER
     refiner: str | None = None  # None: the shipped general refiner, or an untrained one if none is installed
     measure_memory: bool = True
+    cache_refresh: int = 4  # also time hybrid with approximate canvas-cache reuse (0: skip that system)
 
 
 PRESETS = {
@@ -66,7 +67,7 @@ class Timing:
     dtype: str
     batch: int
     new_tokens: int
-    system: str  # draft | diffusion | hybrid
+    system: str  # draft | diffusion | hybrid | hybrid-cacheN (approximate canvas-cache reuse)
     steps: int
     seconds: float  # median wall-clock of one call
     tokens_per_s: float  # new tokens (all rows) per second
@@ -174,7 +175,8 @@ def run_bench(config: BenchConfig) -> BenchReport:
                "torch": torch.__version__, "cuda": torch.cuda.is_available()}
     report = BenchReport(config, refiner="", machine=machine)
     cells = [(d, b, n) for d in config.dtypes for b in config.batch_sizes for n in config.lengths]
-    bar = tqdm(total=len(cells) * (1 + 2 * len(config.steps)), desc="bench", unit="cell")
+    systems = [("diffusion", 0), ("hybrid", 0)] + ([(f"hybrid-cache{config.cache_refresh}", config.cache_refresh)] if config.cache_refresh > 1 else [])
+    bar = tqdm(total=len(cells) * (1 + len(systems) * len(config.steps)), desc="bench", unit="cell")
     for dtype in config.dtypes:
         pipe, report.refiner = _load(config, dtype)
         weight_bytes = sum(p.numel() * p.element_size() for p in pipe.drafter.model.parameters())
@@ -189,8 +191,9 @@ def run_bench(config: BenchConfig) -> BenchReport:
                 decode_step_s = statistics.median(r[0].timings.draft_decode_s for r in drafts) / max(tokens - 1, 1)
                 report.step_costs.append(_step_cost(pipe, dtype, batch, tokens, decode_step_s, config.repeats))
                 for steps in config.steps:
-                    for system in ("diffusion", "hybrid"):
-                        call = lambda: pipe(prompts, refine_steps=steps, mode=system, strength=config.strength, **common)  # noqa: E731
+                    for system, refresh in systems:
+                        mode = system.split("-")[0]
+                        call = lambda: pipe(prompts, refine_steps=steps, mode=mode, strength=config.strength, cache_refresh=refresh, **common)  # noqa: E731
                         seconds, outputs = _median_time(call, config.repeats, config.warmup)
                         steps_run = statistics.median(r[0].steps_run for r in outputs)
                         report.timings.append(Timing(dtype, batch, tokens, system, steps, seconds, batch * tokens / seconds, seconds / draft_s, steps_run))

@@ -29,6 +29,10 @@ def headline(report: BenchReport) -> dict:
     for dtype in report.config.dtypes:
         hybrid = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system="hybrid", steps=steps)
         figures[f"hybrid_k{steps}_over_draft[{dtype}]"] = hybrid[0].ratio_to_draft if hybrid else None
+        cached = [t for t in report.timings if t.dtype == dtype and t.batch == 1 and t.new_tokens == tokens
+                  and t.system.startswith("hybrid-cache") and t.steps == steps]
+        if cached:
+            figures[f"hybrid_k{steps}_over_draft[{dtype}, {cached[0].system}]"] = cached[0].ratio_to_draft
         diffusion = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system="diffusion", steps=steps)
         figures[f"diffusion_k{steps}_over_draft[{dtype}]"] = diffusion[0].ratio_to_draft if diffusion else None
         cost = [c for c in report.step_costs if c.dtype == dtype and c.batch == 1 and c.canvas == tokens + 4]
@@ -47,9 +51,9 @@ def headline(report: BenchReport) -> dict:
 
 def format_table(report: BenchReport) -> str:
     lines = [f"refiner: {report.refiner}; {report.machine['threads']} threads; torch {report.machine['torch']}", ""]
-    lines.append(f"{'dtype':9s} {'batch':>5s} {'tokens':>6s} {'system':10s} {'K':>3s} {'run':>4s} {'seconds':>8s} {'tok/s':>8s} {'x draft':>8s}")
+    lines.append(f"{'dtype':9s} {'batch':>5s} {'tokens':>6s} {'system':14s} {'K':>3s} {'run':>4s} {'seconds':>8s} {'tok/s':>8s} {'x draft':>8s}")
     for t in report.timings:
-        lines.append(f"{t.dtype:9s} {t.batch:5d} {t.new_tokens:6d} {t.system:10s} {t.steps:3d} {t.steps_run:4.0f} {t.seconds:8.2f} {t.tokens_per_s:8.1f} {t.ratio_to_draft:8.2f}")
+        lines.append(f"{t.dtype:9s} {t.batch:5d} {t.new_tokens:6d} {t.system:14s} {t.steps:3d} {t.steps_run:4.0f} {t.seconds:8.2f} {t.tokens_per_s:8.1f} {t.ratio_to_draft:8.2f}")
     lines += ["", "one refine step vs one decode step (same model, same run):"]
     for c in report.step_costs:
         lines.append(f"  {c.dtype:9s} batch {c.batch} canvas {c.canvas}: refine {c.refine_step_s * 1000:.0f} ms, decode {c.decode_step_s * 1000:.1f} ms = {c.ar_token_equivalents:.2f} AR tokens")
@@ -91,7 +95,8 @@ def plot(report: BenchReport, path: Path) -> None:
     tokens = 128 if 128 in report.config.lengths else max(report.config.lengths)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for dtype, style in zip(report.config.dtypes, ("-", "--")):
-        for system, colour in (("hybrid", "tab:blue"), ("diffusion", "tab:orange")):
+        systems = sorted({t.system for t in report.timings if t.system != "draft"})
+        for system, colour in zip(systems, ("tab:orange", "tab:blue", "tab:green", "tab:purple")):
             rows = sorted(_find(report, dtype=dtype, batch=batch, new_tokens=tokens, system=system), key=lambda t: t.steps)
             if rows:
                 axes[0].plot([t.steps for t in rows], [t.ratio_to_draft for t in rows], style, marker="o", color=colour, label=f"{system} {dtype}")

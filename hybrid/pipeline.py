@@ -109,11 +109,14 @@ class HybridPipeline:
     def __call__(self, prompts: str | list[str], max_new_tokens: int = 128, refine_steps: int = 0, mode: str = "hybrid",
                  strength: float = 0.5, select: str = "logprob", schedule: str = "cosine", edit_threshold: float | None = None,
                  slack: int = 4, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False, draft: Draft | None = None):
+                 stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False, draft: Draft | None = None,
+                 cache_refresh: int = 0):
         """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
 
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
         so that several refine settings can be compared on one draft; its drafting time still counts in the timings.
+        `cache_refresh` N > 1 recomputes only the needed canvas positions between full passes every N steps
+        (approximate, faster); 0 or 1 recomputes the whole canvas at every step (exact).
         """
         single = isinstance(prompts, str)
         batch = [prompts] if single else list(prompts)
@@ -131,6 +134,10 @@ class HybridPipeline:
         draft_config.validate()
         if refine_steps > 0 and self.refiner is None:
             raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
+        if not 0 <= cache_refresh <= 256:
+            raise HybridError(f"cache refresh must be between 0 and 256, got {cache_refresh}")
+        if self.refiner is not None:
+            self.refiner.cache_refresh = cache_refresh
         if draft is not None and (mode == "diffusion" or len(draft.texts) != len(batch)):
             raise HybridError("a given draft must come from the same prompts, and diffusion mode takes none")
         results = self._run(batch, draft_config, sampler_config, mode, draft)

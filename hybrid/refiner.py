@@ -74,6 +74,9 @@ class PromptState:
     attention_mask: torch.Tensor  # (B, P)
     next_position: torch.Tensor  # (B, 1): position id of canvas slot 0
     last_logits: torch.Tensor  # (B, V): predicts canvas slot 0 (the AR shift)
+    canvas_keys: list | None = None  # per layer (B, H, L, D): the canvas keys of the last pass (approximate reuse)
+    canvas_values: list | None = None
+    passes_since_refresh: int = 0
 
 
 class Refiner(nn.Module):
@@ -93,6 +96,10 @@ class Refiner(nn.Module):
         self.model = get_peft_model(base_model, lora)
         embed = base_model.get_input_embeddings().weight.detach().float()
         self.mask_embedding = nn.Parameter(embed.mean(dim=0).to(embed.device))
+        # 0: every step recomputes the whole canvas (exact). N > 0: after a full pass, the next N - 1 steps
+        # recompute only the positions whose outputs are needed and reuse the other canvas keys/values from earlier
+        # passes (the approximate dual cache of Fast-dLLM); a full pass every N steps bounds the staleness.
+        self.cache_refresh = 0
 
     # ---- construction and persistence -------------------------------------------------------------------------
 
@@ -190,26 +197,67 @@ class Refiner(nn.Module):
         With `need` (B, L), the output head runs only on the slots marked there (other rows are zeros): the head is
         a 49k x 576 matmul per slot, a fifth of a step's work on the default model.
         """
+        reuse = (need is not None and self.cache_refresh > 1 and state.canvas_keys is not None
+                 and state.canvas_keys[0].shape[2] == canvas.shape[1] and state.passes_since_refresh < self.cache_refresh)
+        if reuse:
+            return self._partial_canvas_logits(state, canvas, need)
         batch, length = canvas.shape
         prompt_len = state.attention_mask.shape[1]
-        visible = torch.cat([state.attention_mask.bool(), torch.ones(batch, length, dtype=torch.bool, device=canvas.device)], dim=1)
-        mask = visible[:, None, None, :].expand(batch, 1, length, prompt_len + length)
-        positions = state.next_position + torch.arange(length, device=canvas.device)
-        causal_lm = self.model.get_base_model()
-        hidden = causal_lm.model(
-            inputs_embeds=self._embed(canvas), attention_mask=mask, position_ids=positions, cache=state.cache, use_cache=True,
-        ).last_hidden_state
+        hidden = self._backbone(state, canvas, torch.arange(length, device=canvas.device), kept=0)
+        layers = state.cache.layers
+        if need is not None and self.cache_refresh > 1:
+            state.canvas_keys = [layer.keys[:, :, prompt_len:].clone() for layer in layers]
+            state.canvas_values = [layer.values[:, :, prompt_len:].clone() for layer in layers]
+            state.passes_since_refresh = 1
+        else:
+            state.canvas_keys = state.canvas_values = None
         state.cache.crop(-length)  # drop the canvas again: the cache keeps only the prompt
         # The AR shift: slot 0 is predicted by the prompt's last position, slot i by canvas position i - 1.
-        hidden = hidden[:, :-1]
-        if need is None:
-            return torch.cat([state.last_logits[:, None], causal_lm.lm_head(hidden).float()], dim=1)
-        logits = torch.zeros(batch, length, state.last_logits.shape[-1], device=canvas.device)
+        return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length)
+
+    def _backbone(self, state: PromptState, canvas: torch.Tensor, positions: torch.Tensor, kept: int) -> torch.Tensor:
+        """Hidden states of `canvas[:, positions]`, attending to the cached prompt, `kept` cached canvas entries and themselves."""
+        batch = canvas.shape[0]
+        columns = state.attention_mask.shape[1] + kept + len(positions)
+        visible = torch.cat([state.attention_mask.bool(), torch.ones(batch, columns - state.attention_mask.shape[1], dtype=torch.bool, device=canvas.device)], dim=1)
+        mask = visible[:, None, None, :].expand(batch, 1, len(positions), columns)
+        return self.model.get_base_model().model(
+            inputs_embeds=self._embed(canvas[:, positions]), attention_mask=mask, position_ids=state.next_position + positions,
+            cache=state.cache, use_cache=True,
+        ).last_hidden_state
+
+    def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int) -> torch.Tensor:
+        """Scatter output-head logits for `slots` (hidden[:, j] predicts slot slots[j]) into a (B, L, V) tensor."""
+        lm_head = self.model.get_base_model().lm_head
+        logits = torch.zeros(hidden.shape[0], length, state.last_logits.shape[-1], device=hidden.device)
         logits[:, 0] = state.last_logits
-        rows = need[:, 1:]
+        rows = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device) if need is None else need[:, slots]
         if rows.any():
-            logits[:, 1:][rows] = causal_lm.lm_head(hidden[rows]).float()
+            target = logits[:, slots]
+            target[rows] = lm_head(hidden[rows]).float()
+            logits[:, slots] = target
         return logits
+
+    def _partial_canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """Recompute only the positions whose outputs are needed; the rest of the canvas comes from earlier passes."""
+        length = canvas.shape[1]
+        prompt_len = state.attention_mask.shape[1]
+        positions = need[:, 1:].any(0).nonzero().flatten()  # slot i is predicted at canvas position i - 1
+        if positions.numel() == 0:  # only slot 0 is needed: the prompt already predicted it
+            return self._head(state, state.last_logits[:, None, :0], positions + 1, need, length)
+        kept = torch.ones(length, dtype=torch.bool, device=canvas.device)
+        kept[positions] = False
+        layers = state.cache.layers
+        for layer, keys, values in zip(layers, state.canvas_keys, state.canvas_values):
+            layer.keys = torch.cat([layer.keys, keys[:, :, kept]], dim=2)
+            layer.values = torch.cat([layer.values, values[:, :, kept]], dim=2)
+        hidden = self._backbone(state, canvas, positions, kept=int(kept.sum()))
+        for layer, keys, values in zip(layers, state.canvas_keys, state.canvas_values):
+            keys[:, :, positions] = layer.keys[:, :, -len(positions):]  # the recomputed entries are fresh: keep them
+            values[:, :, positions] = layer.values[:, :, -len(positions):]
+            layer.keys, layer.values = layer.keys[:, :, :prompt_len], layer.values[:, :, :prompt_len]
+        state.passes_since_refresh += 1
+        return self._head(state, hidden, positions + 1, need, length)
 
     def forward(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor) -> torch.Tensor:
         """One pass over prompt and canvas together (training): the same logits as encode_prompt + canvas_logits."""

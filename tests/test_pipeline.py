@@ -86,3 +86,13 @@ def test_refining_a_given_draft_equals_the_one_call_path(tiny_pipeline):
     direct = tiny_pipeline("The history of Rome", refine_steps=4, **kwargs)
     assert reused.token_ids == direct.token_ids and reused.draft_text == direct.draft_text
     assert reused.timings.total_s >= reused.timings.draft_s > 0
+
+
+def test_cache_refresh_runs_and_one_means_exact(tiny_pipeline):
+    kwargs = dict(max_new_tokens=10, refine_steps=4, seed=0, ignore_eos=True)
+    exact = tiny_pipeline("The history of Rome", **kwargs)
+    assert tiny_pipeline("The history of Rome", cache_refresh=1, **kwargs).token_ids == exact.token_ids
+    fast = tiny_pipeline("The history of Rome", cache_refresh=4, **kwargs)
+    assert fast.steps_run >= 1 and len(fast.token_ids) > 0
+    with pytest.raises(HybridError):
+        tiny_pipeline("x", cache_refresh=-1, **kwargs)

@@ -131,3 +131,36 @@ def test_needed_slots_get_the_same_logits():
         partial = refiner.canvas_logits(state, canvas, need)
     assert torch.allclose(full[need], partial[need], atol=1e-5)
     assert torch.equal(partial[:, 0], full[:, 0])
+
+
+def test_reused_canvas_cache_is_exact_when_the_canvas_did_not_change():
+    _, refiner = make_refiner()
+    refiner.cache_refresh = 4
+    canvas = canvas_for(refiner)
+    need = canvas == refiner.mask_token_id
+    with torch.no_grad():
+        state = refiner.encode_prompt(PROMPT, PROMPT_MASK)
+        full = refiner.canvas_logits(state, canvas, need)
+        assert state.canvas_keys is not None and state.passes_since_refresh == 1
+        partial = refiner.canvas_logits(state, canvas, need)
+        assert state.passes_since_refresh == 2
+        assert state.cache.get_seq_length() == PROMPT.shape[1]
+    assert torch.allclose(full[need], partial[need], atol=1e-5)
+
+
+def test_reused_canvas_cache_refreshes_and_stays_close():
+    _, refiner = make_refiner()
+    canvas = canvas_for(refiner)
+    need = canvas == refiner.mask_token_id
+    changed = canvas.clone()
+    changed[0, 0], changed[1, 0] = 40, 41  # a visible token changes: the reused entries are now stale
+    with torch.no_grad():
+        exact_state = refiner.encode_prompt(PROMPT, PROMPT_MASK)
+        exact = refiner.canvas_logits(exact_state, changed, need)
+        refiner.cache_refresh = 2
+        state = refiner.encode_prompt(PROMPT, PROMPT_MASK)
+        refiner.canvas_logits(state, canvas, need)
+        stale = refiner.canvas_logits(state, changed, need)
+        refreshed = refiner.canvas_logits(state, changed, need)  # the third pass is a full one again
+    assert not torch.allclose(exact[need], stale[need], atol=1e-4)
+    assert torch.allclose(exact[need], refreshed[need], atol=1e-5)
