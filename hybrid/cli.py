@@ -74,6 +74,7 @@ def cli(verbose: bool) -> None:
 
     \b
     generate  write text for a prompt (draft only, diffusion only, or hybrid)
+    finetune  train a refiner from a YAML recipe
     eval      score draft / diffusion / hybrid on a suite: factuality, coherence, cost
     bench     time draft / diffusion / hybrid side by side and print the ratios
     """
@@ -222,6 +223,11 @@ def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_th
     )
     click.echo(paths["markdown"].read_text())
     click.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+
+
+from hybrid.finetune.command import finetune  # noqa: E402
+
+cli.add_command(finetune)
 
 
 def main() -> None:

@@ -152,16 +152,20 @@ class Refiner(nn.Module):
             self.mask_embedding.copy_(mask.to(self.mask_embedding))
         set_peft_model_state_dict(self.model, tensors)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write config and weights into `path` atomically: a crash leaves the previous checkpoint intact."""
+    def write_to(self, folder: Path) -> None:
+        """Write config and weights into an existing folder (not atomic: see `save`)."""
         from safetensors.torch import save_file
 
+        save_file(self.trainable_state(), str(folder / WEIGHTS_NAME), metadata={"format": "hybrid-refiner"})
+        (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write config and weights into `path` atomically: a crash leaves the previous checkpoint intact."""
         folder = Path(path)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
-            save_file(self.trainable_state(), str(tmp / WEIGHTS_NAME), metadata={"format": "hybrid-refiner"})
-            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            self.write_to(tmp)
             replace_folder(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,61 @@
+"""Training checkpoints: refiner weights, optimizer state and trainer state, as safetensors + JSON, written atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hybrid.errors import HybridError
+from hybrid.refiner import WEIGHTS_NAME, replace_folder
+
+LATEST = "checkpoint-latest"
+OPTIMIZER_NAME = "optimizer.safetensors"
+STATE_NAME = "trainer_state.json"
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    state = optimizer.state_dict()["state"]
+    return {f"{index}.{name}": value.detach().cpu().contiguous() if torch.is_tensor(value) else torch.tensor(value)
+            for index, entries in state.items() for name, value in entries.items()}
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    full = optimizer.state_dict()
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    full["state"] = state
+    optimizer.load_state_dict(full)
+
+
+def save_checkpoint(output_dir: Path, refiner, optimizer, trainer_state: dict) -> Path:
+    target = output_dir / LATEST
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{LATEST}-", dir=output_dir))
+    try:
+        refiner.write_to(tmp)
+        save_file(optimizer_tensors(optimizer), str(tmp / OPTIMIZER_NAME))
+        (tmp / STATE_NAME).write_text(json.dumps(trainer_state, indent=2) + "\n")
+        replace_folder(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(output_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """(refiner tensors, optimizer tensors, trainer state) of the last checkpoint, or a clear error."""
+    folder = output_dir / LATEST
+    if not (folder / STATE_NAME).is_file():
+        raise HybridError(f"nothing to resume: {folder} holds no checkpoint (run without --resume to start)")
+    try:
+        state = json.loads((folder / STATE_NAME).read_text())
+        return load_file(str(folder / WEIGHTS_NAME)), load_file(str(folder / OPTIMIZER_NAME)), state
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise HybridError(f"checkpoint {folder} is corrupt or truncated ({exc})") from exc

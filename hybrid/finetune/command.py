@@ -1,0 +1,32 @@
+"""`hybrid finetune RECIPE [key=value ...]`: the click command (it prints; the library logs)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.argument("recipe", type=str)
+@click.argument("overrides", nargs=-1)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the recipe's output_dir.")
+@click.option("--output", default=None, help="Output folder (overrides train.output_dir).")
+def finetune(recipe, overrides, resume, output):
+    """Train a refiner from RECIPE (a YAML file); OVERRIDES are dotted key=value pairs.
+
+    \b
+    hybrid finetune recipes/summarize.yaml
+    hybrid finetune recipes/continue.yaml train.steps=50 --output runs/quick
+    hybrid finetune recipes/continue.yaml --resume
+    """
+    from hybrid.finetune.recipe import load_recipe
+    from hybrid.finetune.trainer import run_recipe
+
+    overrides = list(overrides) + ([f"train.output_dir={output}"] if output else [])
+    config = load_recipe(recipe, overrides)  # validated before any model or data loads
+    result = run_recipe(config, resume=resume)
+    click.echo(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.tokens_per_s:.0f} tokens/s), final loss {result.final_loss:.3f}")
+    if result.validation:
+        click.echo("validation: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.validation.items()}))
+    click.echo(f"refiner written to {result.output_dir}: use it with `hybrid generate --refiner {result.output_dir}`")

@@ -1,0 +1,188 @@
+"""Recipes: YAML -> nested dataclasses, validated before any model loads.
+
+Unknown keys name the closest valid key; wrong types name the key and the expected type; `key=value`
+overrides on the command line use dotted keys (`train.steps=10`) and YAML typing for the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hybrid.errors import HybridError
+
+
+@dataclass
+class ModelSection:
+    base: str = "smollm2-135m"  # drafter alias, local folder or hub id; the refiner shares its weights
+    dtype: str = "float32"  # weights dtype while training: float32 or bfloat16
+
+
+@dataclass
+class DataSection:
+    source: str = "files"  # aclsum | general (Shakespeare + ACLSum train prose) | shakespeare | files
+    files: list[str] = field(default_factory=list)  # files: local json/jsonl/csv/txt/md paths, or one hub dataset id
+    split: str = "train"  # aclsum split, or the hub/datasets split
+    prompt_field: str = "prompt"  # json/csv: the prompt column ("" = continuation of text_field)
+    target_field: str = "target"
+    text_field: str = "text"  # text/markdown or a text column: passages cut into prompt + continuation
+    prompt_template: str = "{prompt}"
+    exclude: list[str] = field(default_factory=list)  # shakespeare: plays held out for evaluation
+    prompt_words: int = 48  # passages: words of context given as the prompt
+    target_words: int = 64  # passages: words of continuation the refiner learns
+    max_prompt_tokens: int = 320
+    max_target_tokens: int = 96
+    max_examples: int = 0  # 0 = all
+    validation_size: int = 32  # held-out examples for the validation figures
+    use_chat_template: bool = True  # format prompts exactly as the Drafter does at generation time
+
+
+@dataclass
+class ObjectiveSection:
+    schedule: str = "linear"  # noise schedule for the masking rate (hybrid.schedule)
+    min_mask_rate: float = 0.05  # t is drawn from U(min_mask_rate, 1)
+    substitution_rate: float = 0.15  # share of still-visible target tokens replaced by drafter samples
+    substitute_top_k: int = 20  # substitutes come from the drafter's top-k, the true token excluded
+    clean_weight: float = 0.1  # loss weight on visible, uncorrupted tokens (calibrates confidence)
+    slack: int = 4  # end tokens after the target that the refiner learns to predict (lets text shrink)
+
+
+@dataclass
+class LoraSection:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainSection:
+    output_dir: str = "runs/refiner"
+    steps: int = 200
+    batch_size: int = 8
+    grad_accumulation: int = 1
+    learning_rate: float = 3e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    seed: int = 0
+    mixed_precision: str = "no"  # no | bf16 (accelerate)
+    eval_every: int = 50
+    save_every: int = 50
+    max_minutes: float = 0.0  # stop (and save) after this wall-clock budget; 0 = no budget
+
+
+@dataclass
+class Recipe:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+
+def _expected(tp) -> tuple:
+    origin = typing.get_origin(tp)
+    if origin in (list,):
+        return (list,)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(a for a in typing.get_args(tp) if a is not type(None))
+    return (tp,)
+
+
+def _build(cls, raw, where: str):
+    if not isinstance(raw, dict):
+        raise HybridError(f"{where or 'recipe'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{(where + '.' if where else '') + close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise HybridError(f"unknown recipe key '{path}'{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            values[key] = _build(tp, value or {}, path)
+            continue
+        allowed = _expected(tp)
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            names_ = " or ".join(t.__name__ for t in allowed)
+            raise HybridError(f"recipe key '{path}' must be {names_}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    if "=" not in override:
+        raise HybridError(f"override '{override}' must look like key=value (e.g. train.steps=10)")
+    key, text = override.split("=", 1)
+    value = yaml.safe_load(text) if text else ""
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise HybridError(f"override '{override}': '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def validate(recipe: Recipe) -> Recipe:
+    checks = [
+        (recipe.data.source in ("aclsum", "general", "shakespeare", "files"), "data.source must be aclsum, general, shakespeare or files"),
+        (recipe.data.source != "files" or recipe.data.files, "data.files must list at least one file (data.source is files)"),
+        (recipe.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
+        (recipe.train.mixed_precision in ("no", "bf16"), "train.mixed_precision must be no or bf16"),
+        (recipe.train.steps >= 1, "train.steps must be at least 1"),
+        (recipe.train.batch_size >= 1, "train.batch_size must be at least 1"),
+        (recipe.train.grad_accumulation >= 1, "train.grad_accumulation must be at least 1"),
+        (recipe.train.learning_rate > 0, "train.learning_rate must be positive"),
+        (recipe.train.eval_every >= 1 and recipe.train.save_every >= 1, "train.eval_every and train.save_every must be at least 1"),
+        (0 < recipe.objective.min_mask_rate < 1, "objective.min_mask_rate must be in (0, 1)"),
+        (0 <= recipe.objective.substitution_rate < 1, "objective.substitution_rate must be in [0, 1)"),
+        (recipe.objective.substitute_top_k >= 2, "objective.substitute_top_k must be at least 2"),
+        (recipe.lora.r >= 1, "lora.r must be at least 1"),
+        (recipe.data.max_target_tokens >= 4, "data.max_target_tokens must be at least 4"),
+        (recipe.data.validation_size >= 2, "data.validation_size must be at least 2"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise HybridError(f"recipe: {message}")
+    from hybrid.schedule import get_schedule
+
+    get_schedule(recipe.objective.schedule)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe. Relative data files resolve against the recipe's folder, then the cwd."""
+    path = Path(path)
+    if not path.is_file():
+        raise HybridError(f"recipe {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise HybridError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    for override in overrides:
+        _apply_override(raw, override)
+    recipe = validate(_build(Recipe, raw, ""))
+    recipe.data.files = [_resolve_file(f, path.parent) for f in recipe.data.files]
+    return recipe
+
+
+def _resolve_file(name: str, base: Path) -> str:
+    for candidate in (base / name, Path(name)):
+        if candidate.exists():
+            return str(candidate.resolve())
+    return name  # a hub dataset id, or a missing file reported when the data loads
+
+
+def recipe_dict(recipe: Recipe) -> dict:
+    return dataclasses.asdict(recipe)

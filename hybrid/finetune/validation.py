@@ -1,0 +1,104 @@
+"""The validation figures a refiner is judged by, on held-out examples.
+
+- masked accuracy at 50% masking, beside the drafter's own teacher-forced next-token accuracy on the same positions
+  (the refiner sees both sides, so it must do clearly better);
+- error detection: with 10% of visible tokens replaced by drafter-sampled substitutes, the ROC AUC of
+  1 - p_refiner(visible token) separating replaced from original tokens;
+- repair: the share of those replaced tokens that one hybrid refine pass (K = 8, positions chosen by refiner
+  confidence) restores exactly, and the share of original tokens it breaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from hybrid.finetune.objective import collate, drafter_substitutes
+from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft
+
+
+@dataclass
+class ValidationFigures:
+    examples: int
+    masked_accuracy: float
+    drafter_accuracy_same_positions: float
+    detection_auc: float
+    repair_restored: float
+    repair_broken: float
+    substituted_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def roc_auc(scores: list[float], labels: list[int]) -> float:
+    """Probability that a random positive outranks a random negative (ties count half), by ranks."""
+    pairs = sorted(zip(scores, labels))
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    rank_sum, index = 0.0, 0
+    while index < len(pairs):
+        end = index
+        while end < len(pairs) and pairs[end][0] == pairs[index][0]:
+            end += 1
+        average_rank = (index + 1 + end) / 2
+        rank_sum += average_rank * sum(label for _, label in pairs[index:end])
+        index = end
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+@torch.no_grad()
+def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: int = 8, seed: int = 1234,
+                     repair_steps: int = 8, repair_strength: float = 0.2) -> ValidationFigures:
+    was_training = refiner.training
+    refiner.eval()
+    generator = torch.Generator().manual_seed(seed)
+    mask_id = refiner.mask_token_id
+    hits = drafter_hits = masked_total = 0
+    scores, labels = [], []
+    restored = broken = substituted_total = original_total = 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size], pad_id, end_id, slack=0)
+        device = refiner.mask_embedding.device
+        batch.prompt_ids, batch.prompt_mask = batch.prompt_ids.to(device), batch.prompt_mask.to(device)
+        batch.target_ids, batch.valid = batch.target_ids.to(device), batch.valid.to(device)
+        # (a) masked accuracy against the drafter on the same positions
+        masked = (torch.rand(batch.target_ids.shape, generator=generator) < 0.5).to(device) & batch.valid
+        logits = refiner(batch.prompt_ids, batch.prompt_mask, batch.target_ids.masked_fill(masked, mask_id))
+        hits += int(((logits.argmax(-1) == batch.target_ids) & masked).sum())
+        masked_total += int(masked.sum())
+        ids = torch.cat([batch.prompt_ids, batch.target_ids], 1)
+        attention = torch.cat([batch.prompt_mask, torch.ones_like(batch.target_ids)], 1)
+        with refiner.adapter_disabled():
+            ar = refiner.model(input_ids=ids, attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
+                               logits_to_keep=batch.target_ids.shape[1] + 1).logits[:, :-1]
+        drafter_hits += int(((ar.argmax(-1) == batch.target_ids) & masked).sum())
+        # (b) error detection on visible substitutions
+        substitutes = drafter_substitutes(refiner, batch, 20, generator)
+        replaced = (torch.rand(batch.target_ids.shape, generator=generator) < 0.1).to(device) & batch.valid
+        corrupted = torch.where(replaced, substitutes, batch.target_ids)
+        probs = refiner(batch.prompt_ids, batch.prompt_mask, corrupted).softmax(-1).gather(-1, corrupted[..., None]).squeeze(-1)
+        scores += (1 - probs)[batch.valid].tolist()
+        labels += replaced[batch.valid].long().tolist()
+        # (c) one hybrid refine pass over the corrupted text
+        lengths = batch.valid.sum(1).tolist()
+        state = refiner.encode_prompt(batch.prompt_ids, batch.prompt_mask)
+        confidence = score_draft(refiner, state, corrupted)
+        config = SamplerConfig(steps=repair_steps, strength=repair_strength, select="confidence", slack=0)
+        canvas, _ = build_canvas(corrupted, None, lengths, config, end_id, mask_id, generator, scores=confidence)
+        output = refine(refiner, state, canvas, config, editable=batch.valid)
+        fixed = output.canvas[:, : corrupted.shape[1]] == batch.target_ids
+        restored += int((fixed & replaced).sum())
+        broken += int((~fixed & batch.valid & ~replaced).sum())
+        substituted_total += int(replaced.sum())
+        original_total += int((batch.valid & ~replaced).sum())
+    refiner.train(was_training)
+    return ValidationFigures(
+        examples=len(examples), masked_accuracy=hits / max(masked_total, 1),
+        drafter_accuracy_same_positions=drafter_hits / max(masked_total, 1), detection_auc=roc_auc(scores, labels),
+        repair_restored=restored / max(substituted_total, 1), repair_broken=broken / max(original_total, 1),
+        substituted_tokens=substituted_total,
+    )
