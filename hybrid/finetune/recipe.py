@@ -125,6 +125,8 @@ def _apply_override(raw: dict, override: str) -> None:
         raise HybridError(f"override '{override}' must look like key=value (e.g. train.steps=10)")
     key, text = override.split("=", 1)
     value = yaml.safe_load(text) if text else ""
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        value = text  # YAML 1.1 reads no/yes/on/off as booleans; keep the word (e.g. mixed_precision=no)
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:

@@ -1,0 +1,178 @@
+"""`hybrid finetune`: recipe validation before any model loads, the objective, AUC, and a tiny run that saves and resumes."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hybrid.cli import cli
+from hybrid.errors import HybridError
+from hybrid.finetune.objective import collate, corrupt, loss_terms
+from hybrid.finetune.recipe import ObjectiveSection, load_recipe
+from hybrid.finetune.validation import roc_auc
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "recipes" / "tiny.yaml"
+
+
+def tiny_overrides(model_dir, out, steps=4):
+    return [f"model.base={model_dir}", f"train.output_dir={out}", f"train.steps={steps}", "train.save_every=2", "train.eval_every=100"]
+
+
+def test_shipped_recipes_validate():
+    for name in ("tiny", "continue", "summarize"):
+        recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+        assert recipe.train.steps >= 1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stepz=3", "unknown recipe key 'train.stepz'; did you mean 'train.steps'"),
+        ("lora.r=big", "'lora.r' must be int"),
+        ("trian.steps=3", "unknown recipe key 'trian'"),
+        ("data.source=nowhere", "data.source must be"),
+        ("objective.schedule=wobbly", "unknown noise schedule"),
+    ],
+)
+def test_bad_recipe_fails_before_loading_models(override, message, monkeypatch):
+    import hybrid.finetune.trainer as trainer
+
+    monkeypatch.setattr(trainer, "load_causal_lm", lambda *a, **k: pytest.fail("a model was loaded for a bad recipe"))
+    result = CliRunner().invoke(cli, ["finetune", str(TINY), override])
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_missing_recipe_file():
+    result = CliRunner().invoke(cli, ["finetune", "no/such/recipe.yaml"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_auc_against_hand_computed_cases():
+    assert roc_auc([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 1.0
+    assert roc_auc([0.1, 0.2, 0.9, 0.8], [1, 1, 0, 0]) == 0.0
+    assert roc_auc([0.5, 0.5], [1, 0]) == 0.5
+    assert roc_auc([0.9, 0.3, 0.5, 0.1], [1, 0, 1, 0]) == 1.0
+    assert roc_auc([0.9, 0.6, 0.5, 0.1], [1, 0, 1, 0]) == 0.75
+
+
+def test_corruption_follows_the_schedule_and_substitutes_differ():
+    from hybrid.finetune.data import TokenisedExample
+
+    examples = [TokenisedExample([5, 6], list(range(10, 110))) for _ in range(64)]
+    batch = collate(examples, pad_id=0, end_id=2, slack=4)
+    substitutes = batch.target_ids + 1
+    config = ObjectiveSection(schedule="linear", min_mask_rate=0.05, substitution_rate=0.2)
+    out = corrupt(batch, substitutes, mask_id=999, config=config, generator=torch.Generator().manual_seed(0))
+    rate = out.masked[batch.valid].float().mean().item()
+    assert 0.4 < rate < 0.65  # linear schedule: E[t] over U(0.05, 1) is 0.525
+    visible = batch.valid & ~out.masked
+    share = out.substituted[visible].float().mean().item()
+    assert 0.15 < share < 0.25
+    assert (out.canvas[out.masked] == 999).all()
+    assert (out.canvas[out.substituted] != batch.target_ids[out.substituted]).all()
+    assert not (out.masked & out.substituted).any()
+
+
+def test_loss_counts_masked_and_substituted_positions():
+    from hybrid.finetune.data import TokenisedExample
+
+    batch = collate([TokenisedExample([1], [3, 4, 5, 6])], pad_id=0, end_id=2, slack=0)
+    logits = torch.full((1, 4, 10), -10.0)
+    logits[0, torch.arange(4), batch.target_ids[0]] = 10.0  # perfect predictions everywhere
+    logits[0, 1] = 0.0  # ...except at position 1
+    from hybrid.finetune.objective import Corruption
+
+    masked = torch.tensor([[False, True, False, False]])
+    none = torch.zeros_like(masked)
+    wrong_where_masked = loss_terms(logits, batch, Corruption(batch.target_ids, masked, none), clean_weight=0.0)
+    masked_elsewhere = loss_terms(logits, batch, Corruption(batch.target_ids, masked.roll(1), none), clean_weight=0.0)
+    assert wrong_where_masked["loss"] > 1.0 > masked_elsewhere["loss"]
+
+
+def test_tiny_run_trains_saves_resumes_and_loads(tiny_model_dir, tmp_path):
+    from hybrid.finetune.recipe import load_recipe
+    from hybrid.finetune.trainer import RefinerTrainer, run_recipe
+    from hybrid.pipeline import HybridPipeline
+    from safetensors.torch import load_file
+
+    straight = tmp_path / "straight"
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, straight, steps=4)))
+    log = [json.loads(line) for line in (straight / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and "validation" in log[-1]
+    assert {"masked_accuracy", "detection_auc", "repair_restored"} <= set(json.loads((straight / "validation.json").read_text())["validation"])
+
+    # the same run stopped after 2 steps, then resumed to 4, must end with the same weights and loss
+    resumed = tmp_path / "resumed"
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, resumed, steps=2)))
+    trainer = RefinerTrainer(load_recipe(TINY, tiny_overrides(tiny_model_dir, resumed, steps=4)), resume=True)
+    trainer.setup()
+    assert trainer.step == 2
+    result = trainer.train()
+    trainer.cleanup(result)
+    a, b = load_file(str(straight / "refiner.safetensors")), load_file(str(resumed / "refiner.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    resumed_log = [json.loads(line) for line in (resumed / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed_log] == [1, 2, 3, 4]
+    assert resumed_log[-1]["loss"] == pytest.approx(log[-1]["loss"], abs=1e-5)
+
+    pipe = HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner=str(straight))
+    assert pipe("Hello", max_new_tokens=6, refine_steps=2).steps_run >= 1
+
+
+def test_starting_over_an_existing_run_is_refused(tiny_model_dir, tmp_path):
+    from hybrid.finetune.recipe import load_recipe
+    from hybrid.finetune.trainer import run_recipe
+
+    out = tmp_path / "run"
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, out, steps=2)))
+    with pytest.raises(HybridError, match="--resume"):
+        run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, out, steps=2)))
+
+
+def test_resume_without_checkpoint_is_clear(tiny_model_dir, tmp_path):
+    result = CliRunner().invoke(cli, ["finetune", str(TINY), *tiny_overrides(tiny_model_dir, tmp_path / "none"), "--resume"])
+    assert result.exit_code == 2 and "nothing to resume" in result.output
+
+
+def test_interrupt_saves_a_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    from hybrid.finetune.recipe import load_recipe
+    from hybrid.finetune.trainer import RefinerTrainer, TrainingInterrupted
+
+    trainer = RefinerTrainer(load_recipe(TINY, tiny_overrides(tiny_model_dir, tmp_path / "run", steps=4) + ["train.save_every=100"]))
+    trainer.setup()
+    original = trainer._train_step
+
+    def interrupt_at_third(step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return original(step)
+
+    monkeypatch.setattr(trainer, "_train_step", interrupt_at_third)
+    with pytest.raises(TrainingInterrupted, match="step 2"):
+        trainer.train()
+    state = json.loads((tmp_path / "run" / "checkpoint-latest" / "trainer_state.json").read_text())
+    assert state["step"] == 2
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch(tiny_model_dir, tmp_path):
+    """The same recipe under `accelerate launch --num_processes 2` on the CPU (gloo) finishes and writes one checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--cpu",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hybrid.cli", "finetune", str(TINY),
+               *tiny_overrides(tiny_model_dir, out, steps=2)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "checkpoint-latest" / "trainer_state.json").is_file()
+    assert json.loads((out / "checkpoint-latest" / "trainer_state.json").read_text())["step"] == 2
+    assert [p.name for p in out.iterdir() if p.name.startswith("checkpoint")] == ["checkpoint-latest"]
+    assert (out / "refiner.safetensors").is_file()
