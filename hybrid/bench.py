@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hybrid.draft import DraftConfig
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER
 from hybrid.pipeline import HybridPipeline, resolve_refiner
@@ -198,7 +197,6 @@ def run_bench(config: BenchConfig) -> BenchReport:
                         steps_run = statistics.median(r[0].steps_run for r in outputs)
                         report.timings.append(Timing(dtype, batch, tokens, system, steps, seconds, batch * tokens / seconds, seconds / draft_s, steps_run))
                         bar.update()
-        del pipe
     bar.close()
     if config.measure_memory:
         report.peak_rss_mb = peak_memory_of_generate(config.refiner)

@@ -104,32 +104,12 @@ def load_suite(name_or_path: str) -> tuple[Suite, Path]:
     return suite, path.parent
 
 
-def _words(text: str, limit: int) -> str:
-    words = text.split()
-    return " ".join(words[:limit])
-
-
-def _detokenize(sentence: str) -> str:
-    sentence = re.sub(r"\s+([.,;:!?%)\]])", r"\1", sentence)
-    return re.sub(r"([(\[])\s+", r"\1", sentence).replace(" n't", "n't").replace(" 's", "'s")
-
-
 def _aclsum(suite: Suite) -> list[Example]:
-    from hybrid.evaluation.consistency_data import aclsum_folder
+    from hybrid.finetune.data import aclsum_pairs
 
-    path = aclsum_folder() / f"{suite.data.split}.jsonl"
-    if not path.is_file():
-        raise HybridError(f"ACLSum has no split '{suite.data.split}' (train, validation, test)")
-    examples = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        sentences = record["sentences"]
-        source = " ".join(_detokenize(s) for s in sentences["abstract"] + sentences["introduction"])
-        source = _words(source, suite.max_source_words)
-        summary = record["summary"]
-        reference = " ".join(_detokenize(summary[k]) for k in ("challenge", "approach", "outcome") if summary.get(k))
-        examples.append(Example(str(record["id"]), suite.prompt_template.format(source=source, prompt=source), source, reference))
-    return examples
+    pairs = aclsum_pairs(suite.data.split, source_words=suite.max_source_words)
+    return [Example(f"aclsum-{suite.data.split}-{i}", suite.prompt_template.format(source=p.prompt, prompt=p.prompt), p.prompt, p.target)
+            for i, p in enumerate(pairs)]
 
 
 def _jsonl(suite: Suite, base: Path) -> list[Example]:
