@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,7 +94,9 @@ class Refiner(nn.Module):
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules=config.target_modules, bias="none",
         )
-        self.model = get_peft_model(base_model, lora)
+        with warnings.catch_warnings():  # peft calls a transformers API that warns about its own deprecation
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.model = get_peft_model(base_model, lora)
         embed = base_model.get_input_embeddings().weight.detach().float()
         self.mask_embedding = nn.Parameter(embed.mean(dim=0).to(embed.device))
         # 0: every step recomputes the whole canvas (exact). N > 0: after a full pass, the next N - 1 steps
