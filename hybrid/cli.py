@@ -111,7 +111,7 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
     hybrid generate "The history of Rome" --refine-steps 8 --refiner runs/tiny --show-trace
     """
     from hybrid.display import render_trace
-    from hybrid.pipeline import HybridPipeline, resolve_refiner
+    from hybrid.pipeline import DEFAULT_REFINE_STEPS, HybridPipeline, resolve_refiner
 
     text = _read_prompt(prompt, file)
     if mode == "draft" or refine_steps == 0:
@@ -120,7 +120,7 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
         raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
     pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template)
     if refine_steps is None:
-        refine_steps = 8 if pipe.refiner is not None else 0
+        refine_steps = DEFAULT_REFINE_STEPS if pipe.refiner is not None else 0
     result = pipe(text, max_new_tokens=max_new_tokens, refine_steps=refine_steps, mode=mode if refine_steps else "draft",
                   strength=strength, select=select, schedule=schedule, edit_threshold=edit_threshold, temperature=temperature,
                   top_p=top_p, seed=seed, stop=stop, trace=show_trace, cache_refresh=cache_refresh)

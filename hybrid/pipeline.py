@@ -28,6 +28,7 @@ MODES = ("hybrid", "draft", "diffusion")
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 SHIPPED_REFINERS = {"general": CHECKPOINTS / "general", "summarize": CHECKPOINTS / "summarize"}
 DEFAULT_REFINER = "general"
+DEFAULT_REFINE_STEPS = 8
 
 
 def resolve_refiner(name: str | None) -> Path | None:
@@ -106,7 +107,7 @@ class HybridPipeline:
     def tokenizer(self):
         return self.drafter.tokenizer
 
-    def __call__(self, prompts: str | list[str], max_new_tokens: int = 128, refine_steps: int = 0, mode: str = "hybrid",
+    def __call__(self, prompts: str | list[str], max_new_tokens: int = 128, refine_steps: int | None = None, mode: str = "hybrid",
                  strength: float = 0.5, select: str = "logprob", schedule: str = "cosine", edit_threshold: float | None = None,
                  slack: int = 4, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                  stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False, draft: Draft | None = None,
@@ -120,6 +121,8 @@ class HybridPipeline:
         """
         single = isinstance(prompts, str)
         batch = [prompts] if single else list(prompts)
+        if refine_steps is None:  # refine by default whenever a refiner is loaded
+            refine_steps = DEFAULT_REFINE_STEPS if self.refiner is not None else 0
         if mode not in MODES:
             raise HybridError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
         if mode == "draft":
