@@ -93,6 +93,7 @@ def cli(verbose: bool) -> None:
 @click.option("--select", type=click.Choice(["logprob", "confidence", "random"]), default="logprob", show_default=True, help="Which draft tokens to re-noise: lowest draft log-prob, lowest refiner confidence, or random.")
 @click.option("--schedule", type=click.Choice(["linear", "cosine", "loglinear"]), default="cosine", show_default=True, help="Noise schedule: how many tokens each step commits.")
 @click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Re-mask visible tokens whose refiner probability falls under this (editing); off by default.")
+@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Replace a re-noised draft token only when the refiner is at least this sure of its choice; otherwise keep the draft's.")
 @click.option("--cache-refresh", type=click.IntRange(0, 256), default=0, show_default=True, help="N > 1: between full passes every N steps, recompute only the canvas positions being predicted (faster, approximate); 0 is exact.")
 @click.option("--temperature", type=click.FloatRange(0, 10), default=0.0, show_default=True, help="0 is greedy.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
@@ -103,7 +104,7 @@ def cli(verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
 @click.option("--show-trace", is_flag=True, help="Show the draft beside the refined text and every step's changes.")
 def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, mode, strength, select, schedule,
-             edit_threshold, cache_refresh, temperature, top_p, seed, stop, dtype, no_chat_template, as_json, show_trace):
+             edit_threshold, min_change_confidence, cache_refresh, temperature, top_p, seed, stop, dtype, no_chat_template, as_json, show_trace):
     """Generate text for PROMPT.
 
     \b
@@ -123,7 +124,8 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
         refine_steps = DEFAULT_REFINE_STEPS if pipe.refiner is not None else 0
     result = pipe(text, max_new_tokens=max_new_tokens, refine_steps=refine_steps, mode=mode if refine_steps else "draft",
                   strength=strength, select=select, schedule=schedule, edit_threshold=edit_threshold, temperature=temperature,
-                  top_p=top_p, seed=seed, stop=stop, trace=show_trace, cache_refresh=cache_refresh)
+                  top_p=top_p, seed=seed, stop=stop, trace=show_trace, cache_refresh=cache_refresh,
+                  min_change_confidence=min_change_confidence)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     elif show_trace:

@@ -111,7 +111,7 @@ class HybridPipeline:
                  strength: float = 0.5, select: str = "logprob", schedule: str = "cosine", edit_threshold: float | None = None,
                  slack: int = 4, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                  stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False, draft: Draft | None = None,
-                 cache_refresh: int = 0):
+                 cache_refresh: int = 0, min_change_confidence: float = 0.0):
         """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
 
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
@@ -132,6 +132,7 @@ class HybridPipeline:
         sampler_config = SamplerConfig(
             steps=refine_steps, schedule=schedule, strength=1.0 if mode == "diffusion" else strength, select=select,
             slack=slack, edit_threshold=edit_threshold, temperature=temperature, trace=trace,
+            min_change_confidence=min_change_confidence,
         ).validate()
         draft_config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos)
         draft_config.validate()
@@ -191,17 +192,20 @@ class HybridPipeline:
             prompt_ids, prompt_mask = draft.prompt_ids, draft.prompt_attention_mask
             canvas = None
         state = refiner.encode_prompt(prompt_ids, prompt_mask)
-        editable = None
+        editable = anchor = None
         if canvas is None:
             scores = score_draft(refiner, state, draft.token_ids) if sampler_config.select == "confidence" else None
             canvas, _ = build_canvas(draft.token_ids, draft.logprobs, draft.lengths, sampler_config, eos, refiner.mask_token_id, generator, scores=scores)
             # Only each row's own draft and slack may change; what follows is batch padding.
             lengths = torch.tensor(draft.lengths, device=canvas.device) + sampler_config.slack
             editable = torch.arange(canvas.shape[1], device=canvas.device)[None] < lengths[:, None]
+            anchor = torch.full_like(canvas, -1)
+            anchor[:, : draft.token_ids.shape[1]] = draft.token_ids
+            anchor[torch.arange(canvas.shape[1], device=canvas.device)[None] >= torch.tensor(draft.lengths, device=canvas.device)[:, None]] = -1
         total = prompt_ids.shape[1] + canvas.shape[1]
         if total > self.drafter.context_length:
             raise HybridError(f"prompt plus canvas is {total} tokens, beyond the model's context of {self.drafter.context_length}")
-        output = refine(refiner, state, canvas, sampler_config, generator, editable=editable)
+        output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor)
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
 

@@ -67,6 +67,9 @@ class SamplerConfig:
     edit_threshold: Optional[float] = None  # re-mask visible tokens with p(current) below this (None = off)
     temperature: float = 0.0  # 0 = argmax; > 0 samples masked positions with the given torch.Generator
     trace: bool = False  # record every commit and edit in SamplerOutput.trace
+    # A re-noised draft token is replaced only when the refiner's choice there has at least this probability;
+    # otherwise the draft token is committed back (0 = always take the refiner's choice). Guards a weak refiner.
+    min_change_confidence: float = 0.0
 
     def validate(self) -> "SamplerConfig":
         if not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
@@ -81,6 +84,8 @@ class SamplerConfig:
             raise HybridError(f"slack must be >= 0, got {self.slack!r}")
         if self.edit_threshold is not None and not 0.0 < self.edit_threshold < 1.0:
             raise HybridError(f"edit_threshold must be in (0, 1) or unset, got {self.edit_threshold!r}")
+        if not 0.0 <= self.min_change_confidence <= 1.0:
+            raise HybridError(f"min_change_confidence must be in [0, 1], got {self.min_change_confidence!r}")
         if self.temperature < 0.0:
             raise HybridError(f"temperature must be >= 0, got {self.temperature!r}")
         return self
@@ -165,11 +170,14 @@ def refine(
     config: SamplerConfig,
     generator: Optional[torch.Generator] = None,
     editable: Optional[torch.BoolTensor] = None,
+    anchor: Optional[torch.LongTensor] = None,
 ) -> SamplerOutput:
     """Denoise `canvas` in config.steps steps (see the module docstring). The input tensor is not modified.
 
     `editable` [B, L] limits which visible positions editing may re-mask (default: all); pass False for batch
-    padding so rows of different lengths behave as if run alone. The caller validates `config`.
+    padding so rows of different lengths behave as if run alone. `anchor` [B, L] holds the draft token of each
+    re-noised position (-1 where there is none, as in the slack): with config.min_change_confidence > 0, a commit
+    whose refiner confidence is below it puts the draft token back. The caller validates `config`.
     """
     mask_id, threshold, steps = denoiser.mask_token_id, config.edit_threshold, config.steps
     canvas = canvas.clone()
@@ -190,6 +198,9 @@ def refine(
         logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas, need), mask_id).log_softmax(-1)
         tokens, confidence = _predict(logp, masked, config.temperature, generator)
         commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
+        if anchor is not None and config.min_change_confidence > 0:
+            keep_draft = (anchor >= 0) & (confidence < config.min_change_confidence)
+            tokens = torch.where(keep_draft, anchor, tokens)
         edit = torch.zeros_like(masked)
         if threshold is not None and k < steps - 1:
             edit = _edits(logp, canvas, ~masked & editable, threshold)

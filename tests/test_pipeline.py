@@ -102,3 +102,11 @@ def test_refines_by_default_when_a_refiner_is_loaded(tiny_pipeline, tiny_model_d
     assert tiny_pipeline("Hello", max_new_tokens=6, ignore_eos=True).refine_steps == 8
     plain = HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner="none")
     assert plain("Hello", max_new_tokens=6).refine_steps == 0
+
+
+def test_min_change_confidence_one_keeps_every_draft_token(tiny_pipeline):
+    result = tiny_pipeline("The history of Rome", max_new_tokens=10, refine_steps=4, strength=1.0, seed=0, ignore_eos=True,
+                           min_change_confidence=1.0)
+    assert result.token_ids[:10] == result.draft_token_ids
+    changed = tiny_pipeline("The history of Rome", max_new_tokens=10, refine_steps=4, strength=1.0, seed=0, ignore_eos=True)
+    assert changed.token_ids[:10] != changed.draft_token_ids

@@ -254,3 +254,23 @@ def test_validate_accepts_defaults_and_edges():
     SamplerConfig().validate()
     SamplerConfig(steps=0, strength=1.0).validate()
     SamplerConfig(steps=256, strength=1e-3, select="random", schedule="loglinear", edit_threshold=0.1).validate()
+
+
+def test_unsure_refiner_puts_the_draft_token_back():
+    """With min_change_confidence, a re-noised draft token survives where the refiner is unsure, not elsewhere."""
+    prompt = torch.tensor([[3, 10]])
+    oracle = Oracle(flat=[2, 5])  # unsure (p < 0.5) at positions 2 and 5
+    state = oracle.encode_prompt(prompt, torch.ones_like(prompt))
+    target = target_for(prompt, 10)
+    draft = corrupt(target, [2, 5, 7])  # the draft is wrong at 2, 5 and 7
+    canvas = draft.clone()
+    canvas[:, [2, 5, 7]] = MASK
+    anchor = draft.clone()
+    sure = refine(oracle, state, canvas, SamplerConfig(steps=4), anchor=anchor).canvas
+    guarded = refine(oracle, state, canvas, SamplerConfig(steps=4, min_change_confidence=0.5), anchor=anchor).canvas
+    assert torch.equal(sure, target)  # off: the refiner's choice everywhere
+    assert guarded[0, 7] == target[0, 7]  # a confident fix is taken
+    assert guarded[0, 2] == draft[0, 2] and guarded[0, 5] == draft[0, 5]  # unsure: the draft token is back
+    no_anchor = anchor.clone()
+    no_anchor[:, 2] = -1  # a slack-like position has no draft token: the refiner's choice stays
+    assert refine(oracle, state, canvas, SamplerConfig(steps=4, min_change_confidence=0.5), anchor=no_anchor).canvas[0, 2] == target[0, 2]
