@@ -191,6 +191,7 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
 @click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
 @click.option("--select", type=click.Choice(["logprob", "confidence", "random"]), default="logprob", show_default=True)
 @click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)
+@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Keep a re-noised draft token unless the refiner is at least this sure of its replacement.")
 @click.option("--draft-model", default="smollm2-135m", show_default=True)
 @click.option("--refiner", default=None, help="Refiner folder or shipped name; default the shipped general refiner.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
@@ -199,12 +200,13 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
 @click.option("--no-encoders", is_flag=True, help="Skip the MiniLM metrics (coherence, BERTScore, consistency classifier).")
 @click.option("--validate", "validate_metrics", is_flag=True, help="Also measure and report the metric validations (judge, grounding, classifier).")
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Report folder (default evals/reports/SUITE).")
-def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_threshold, draft_model, refiner, dtype,
+def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_threshold, min_change_confidence, draft_model, refiner, dtype,
                  batch_size, no_judge, no_encoders, validate_metrics, output):
     """Score draft only, diffusion only and hybrid (several K) on SUITE's prompts, in one run.
 
-    SUITE is a name under evals/suites/ (summarize, continue, facts) or the path of your own suite YAML.
-    Writes results.json (every sample and score), report.md and quality_vs_time.png.
+    SUITE is a name under evals/suites/ (summarize, continue, facts), `all` for every suite there, or the path of
+    your own suite YAML. Writes results.json (every sample and score), report.md and quality_vs_time.png into
+    evals/reports/SUITE/ (or --output).
 
     \b
     hybrid eval facts --limit 20
@@ -213,18 +215,23 @@ def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_th
     from pathlib import Path
 
     from hybrid.evaluation.evaluate_suite import run_suite
+    from hybrid.evaluation.suite import SUITES_DIR
 
     try:
         hybrid_steps = [int(x) for x in steps.split(",") if x.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {steps!r}", param_hint="--steps")
-    paths, verdict_lines = run_suite(
-        suite, limit=limit, hybrid_steps=hybrid_steps, diffusion_steps=diffusion_steps, strength=strength, select=select,
-        edit_threshold=edit_threshold, draft_model=draft_model, refiner=refiner, dtype=dtype, batch_size=batch_size,
-        judge=not no_judge, encoders=not no_encoders, validate_metrics=validate_metrics, output=Path(output) if output else None,
-    )
-    click.echo(paths["markdown"].read_text())
-    click.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+    if suite == "all" and output:
+        raise click.BadParameter("with `all`, each suite writes to evals/reports/SUITE; drop --output", param_hint="--output")
+    names = sorted(p.stem for p in SUITES_DIR.glob("*.yaml")) if suite == "all" else [suite]
+    settings = dict(limit=limit, hybrid_steps=hybrid_steps, diffusion_steps=diffusion_steps, strength=strength, select=select,
+                    edit_threshold=edit_threshold, min_change_confidence=min_change_confidence, draft_model=draft_model,
+                    refiner=refiner, dtype=dtype, batch_size=batch_size, judge=not no_judge, encoders=not no_encoders,
+                    validate_metrics=validate_metrics, output=Path(output) if output else None)
+    for name in names:
+        paths, _ = run_suite(name, **settings)
+        click.echo(paths["markdown"].read_text())
+        click.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
 
 
 from hybrid.finetune.command import finetune  # noqa: E402

@@ -30,16 +30,19 @@ def metric_validations(suite_task: str) -> dict:
 
 
 def run_suite(suite_name: str, *, limit=None, hybrid_steps=(1, 2, 4, 8, 16), diffusion_steps=8, strength=0.5,
-              select="logprob", edit_threshold=None, draft_model="smollm2-135m", refiner=None, dtype="float32",
+              select="logprob", edit_threshold=None, min_change_confidence=0.0, draft_model="smollm2-135m", refiner=None, dtype="float32",
               batch_size=4, judge=True, encoders=True, validate_metrics=False, output: Path | None = None):
     from hybrid.pipeline import HybridPipeline
 
     suite, base = load_suite(suite_name)
-    config = EvalConfig(list(hybrid_steps), diffusion_steps, strength, select, edit_threshold, batch_size, judge=judge, encoders=encoders)
+    config = EvalConfig(list(hybrid_steps), diffusion_steps, strength, select, edit_threshold, batch_size, judge=judge,
+                        encoders=encoders, min_change_confidence=min_change_confidence)
     for steps in [*config.hybrid_steps, config.diffusion_steps]:  # fail on bad numbers before loading models
-        SamplerConfig(steps=steps, strength=strength, select=select, edit_threshold=edit_threshold).validate()
+        SamplerConfig(steps=steps, strength=strength, select=select, edit_threshold=edit_threshold,
+                      min_change_confidence=min_change_confidence).validate()
     examples = load_examples(suite, base, limit)
     started = time.perf_counter()
+    refiner = refiner or suite.refiner
     pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype)
     if pipe.refiner is None:
         log.warning("no refiner available: only the draft-only system is evaluated")
@@ -50,7 +53,7 @@ def run_suite(suite_name: str, *, limit=None, hybrid_steps=(1, 2, 4, 8, 16), dif
     header = {
         "prompts": len(examples), "draft model": draft_model, "dtype": dtype,
         "refiner": refiner or "shipped general (default)", "strength": strength, "select": select,
-        "edit threshold": edit_threshold, "max new tokens": suite.max_new_tokens,
+        "edit threshold": edit_threshold, "min change confidence": min_change_confidence, "max new tokens": suite.max_new_tokens,
         "wall-clock of the whole evaluation (s)": round(time.perf_counter() - started, 1),
     }
     if validate_metrics:

@@ -28,6 +28,7 @@ class EvalConfig:
     seed: int = 0
     judge: bool = True  # perplexity under the independent judge LM (loads Gemma-3-270m)
     encoders: bool = True  # MiniLM-based metrics: coherence, BERTScore, consistency classifier
+    min_change_confidence: float = 0.0  # keep a re-noised draft token unless the refiner is this sure of its choice
 
 
 @dataclass
@@ -53,7 +54,8 @@ def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example]
     systems = 1 + (pipe.refiner is not None) * (1 + len(config.hybrid_steps))
     bar = tqdm(total=len(examples) * systems, desc=f"generate {suite.name}", unit="sample")
     common = dict(max_new_tokens=suite.max_new_tokens, seed=config.seed)
-    refine = dict(strength=config.strength, select=config.select, edit_threshold=config.edit_threshold)
+    refine = dict(strength=config.strength, select=config.select, edit_threshold=config.edit_threshold,
+                  min_change_confidence=config.min_change_confidence)
     for start in range(0, len(examples), config.batch_size):
         batch = examples[start : start + config.batch_size]
         prompts = [e.prompt for e in batch]

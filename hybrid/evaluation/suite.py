@@ -54,6 +54,7 @@ class Suite:
     prompt_template: str = "{prompt}"
     max_source_words: int = 300
     description: str = ""
+    refiner: str | None = None  # the refiner this suite is scored with by default (None: the shipped general one)
 
 
 @dataclass
