@@ -29,6 +29,7 @@ class EvalConfig:
     judge: bool = True  # perplexity under the independent judge LM (loads Gemma-3-270m)
     encoders: bool = True  # MiniLM-based metrics: coherence, BERTScore, consistency classifier
     min_change_confidence: float = 0.0  # keep a re-noised draft token unless the refiner is this sure of its choice
+    guarded: float = 0.5  # also score hybrid at K=8 with min_change_confidence at this value (0: skip that system)
 
 
 @dataclass
@@ -45,13 +46,17 @@ class Sample:
     scores: dict = field(default_factory=dict)
 
 
+GUARDED_STEPS = 8
+
+
 def system_names(config: EvalConfig) -> list[str]:
-    return ["draft", f"diffusion-K{config.diffusion_steps}", *[f"hybrid-K{k}" for k in config.hybrid_steps]]
+    names = ["draft", f"diffusion-K{config.diffusion_steps}", *[f"hybrid-K{k}" for k in config.hybrid_steps]]
+    return names + ([f"hybrid-K{GUARDED_STEPS}-guard{config.guarded:g}"] if config.guarded > 0 else [])
 
 
 def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example], config: EvalConfig) -> list[Sample]:
     samples: list[Sample] = []
-    systems = 1 + (pipe.refiner is not None) * (1 + len(config.hybrid_steps))
+    systems = 1 + (pipe.refiner is not None) * (len(system_names(config)) - 1)
     bar = tqdm(total=len(examples) * systems, desc=f"generate {suite.name}", unit="sample")
     common = dict(max_new_tokens=suite.max_new_tokens, seed=config.seed)
     refine = dict(strength=config.strength, select=config.select, edit_threshold=config.edit_threshold,
@@ -65,6 +70,9 @@ def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example]
             runs.append((f"diffusion-K{config.diffusion_steps}", pipe(prompts, mode="diffusion", refine_steps=config.diffusion_steps, **common, **refine)))
             for steps in config.hybrid_steps:
                 runs.append((f"hybrid-K{steps}", pipe(prompts, refine_steps=steps, draft=draft, **common, **refine)))
+            if config.guarded > 0:
+                guarded = refine | {"min_change_confidence": config.guarded}
+                runs.append((system_names(config)[-1], pipe(prompts, refine_steps=GUARDED_STEPS, draft=draft, **common, **guarded)))
         for system, results in runs:
             for example, result in zip(batch, results):
                 t, n = result.timings, len(batch)
