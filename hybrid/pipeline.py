@@ -29,6 +29,9 @@ CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 SHIPPED_REFINERS = {"general": CHECKPOINTS / "general", "summarize": CHECKPOINTS / "summarize"}
 DEFAULT_REFINER = "general"
 DEFAULT_REFINE_STEPS = 8
+# The shipped refiners are weak (see checkpoints/*/validation.json): by default a re-noised draft token is only
+# replaced when the refiner is at least this sure of its replacement. 0 shows the raw refiner.
+DEFAULT_MIN_CHANGE_CONFIDENCE = 0.5
 
 
 def resolve_refiner(name: str | None) -> Path | None:
@@ -111,7 +114,7 @@ class HybridPipeline:
                  strength: float = 0.5, select: str = "logprob", schedule: str = "cosine", edit_threshold: float | None = None,
                  slack: int = 4, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                  stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False, draft: Draft | None = None,
-                 cache_refresh: int = 0, min_change_confidence: float = 0.0):
+                 cache_refresh: int = 0, min_change_confidence: float = DEFAULT_MIN_CHANGE_CONFIDENCE):
         """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
 
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
