@@ -171,13 +171,16 @@ def refine(
     generator: Optional[torch.Generator] = None,
     editable: Optional[torch.BoolTensor] = None,
     anchor: Optional[torch.LongTensor] = None,
+    end_token_id: Optional[int] = None,
 ) -> SamplerOutput:
     """Denoise `canvas` in config.steps steps (see the module docstring). The input tensor is not modified.
 
     `editable` [B, L] limits which visible positions editing may re-mask (default: all); pass False for batch
     padding so rows of different lengths behave as if run alone. `anchor` [B, L] holds the draft token of each
     re-noised position (-1 where there is none, as in the slack): with config.min_change_confidence > 0, a commit
-    whose refiner confidence is below it puts the draft token back. The caller validates `config`.
+    whose refiner confidence is below it puts the draft token back, and (given `end_token_id`) the refiner may not
+    end the text inside the draft: only the drafter's own end and the slack decide where a guarded text stops.
+    The caller validates `config`.
     """
     mask_id, threshold, steps = denoiser.mask_token_id, config.edit_threshold, config.steps
     canvas = canvas.clone()
@@ -200,6 +203,8 @@ def refine(
         commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
         if anchor is not None and config.min_change_confidence > 0:
             keep_draft = (anchor >= 0) & (confidence < config.min_change_confidence)
+            if end_token_id is not None:
+                keep_draft |= (anchor >= 0) & (tokens == end_token_id)
             tokens = torch.where(keep_draft, anchor, tokens)
         edit = torch.zeros_like(masked)
         if threshold is not None and k < steps - 1:

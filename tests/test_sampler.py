@@ -274,3 +274,17 @@ def test_unsure_refiner_puts_the_draft_token_back():
     no_anchor = anchor.clone()
     no_anchor[:, 2] = -1  # a slack-like position has no draft token: the refiner's choice stays
     assert refine(oracle, state, canvas, SamplerConfig(steps=4, min_change_confidence=0.5), anchor=no_anchor).canvas[0, 2] == target[0, 2]
+
+
+def test_guarded_refiner_cannot_end_the_text_inside_the_draft():
+    prompt = torch.tensor([[3, 6]])  # the oracle's target ends after 6 tokens (EOS from position 6 on)
+    oracle = Oracle()
+    state = oracle.encode_prompt(prompt, torch.ones_like(prompt))
+    draft = target_for(torch.tensor([[3, 9]]), 9)  # a longer draft: the oracle wants EOS at 6, 7, 8
+    canvas = draft.clone()
+    canvas[:, [6, 7]] = MASK
+    config = SamplerConfig(steps=2, min_change_confidence=0.1)
+    free = refine(oracle, state, canvas, config, anchor=draft).canvas
+    guarded = refine(oracle, state, canvas, config, anchor=draft, end_token_id=EOS).canvas
+    assert free[0, 6] == EOS
+    assert torch.equal(guarded[0, [6, 7]], draft[0, [6, 7]])
