@@ -106,7 +106,15 @@ def verdicts(summaries: list[SystemSummary]) -> list[str]:
 def markdown(suite_name: str, summaries: list[SystemSummary], header: dict) -> str:
     metrics = [m for m in summaries[0].means if any(s.means.get(m) is not None for s in summaries)]
     lines = [f"# hybrid eval: {suite_name}", ""]
-    lines += [f"- {k}: {v}" for k, v in header.items()]
+    for key, value in header.items():
+        if isinstance(value, dict):  # the metric validations: one line per metric
+            lines.append(f"- {key}:")
+            for name, figures in value.items():
+                shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()
+                                  if not isinstance(v, (dict, list, tuple)))
+                lines.append(f"  - {name}: {shown}")
+        else:
+            lines.append(f"- {key}: {value}")
     lines += ["", "Each cell: mean (delta to draft only [95% bootstrap CI], * where the CI excludes 0).",
               "Direction: " + ", ".join(f"{m} {'higher' if METRIC_DIRECTION.get(m, 0) > 0 else 'lower' if METRIC_DIRECTION.get(m, 0) < 0 else '-'}" for m in metrics), ""]
     lines.append("| system | " + " | ".join(metrics) + " |")
@@ -149,6 +157,18 @@ def plot(summaries: list[SystemSummary], path: Path, suite_name: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def rerender(folder: Path) -> Path:
+    """Write report.md again from a report folder's results.json (after a change to the table's layout)."""
+    data = json.loads((folder / "results.json").read_text())
+    summaries = []
+    for raw in data["systems"]:
+        deltas = {m: Delta(**d) if d else None for m, d in raw["deltas"].items()}
+        summaries.append(SystemSummary(raw["system"], raw["means"], deltas))
+    path = folder / "report.md"
+    path.write_text(markdown(data["suite"], summaries, data["header"]))
+    return path
 
 
 def write_report(folder: Path, suite_name: str, samples: list[Sample], summaries: list[SystemSummary], header: dict) -> dict[str, Path]:
