@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -159,14 +158,26 @@ def peak_memory_of_generate(refiner: str | None, max_new_tokens: int = 128) -> f
             refiner = str(Path(tmp) / "untrained")
         if refiner is not None:
             command += ["--refiner", refiner]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise HybridError(f"the memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
-        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if after <= before:
-        log.warning("peak memory of the child may be hidden by an earlier, larger child")
-    return after / 1024  # ru_maxrss is in KB on Linux
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        peak_kb = 0
+        while process.poll() is None:  # the child's own high-water mark (ru_maxrss of children would count the fork)
+            peak_kb = max(peak_kb, _vm_hwm_kb(process.pid))
+            time.sleep(0.05)
+        stderr = process.stderr.read().strip()
+        if process.returncode != 0:
+            raise HybridError(f"the memory probe failed: {stderr.splitlines()[-1] if stderr else process.returncode}")
+    return peak_kb / 1024
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    """Peak resident memory so far of a running process, from /proc (Linux); 0 where unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def run_bench(config: BenchConfig) -> BenchReport:
