@@ -80,3 +80,9 @@ def test_eval_on_a_users_suite_end_to_end(tmp_path, tiny_model_dir, tiny_refiner
 def test_eval_bad_suite_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["eval", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
+
+
+def test_too_few_prompts_give_no_verdict():
+    draft = {str(i): 0.0 for i in range(3)}
+    delta = paired_delta({str(i): 1.0 for i in range(3)}, draft)
+    assert delta.mean == 1.0 and not (delta.low > 0) and not (delta.high < 0)

@@ -14,6 +14,7 @@ from hybrid.evaluation.runner import Sample
 from hybrid.evaluation.scoring import METRIC_DIRECTION
 
 BOOTSTRAP_ROUNDS = 1000
+MIN_PROMPTS_FOR_INTERVAL = 5  # below this a bootstrap interval means nothing: no verdict is drawn
 
 
 @dataclass
@@ -42,6 +43,8 @@ def paired_delta(system: dict[str, float], draft: dict[str, float], seed: int = 
     if not ids:
         return None
     diffs = [system[i] - draft[i] for i in ids]
+    if len(ids) < MIN_PROMPTS_FOR_INTERVAL:
+        return Delta(sum(diffs) / len(diffs), float("nan"), float("nan"), len(ids))
     rng = random.Random(seed)
     means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(BOOTSTRAP_ROUNDS))
     return Delta(sum(diffs) / len(diffs), means[int(0.025 * BOOTSTRAP_ROUNDS)], means[int(0.975 * BOOTSTRAP_ROUNDS) - 1], len(ids))
