@@ -49,17 +49,26 @@ def collate(examples, pad_id: int, end_id: int, slack: int) -> Batch:
 
 
 @torch.no_grad()
-def drafter_substitutes(refiner, batch: Batch, top_k: int, generator: torch.Generator) -> torch.Tensor:
-    """For every target position, a token the drafter finds plausible there that is not the true token."""
+def drafter_logits(refiner, batch: Batch) -> torch.Tensor:
+    """The plain drafter's teacher-forced logits (B, L, V) for every target position (LoRA switched off)."""
     ids = torch.cat([batch.prompt_ids, batch.target_ids], dim=1)
     mask = torch.cat([batch.prompt_mask, torch.ones_like(batch.target_ids)], dim=1)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     length = batch.target_ids.shape[1]
     with refiner.adapter_disabled():
-        logits = refiner.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=length + 1).logits[:, :-1]
+        return refiner.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=length + 1).logits[:, :-1]
+
+
+@torch.no_grad()
+def drafter_substitutes(refiner, batch: Batch, top_k: int, generator: torch.Generator, logits: torch.Tensor | None = None) -> torch.Tensor:
+    """For every target position, a token the drafter finds plausible there that is not the true token.
+
+    `logits` are `drafter_logits(refiner, batch)` when the caller already has them.
+    """
+    logits = drafter_logits(refiner, batch) if logits is None else logits
     top = logits.float().topk(top_k, dim=-1)
     weights = top.values.softmax(-1).masked_fill(top.indices == batch.target_ids[..., None], 0.0) + 1e-9
-    choice = torch.multinomial(weights.flatten(0, 1).cpu(), 1, generator=generator).view(weights.shape[:2]).to(ids.device)
+    choice = torch.multinomial(weights.flatten(0, 1).cpu(), 1, generator=generator).view(weights.shape[:2]).to(logits.device)
     return top.indices.gather(-1, choice[..., None]).squeeze(-1)
 
 

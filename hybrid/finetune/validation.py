@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from hybrid.finetune.objective import collate, drafter_substitutes
+from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes
 from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft
 
 
@@ -70,14 +70,10 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         logits = refiner(batch.prompt_ids, batch.prompt_mask, batch.target_ids.masked_fill(masked, mask_id))
         hits += int(((logits.argmax(-1) == batch.target_ids) & masked).sum())
         masked_total += int(masked.sum())
-        ids = torch.cat([batch.prompt_ids, batch.target_ids], 1)
-        attention = torch.cat([batch.prompt_mask, torch.ones_like(batch.target_ids)], 1)
-        with refiner.adapter_disabled():
-            ar = refiner.model(input_ids=ids, attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
-                               logits_to_keep=batch.target_ids.shape[1] + 1).logits[:, :-1]
+        ar = drafter_logits(refiner, batch)  # one drafter pass serves (a) and the substitutes of (b)
         drafter_hits += int(((ar.argmax(-1) == batch.target_ids) & masked).sum())
         # (b) error detection on visible substitutions
-        substitutes = drafter_substitutes(refiner, batch, 20, generator)
+        substitutes = drafter_substitutes(refiner, batch, 20, generator, logits=ar)
         replaced = (torch.rand(batch.target_ids.shape, generator=generator) < 0.1).to(device) & batch.valid
         corrupted = torch.where(replaced, substitutes, batch.target_ids)
         probs = refiner(batch.prompt_ids, batch.prompt_mask, corrupted).softmax(-1).gather(-1, corrupted[..., None]).squeeze(-1)
