@@ -76,6 +76,19 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
+def format_prompt(tokenizer, prompt: str, use_chat_template: bool) -> str:
+    """The prompt as the model sees it: a user turn of the chat template when asked for and the model has one."""
+    if not (use_chat_template and tokenizer.chat_template is not None):
+        return prompt
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+
+
+def encode_prompt(tokenizer, prompt: str, use_chat_template: bool) -> list[int]:
+    """Token ids of a formatted prompt; the chat template already holds the special tokens it needs."""
+    templated = use_chat_template and tokenizer.chat_template is not None
+    return tokenizer(format_prompt(tokenizer, prompt, use_chat_template), add_special_tokens=not templated)["input_ids"]
+
+
 class Drafter:
     """Batched autoregressive drafting with any causal LM."""
 
@@ -103,10 +116,7 @@ class Drafter:
         return {i for i in ids if i is not None}
 
     def format_prompt(self, prompt: str) -> str:
-        if not self.use_chat_template:
-            return prompt
-        messages = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return format_prompt(self.tokenizer, prompt, self.use_chat_template)
 
     def encode_prompts(self, prompts: list[str], max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenise and left-pad prompts; refuse empty ones and ones that leave no room to generate."""
@@ -114,7 +124,7 @@ class Drafter:
         for prompt in prompts:
             if not prompt or not prompt.strip():
                 raise HybridError("the prompt is empty: give some text to continue")
-            ids = self.tokenizer(self.format_prompt(prompt), add_special_tokens=not self.use_chat_template)["input_ids"]
+            ids = encode_prompt(self.tokenizer, prompt, self.use_chat_template)
             if len(ids) + max_new_tokens > self.context_length:
                 raise HybridError(
                     f"the prompt is {len(ids)} tokens and {max_new_tokens} new tokens were asked for, "

@@ -163,13 +163,12 @@ def load_pairs(config: DataSection) -> list[TextPair]:
 
 
 def tokenise(pairs: list[TextPair], tokenizer, config: DataSection) -> list[TokenisedExample]:
-    use_template = config.use_chat_template and tokenizer.chat_template is not None
+    from hybrid.draft import encode_prompt  # the Drafter's own formatting: the refiner must see the same prompt ids
+
     examples = []
     for pair in pairs:
         prompt = config.prompt_template.format(prompt=pair.prompt)
-        if use_template:
-            prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-        prompt_ids = tokenizer(prompt, add_special_tokens=not use_template)["input_ids"][-config.max_prompt_tokens :]
+        prompt_ids = encode_prompt(tokenizer, prompt, config.use_chat_template)[-config.max_prompt_tokens :]
         target_ids = tokenizer(pair.target, add_special_tokens=False)["input_ids"][: config.max_target_tokens]
         if target_ids:
             examples.append(TokenisedExample(prompt_ids, target_ids))
