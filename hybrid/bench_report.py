@@ -50,7 +50,10 @@ def headline(report: BenchReport) -> dict:
 
 
 def format_table(report: BenchReport) -> str:
-    lines = [f"refiner: {report.refiner}; {report.machine['threads']} threads; torch {report.machine['torch']}", ""]
+    how = ("draft median + refining that same draft (timed apart)" if report.config.reuse_draft else "end to end (draft + refine in one call)")
+    lines = [f"refiner: {report.refiner}; {report.machine['threads']} threads; torch {report.machine['torch']}",
+             f"hybrid timed as: {how}; medians of up to {report.config.repeats} repeats"
+             + (f" (fewer once a cell's runs pass {report.config.budget_s:.0f} s)" if report.config.budget_s else ""), ""]
     lines.append(f"{'dtype':9s} {'batch':>5s} {'tokens':>6s} {'system':14s} {'K':>3s} {'run':>4s} {'seconds':>8s} {'tok/s':>8s} {'x draft':>8s}")
     for t in report.timings:
         lines.append(f"{t.dtype:9s} {t.batch:5d} {t.new_tokens:6d} {t.system:14s} {t.steps:3d} {t.steps_run:4.0f} {t.seconds:8.2f} {t.tokens_per_s:8.1f} {t.ratio_to_draft:8.2f}")

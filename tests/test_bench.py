@@ -1,0 +1,44 @@
+"""`hybrid bench` on the tiny random model: every cell is timed, ratios are consistent, the report is written."""
+
+import json
+
+import pytest
+
+from hybrid.bench import BenchConfig, _median_time, run_bench
+from hybrid.bench_report import headline, write_report
+
+
+def _config(tiny_model_dir, tiny_refiner_dir, **changes):
+    base = dict(lengths=[8], steps=[1, 2], batch_sizes=[1, 2], dtypes=["float32"], repeats=2, warmup=1,
+                draft_model=str(tiny_model_dir), refiner=str(tiny_refiner_dir), measure_memory=False, cache_refresh=2)
+    return BenchConfig(**(base | changes))
+
+
+@pytest.mark.parametrize("reuse_draft", [False, True])
+def test_bench_times_every_cell_and_system(tiny_model_dir, tiny_refiner_dir, tmp_path, reuse_draft):
+    report = run_bench(_config(tiny_model_dir, tiny_refiner_dir, reuse_draft=reuse_draft))
+    systems = {"draft", "diffusion", "hybrid", "hybrid-cache2"}
+    for batch in (1, 2):
+        cell = [t for t in report.timings if t.batch == batch]
+        assert {t.system for t in cell} == systems
+        draft = next(t for t in cell if t.system == "draft")
+        for t in cell:
+            assert t.seconds > 0 and t.ratio_to_draft == pytest.approx(t.seconds / draft.seconds)
+            if reuse_draft and t.system.startswith("hybrid"):
+                assert t.seconds > draft.seconds  # the draft's time is part of the hybrid's
+    assert len(report.step_costs) == 2 and all(c.ar_token_equivalents > 0 for c in report.step_costs)
+    paths = write_report(report, tmp_path / "bench")
+    data = json.loads(paths["json"].read_text())
+    assert data["config"]["reuse_draft"] is reuse_draft
+    assert data["headline"]["hybrid_k2_over_draft[float32]"] == pytest.approx(report.ratio("float32", 1, 8, "hybrid", 2))
+    assert paths["plot"].stat().st_size > 0 and "targets:" in paths["table"].read_text()
+    assert headline(report)["new_tokens"] == 8
+
+
+def test_budget_stops_repeating_long_calls():
+    calls = []
+    _median_time(lambda: calls.append(1) or __import__("time").sleep(0.02), repeats=5, warmup=1, budget_s=0.01)
+    assert len(calls) == 2  # one warm-up, then one timed run already past the budget
+    calls.clear()
+    _median_time(lambda: calls.append(1), repeats=5, warmup=0, budget_s=0.0)
+    assert len(calls) == 5
