@@ -11,7 +11,7 @@ from hybrid.cli import cli
 from hybrid.errors import HybridError
 from hybrid.finetune.objective import collate, corrupt, loss_terms
 from hybrid.finetune.recipe import ObjectiveSection, load_recipe
-from hybrid.finetune.validation import roc_auc
+from hybrid.auc import roc_auc
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "recipes" / "tiny.yaml"

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+from hybrid.auc import roc_auc
 from hybrid.evaluation.consistency_data import ClaimPair, build_pairs, held_out_documents
 from hybrid.evaluation.text_units import word_tokens
 
@@ -58,22 +59,6 @@ def held_out_pairs(seed: int = 1234, per_kind: int = 250, window_size: int = 3) 
     return out
 
 
-def _roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    positives = [s for s, y in zip(scores, labels) if y == 1]
-    negatives = [s for s, y in zip(scores, labels) if y == 0]
-    if not positives or not negatives:
-        return float("nan")
-    ranked = sorted(scores)
-    # Average ranks for ties.
-    positions: dict[float, list[int]] = defaultdict(list)
-    for i, s in enumerate(ranked, start=1):
-        positions[s].append(i)
-    mean_rank = {s: sum(r) / len(r) for s, r in positions.items()}
-    rank_sum = sum(mean_rank[s] for s in positives)
-    n_pos, n_neg = len(positives), len(negatives)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
 def evaluate_predictions(probabilities: Sequence[float], pairs: Sequence[ClaimPair], threshold: float = 0.5) -> ConsistencyEvaluation:
     """Figures for predicted P(consistent) against the pairs' labels."""
     correct_by_kind: dict[str, list[bool]] = defaultdict(list)
@@ -107,7 +92,7 @@ def evaluate_predictions(probabilities: Sequence[float], pairs: Sequence[ClaimPa
         balanced_accuracy=(consistent_acc + inconsistent_acc) / 2,
         consistent_accuracy=consistent_acc,
         inconsistent_accuracy=inconsistent_acc,
-        roc_auc=_roc_auc(list(probabilities), [p.label for p in pairs]),
+        roc_auc=roc_auc(list(probabilities), [p.label for p in pairs]),
         per_kind=per_kind,
         per_origin_balanced_accuracy=per_origin,
         no_novel_word_accuracy={

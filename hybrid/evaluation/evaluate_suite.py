@@ -18,12 +18,14 @@ log = logging.getLogger(__name__)
 
 def metric_validations(suite_task: str) -> dict:
     """The figures that say each metric measures what it claims (see hybrid/evaluation/validate.py)."""
-    from hybrid.evaluation.validate import validate_classifier, validate_grounding, validate_judge
+    from hybrid.evaluation.validate import (validate_classifier, validate_classifier_on_hallucinations, validate_grounding,
+                                            validate_judge)
 
     figures = {"grounding": dataclasses.asdict(validate_grounding())}
     figures["judge"] = dataclasses.asdict(validate_judge())
     if suite_task == "summarize":
         figures["consistency_classifier"] = dataclasses.asdict(validate_classifier())
+        figures["consistency_classifier_real_drafts"] = dataclasses.asdict(validate_classifier_on_hallucinations())
     for value in figures.values():
         value.pop("per_passage", None)
     return figures

@@ -3,13 +3,17 @@
 * ``validate_judge``: the judge LM must give real held-out passages a lower perplexity than the same words shuffled.
 * ``validate_grounding``: number (and entity) precision must drop when unsupported numbers (names) are planted.
 * ``validate_classifier``: balanced accuracy of the consistency classifier on held-out synthetic corruptions.
+* ``validate_classifier_on_hallucinations``: the same on real drafter sentences, each labelled by hand against its
+  source (``evals/hallucinations/*.jsonl``: what the drafter wrote, not corruptions we made).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Sequence
 
 from hybrid.evaluation.consistency_data import Document, load_aclsum_documents, load_plain_passages
@@ -55,6 +59,24 @@ class ClassifierValidation:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class HallucinationValidation:
+    sets: dict[str, int]  # file name -> labelled sentences in it
+    pairs: int
+    hallucinations: int
+    balanced_accuracy: float  # (accuracy on supported + accuracy on hallucinated sentences) / 2, at the shipped threshold
+    supported_accuracy: float
+    hallucination_recall: float
+    roc_auc: float  # P(consistent) ranking supported above hallucinated sentences
+    per_set_balanced_accuracy: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+HALLUCINATIONS_DIR = Path(__file__).resolve().parents[2] / "evals" / "hallucinations"
 
 
 def held_out_passages(aclsum_abstracts: int = 4) -> list[str]:
@@ -142,4 +164,49 @@ def validate_classifier(classifier=None, per_kind: int = 100, seed: int = 1234) 
         consistent_accuracy=result.consistent_accuracy,
         per_corruption_balanced_accuracy={k: v.balanced_accuracy for k, v in corruptions.items()},
         per_corruption_pairs={k: v.pairs for k, v in corruptions.items()},
+    )
+
+
+def load_labelled_sentences(folder: Path = HALLUCINATIONS_DIR) -> dict[str, list[dict]]:
+    """Every ``*.jsonl`` in ``folder``: rows with ``source``, ``claim`` and ``consistent`` (1 supported, 0 not)."""
+    sets = {}
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for row in rows:
+            if not {"source", "claim", "consistent"} <= set(row) or row["consistent"] not in (0, 1):
+                raise ValueError(f"{path}: every row needs source, claim and consistent (0 or 1): {row.get('id', row)}")
+        sets[path.stem] = rows
+    return sets
+
+
+def _balanced(probs: Sequence[float], labels: Sequence[int], threshold: float) -> tuple[float, float, float]:
+    supported = [p >= threshold for p, y in zip(probs, labels) if y == 1]
+    caught = [p < threshold for p, y in zip(probs, labels) if y == 0]
+    supported_acc = sum(supported) / len(supported) if supported else float("nan")
+    recall = sum(caught) / len(caught) if caught else float("nan")
+    return (supported_acc + recall) / 2, supported_acc, recall
+
+
+def validate_classifier_on_hallucinations(classifier=None, folder: Path = HALLUCINATIONS_DIR) -> HallucinationValidation:
+    """Balanced accuracy and AUC of the consistency classifier on hand-labelled sentences the drafter really wrote."""
+    from hybrid.auc import roc_auc
+    from hybrid.evaluation.consistency import ConsistencyClassifier
+
+    sets = load_labelled_sentences(folder)
+    rows = [row for set_rows in sets.values() for row in set_rows]
+    if not rows:
+        raise ValueError(f"no labelled sentences under {folder}")
+    classifier = classifier or ConsistencyClassifier()
+    probs = classifier.score([r["claim"] for r in rows], [r["source"] for r in rows])  # windowed, as in `hybrid eval`
+    labels = [r["consistent"] for r in rows]
+    balanced, supported_acc, recall = _balanced(probs, labels, classifier.threshold)
+    per_set, start = {}, 0
+    for name, set_rows in sets.items():
+        end = start + len(set_rows)
+        per_set[name] = _balanced(probs[start:end], labels[start:end], classifier.threshold)[0]
+        start = end
+    return HallucinationValidation(
+        sets={name: len(set_rows) for name, set_rows in sets.items()}, pairs=len(rows), hallucinations=labels.count(0),
+        balanced_accuracy=balanced, supported_accuracy=supported_acc, hallucination_recall=recall,
+        roc_auc=roc_auc(probs, labels), per_set_balanced_accuracy=per_set,
     )

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from hybrid.auc import roc_auc
 from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes
 from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft
 
@@ -30,24 +31,6 @@ class ValidationFigures:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def roc_auc(scores: list[float], labels: list[int]) -> float:
-    """Probability that a random positive outranks a random negative (ties count half), by ranks."""
-    pairs = sorted(zip(scores, labels))
-    positives = sum(labels)
-    negatives = len(labels) - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    rank_sum, index = 0.0, 0
-    while index < len(pairs):
-        end = index
-        while end < len(pairs) and pairs[end][0] == pairs[index][0]:
-            end += 1
-        average_rank = (index + 1 + end) / 2
-        rank_sum += average_rank * sum(label for _, label in pairs[index:end])
-        index = end
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 @torch.no_grad()
