@@ -9,6 +9,13 @@ predicts token i), which lets training start from the AR model's behaviour (the 
 The mask token is one id past the base vocabulary. Its embedding is a single learned vector stored beside the
 LoRA weights, instead of a resized embedding matrix, so a checkpoint stays a few MB and the base model's
 tensors are never copied.
+
+`bidirectional_layers = N` (N > 0) opens the canvas both ways in the top N layers only: the lower layers stay
+causal and carry no LoRA, so they compute exactly what the drafter computes over the same tokens, and only the top
+N layers (with LoRA) learn to use the right-hand context. The refiner then starts close to the drafter instead of
+from a backbone confused by attention it never saw in pretraining, and training backpropagates through N layers
+instead of all of them. A masked slot enters the lower layers as the mask embedding (fixed there, since no gradient
+reaches it) and is marked for the top layers by a learned vector added to its hidden state.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "refiner_config.json"
 WEIGHTS_NAME = "refiner.safetensors"
 MASK_EMBEDDING_KEY = "mask_embedding"
+MASK_MARKER_KEY = "mask_marker"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -43,6 +51,7 @@ class RefinerConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    bidirectional_layers: int = 0  # 0: every layer sees the canvas both ways; N: only the top N (the rest stay causal)
     training: dict = field(default_factory=dict)  # the recipe settings it was trained with, for the record
 
 
@@ -90,15 +99,24 @@ class Refiner(nn.Module):
         self.config = config
         vocab = base_model.get_input_embeddings().weight.shape[0]
         self.mask_token_id = int(vocab)
+        layers = int(base_model.config.num_hidden_layers)
+        if not 0 <= config.bidirectional_layers <= layers:
+            raise HybridError(f"bidirectional_layers must be between 0 (all) and {layers} for this model, got {config.bidirectional_layers}")
+        # Index of the first layer that sees the canvas both ways (and carries LoRA).
+        self.first_bidirectional = layers - config.bidirectional_layers if config.bidirectional_layers else 0
+        partial = self.first_bidirectional > 0
         lora = LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules=config.target_modules, bias="none",
+            layers_to_transform=list(range(self.first_bidirectional, layers)) if partial else None,
+            layers_pattern="layers" if partial else None,
         )
         with warnings.catch_warnings():  # peft calls a transformers API that warns about its own deprecation
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             self.model = get_peft_model(base_model, lora)
         embed = base_model.get_input_embeddings().weight.detach().float()
-        self.mask_embedding = nn.Parameter(embed.mean(dim=0).to(embed.device))
+        self.mask_embedding = nn.Parameter(embed.mean(dim=0).to(embed.device), requires_grad=not partial)
+        self.mask_marker = nn.Parameter(torch.zeros_like(self.mask_embedding)) if partial else None
         # 0: every step recomputes the whole canvas (exact). N > 0: after a full pass, the next N - 1 steps
         # recompute only the positions whose outputs are needed and reuse the other canvas keys/values from earlier
         # passes (the approximate dual cache of Fast-dLLM); a full pass every N steps bounds the staleness.
@@ -107,8 +125,10 @@ class Refiner(nn.Module):
     # ---- construction and persistence -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, base_model, base_name: str, lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0, training: dict | None = None):
-        config = RefinerConfig(base_name, fingerprint(base_model), lora_r, lora_alpha, lora_dropout, training=training or {})
+    def create(cls, base_model, base_name: str, lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0,
+               training: dict | None = None, bidirectional_layers: int = 0):
+        config = RefinerConfig(base_name, fingerprint(base_model), lora_r, lora_alpha, lora_dropout,
+                               bidirectional_layers=bidirectional_layers, training=training or {})
         return cls(base_model, config)
 
     @classmethod
@@ -139,6 +159,8 @@ class Refiner(nn.Module):
 
         state = {k: v.detach().float().contiguous().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
         state[MASK_EMBEDDING_KEY] = self.mask_embedding.detach().float().cpu()
+        if self.mask_marker is not None:
+            state[MASK_MARKER_KEY] = self.mask_marker.detach().float().cpu()
         return state
 
     def load_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -148,11 +170,14 @@ class Refiner(nn.Module):
             raise HybridError(f"{source} holds no mask embedding: it is not a hybrid refiner checkpoint")
         tensors = dict(tensors)
         mask = tensors.pop(MASK_EMBEDDING_KEY)
-        expected = set(self.trainable_state()) - {MASK_EMBEDDING_KEY}
-        if set(tensors) != expected:
+        marker = tensors.pop(MASK_MARKER_KEY, None)
+        expected = set(self.trainable_state()) - {MASK_EMBEDDING_KEY, MASK_MARKER_KEY}
+        if set(tensors) != expected or (marker is None) != (self.mask_marker is None):
             raise HybridError(f"{source} does not match this refiner's LoRA layout ({len(tensors)} tensors, expected {len(expected)})")
         with torch.no_grad():
             self.mask_embedding.copy_(mask.to(self.mask_embedding))
+            if marker is not None:
+                self.mask_marker.copy_(marker.to(self.mask_marker))
         set_peft_model_state_dict(self.model, tensors)
 
     def write_to(self, folder: Path) -> None:
@@ -210,7 +235,8 @@ class Refiner(nn.Module):
             return self._partial_canvas_logits(state, canvas, need)
         batch, length = canvas.shape
         prompt_len = state.attention_mask.shape[1]
-        hidden = self._backbone(state, canvas, torch.arange(length, device=canvas.device), kept=0)
+        every = torch.arange(length, device=canvas.device)
+        hidden = self._backbone(state, canvas, every, every)
         layers = state.cache.layers
         if need is not None and self.cache_refresh > 1:
             state.canvas_keys = [layer.keys[:, :, prompt_len:].clone() for layer in layers]
@@ -222,16 +248,33 @@ class Refiner(nn.Module):
         # The AR shift: slot 0 is predicted by the prompt's last position, slot i by canvas position i - 1.
         return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length)
 
-    def _backbone(self, state: PromptState, canvas: torch.Tensor, positions: torch.Tensor, kept: int) -> torch.Tensor:
-        """Hidden states of `canvas[:, positions]`, attending to the cached prompt, `kept` cached canvas entries and themselves."""
+    def _backbone(self, state: PromptState, canvas: torch.Tensor, positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """Hidden states of `canvas[:, positions]`, attending to the cached prompt and to the canvas entries at
+        `key_positions` (the cached ones the cache already holds, then `positions` themselves, in that order)."""
         batch = canvas.shape[0]
-        columns = state.attention_mask.shape[1] + kept + len(positions)
-        visible = torch.cat([state.attention_mask.bool(), torch.ones(batch, columns - state.attention_mask.shape[1], dtype=torch.bool, device=canvas.device)], dim=1)
-        mask = visible[:, None, None, :].expand(batch, 1, len(positions), columns)
-        return self.model.get_base_model().model(
-            inputs_embeds=self._embed(canvas[:, positions]), attention_mask=mask, position_ids=state.next_position + positions,
-            cache=state.cache, use_cache=True,
-        ).last_hidden_state
+        prompt = state.attention_mask.bool()
+        canvas_keys = torch.ones(batch, len(key_positions), dtype=torch.bool, device=canvas.device)
+        both_ways = torch.cat([prompt, canvas_keys], dim=1)[:, None, None, :].expand(batch, 1, len(positions), -1)
+        causal = None
+        if self.first_bidirectional > 0:  # lower layers: a canvas slot sees the prompt and the slots up to itself
+            earlier = (key_positions[None, :] <= positions[:, None])[None].expand(batch, -1, -1)
+            causal = torch.cat([prompt[:, None, :].expand(-1, len(positions), -1), earlier], dim=2)[:, None]
+        ids = canvas[:, positions]
+        return self._layers(self._embed(ids), ids == self.mask_token_id, state.next_position + positions, both_ways, causal, state.cache)
+
+    def _layers(self, embeds: torch.Tensor, is_mask: torch.Tensor, position_ids: torch.Tensor, both_ways: torch.Tensor,
+                causal: torch.Tensor | None, cache=None) -> torch.Tensor:
+        """The decoder stack with the lower layers under `causal` and the top ones under `both_ways` (4D boolean masks)."""
+        inner = self.model.get_base_model().model
+        hidden = embeds
+        rotary = inner.rotary_emb(hidden, position_ids=position_ids)
+        for index, layer in enumerate(inner.layers[: inner.config.num_hidden_layers]):
+            if index == self.first_bidirectional and self.mask_marker is not None:
+                hidden = hidden + is_mask[..., None].to(hidden.dtype) * self.mask_marker.to(hidden.dtype)
+            mask = both_ways if index >= self.first_bidirectional else causal
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=position_ids,
+                           cache=cache, use_cache=cache is not None)
+        return inner.norm(hidden)
 
     def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int) -> torch.Tensor:
         """Scatter output-head logits for `slots` (hidden[:, j] predicts slot slots[j]) into a (B, L, V) tensor."""
@@ -258,7 +301,7 @@ class Refiner(nn.Module):
         for layer, keys, values in zip(layers, state.canvas_keys, state.canvas_values):
             layer.keys = torch.cat([layer.keys, keys[:, :, kept]], dim=2)
             layer.values = torch.cat([layer.values, values[:, :, kept]], dim=2)
-        hidden = self._backbone(state, canvas, positions, kept=int(kept.sum()))
+        hidden = self._backbone(state, canvas, positions, torch.cat([kept.nonzero().flatten(), positions]))
         for layer, keys, values in zip(layers, state.canvas_keys, state.canvas_values):
             keys[:, :, positions] = layer.keys[:, :, -len(positions):]  # the recomputed entries are fresh: keep them
             values[:, :, positions] = layer.values[:, :, -len(positions):]
@@ -273,13 +316,15 @@ class Refiner(nn.Module):
         total = prompt_len + length
         keys = torch.cat([prompt_attention_mask.bool(), torch.ones(batch, length, dtype=torch.bool, device=canvas.device)], dim=1)
         causal = torch.ones(total, total, dtype=torch.bool, device=canvas.device).tril()
+        strictly_causal = (causal[None] & keys[:, None, :])[:, None] if self.first_bidirectional > 0 else None
         causal[prompt_len:, :] = True  # canvas rows see everything
-        mask = (causal[None] & keys[:, None, :])[:, None]
+        both_ways = (causal[None] & keys[:, None, :])[:, None]
         prompt_positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
         positions = torch.cat([prompt_positions, prompt_positions[:, -1:] + 1 + torch.arange(length, device=canvas.device)], dim=1)
         ids = torch.cat([prompt_ids, canvas], dim=1)
-        out = self.model(inputs_embeds=self._embed(ids), attention_mask=mask, position_ids=positions, logits_to_keep=length + 1)
-        return out.logits[:, :-1].float()
+        hidden = self._layers(self._embed(ids), ids == self.mask_token_id, positions, both_ways, strictly_causal)
+        # The AR shift: the prompt's last position predicts slot 0, canvas position i - 1 predicts slot i.
+        return self.model.get_base_model().lm_head(hidden[:, prompt_len - 1 : -1]).float()
 
 
 def read_config(folder: Path) -> RefinerConfig:

@@ -8,16 +8,22 @@ from hybrid.errors import HybridError
 from hybrid.refiner import WEIGHTS_NAME, Refiner
 
 
-def make_refiner(vocab=100, seed=0):
+def make_refiner(vocab=100, seed=0, layers=0):
+    """`layers`: bidirectional_layers (0 = all; 1 = only the top layer of the 2-layer tiny model)."""
     base = build_tiny_llama(vocab, seed=seed)
-    refiner = Refiner.create(base, "tiny", lora_r=4, lora_alpha=8)
+    refiner = Refiner.create(base, "tiny", lora_r=4, lora_alpha=8, bidirectional_layers=layers)
     torch.manual_seed(seed + 1)
     with torch.no_grad():  # LoRA B starts at zero: give it values so the adapter matters in these tests
         for name, param in refiner.model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.2)
         refiner.mask_embedding.normal_(0, 0.5)
+        if refiner.mask_marker is not None:
+            refiner.mask_marker.normal_(0, 0.5)
     return base, refiner.eval()
+
+
+BOTH_MODES = pytest.mark.parametrize("layers", [0, 1], ids=["all-bidirectional", "top-layer-bidirectional"])
 
 
 PROMPT = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
@@ -29,8 +35,9 @@ def canvas_for(refiner):
     return torch.tensor([[20, m, 22, 23], [30, 31, m, m]])
 
 
-def test_prefix_cache_matches_full_forward():
-    _, refiner = make_refiner()
+@BOTH_MODES
+def test_prefix_cache_matches_full_forward(layers):
+    _, refiner = make_refiner(layers=layers)
     canvas = canvas_for(refiner)
     with torch.no_grad():
         full = refiner(PROMPT, PROMPT_MASK, canvas)
@@ -41,8 +48,9 @@ def test_prefix_cache_matches_full_forward():
     assert torch.equal(cached, cached_again)
 
 
-def test_canvas_is_bidirectional_and_prompt_is_not_affected():
-    _, refiner = make_refiner()
+@BOTH_MODES
+def test_canvas_is_bidirectional_and_prompt_is_not_affected(layers):
+    _, refiner = make_refiner(layers=layers)
     canvas = canvas_for(refiner)
     changed = canvas.clone()
     changed[:, -1] = 50
@@ -53,8 +61,9 @@ def test_canvas_is_bidirectional_and_prompt_is_not_affected():
     assert torch.equal(before[:, 0], after[:, 0])  # slot 0 is predicted by the prompt's last position
 
 
-def test_left_padding_does_not_change_logits():
-    _, refiner = make_refiner()
+@BOTH_MODES
+def test_left_padding_does_not_change_logits(layers):
+    _, refiner = make_refiner(layers=layers)
     canvas = canvas_for(refiner)
     with torch.no_grad():
         padded = refiner(PROMPT, PROMPT_MASK, canvas)[:1]
@@ -74,8 +83,9 @@ def test_adapter_disabled_is_the_plain_base_model():
     assert not torch.allclose(plain, adapted, atol=1e-3)
 
 
-def test_save_load_roundtrip(tmp_path):
-    _, refiner = make_refiner()
+@BOTH_MODES
+def test_save_load_roundtrip(tmp_path, layers):
+    _, refiner = make_refiner(layers=layers)
     refiner.save(tmp_path / "r")
     loaded = Refiner.load(tmp_path / "r", build_tiny_llama(100, seed=0)).eval()
     canvas = canvas_for(refiner)
@@ -121,8 +131,9 @@ def test_missing_or_broken_config_refused(tmp_path):
         Refiner.load(tmp_path / "r", build_tiny_llama(100))
 
 
-def test_needed_slots_get_the_same_logits():
-    _, refiner = make_refiner()
+@BOTH_MODES
+def test_needed_slots_get_the_same_logits(layers):
+    _, refiner = make_refiner(layers=layers)
     canvas = canvas_for(refiner)
     need = canvas == refiner.mask_token_id
     with torch.no_grad():
@@ -133,8 +144,9 @@ def test_needed_slots_get_the_same_logits():
     assert torch.equal(partial[:, 0], full[:, 0])
 
 
-def test_reused_canvas_cache_is_exact_when_the_canvas_did_not_change():
-    _, refiner = make_refiner()
+@BOTH_MODES
+def test_reused_canvas_cache_is_exact_when_the_canvas_did_not_change(layers):
+    _, refiner = make_refiner(layers=layers)
     refiner.cache_refresh = 4
     canvas = canvas_for(refiner)
     need = canvas == refiner.mask_token_id
@@ -148,8 +160,9 @@ def test_reused_canvas_cache_is_exact_when_the_canvas_did_not_change():
     assert torch.allclose(full[need], partial[need], atol=1e-5)
 
 
-def test_reused_canvas_cache_refreshes_and_stays_close():
-    _, refiner = make_refiner()
+@BOTH_MODES
+def test_reused_canvas_cache_refreshes_and_stays_close(layers):
+    _, refiner = make_refiner(layers=layers)
     canvas = canvas_for(refiner)
     need = canvas == refiner.mask_token_id
     changed = canvas.clone()
@@ -164,3 +177,50 @@ def test_reused_canvas_cache_refreshes_and_stays_close():
         refreshed = refiner.canvas_logits(state, changed, need)  # the third pass is a full one again
     assert not torch.allclose(exact[need], stale[need], atol=1e-4)
     assert torch.allclose(exact[need], refreshed[need], atol=1e-5)
+
+
+def _first_layer_outputs(refiner, canvas):
+    captured = []
+    layer = refiner.model.get_base_model().model.layers[0]
+    handle = layer.register_forward_hook(lambda module, args, output: captured.append(output.detach().clone()))
+    try:
+        with torch.no_grad():
+            refiner(PROMPT, PROMPT_MASK, canvas)
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+@pytest.mark.parametrize("layers,lower_sees_future", [(0, True), (1, False)])
+def test_lower_layers_stay_causal_when_only_the_top_is_bidirectional(layers, lower_sees_future):
+    _, refiner = make_refiner(layers=layers)
+    canvas = canvas_for(refiner)
+    changed = canvas.clone()
+    changed[:, -1] = 50
+    before, after = _first_layer_outputs(refiner, canvas), _first_layer_outputs(refiner, changed)
+    earlier = slice(PROMPT.shape[1], PROMPT.shape[1] + canvas.shape[1] - 1)  # canvas positions before the change
+    moved = (before[:, earlier] - after[:, earlier]).abs().max() > 1e-5
+    assert bool(moved) is lower_sees_future
+    with torch.no_grad():  # the top layer still sees the whole canvas
+        assert (refiner(PROMPT, PROMPT_MASK, canvas)[:, 1] - refiner(PROMPT, PROMPT_MASK, changed)[:, 1]).abs().max() > 1e-4
+
+
+def test_partial_refiner_trains_only_the_top_layers():
+    _, refiner = make_refiner(layers=1)
+    trainable = [name for name, p in refiner.named_parameters() if p.requires_grad]
+    assert "mask_marker" in trainable and "mask_embedding" not in trainable
+    lora = [name for name in trainable if "lora_" in name]
+    assert lora and all(".layers.1." in name for name in lora)
+    assert set(refiner.trainable_state()) >= {"mask_marker", "mask_embedding"}
+
+
+def test_partial_checkpoint_does_not_load_as_a_full_one(tmp_path):
+    _, partial = make_refiner(layers=1)
+    _, full = make_refiner(layers=0)
+    with pytest.raises(HybridError, match="LoRA layout"):
+        full.load_tensors(partial.trainable_state())
+
+
+def test_bidirectional_layers_beyond_the_model_refused():
+    with pytest.raises(HybridError, match="bidirectional_layers"):
+        Refiner.create(build_tiny_llama(100), "tiny", bidirectional_layers=3)

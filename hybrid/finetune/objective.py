@@ -74,7 +74,7 @@ def drafter_substitutes(refiner, batch: Batch, top_k: int, generator: torch.Gene
 
 def corrupt(batch: Batch, substitutes: torch.Tensor, mask_id: int, config: ObjectiveSection, generator: torch.Generator) -> Corruption:
     rows, length = batch.target_ids.shape
-    t = config.min_mask_rate + (1 - config.min_mask_rate) * torch.rand(rows, 1, generator=generator)
+    t = config.min_mask_rate + (config.max_mask_rate - config.min_mask_rate) * torch.rand(rows, 1, generator=generator)
     mask_rate = 1 - get_schedule(config.schedule).alpha(t)
     masked = (torch.rand(rows, length, generator=generator) < mask_rate).to(batch.valid.device) & batch.valid
     substituted = (torch.rand(rows, length, generator=generator) < config.substitution_rate).to(batch.valid.device) & batch.valid & ~masked

@@ -46,7 +46,8 @@ class DataSection:
 @dataclass
 class ObjectiveSection:
     schedule: str = "linear"  # noise schedule for the masking rate (hybrid.schedule)
-    min_mask_rate: float = 0.05  # t is drawn from U(min_mask_rate, 1)
+    min_mask_rate: float = 0.05  # t is drawn from U(min_mask_rate, max_mask_rate)
+    max_mask_rate: float = 1.0  # below 1: train where refining works (a hybrid pass re-masks 20-50% of a draft)
     substitution_rate: float = 0.15  # share of still-visible target tokens replaced by drafter samples
     substitute_top_k: int = 20  # substitutes come from the drafter's top-k, the true token excluded
     clean_weight: float = 0.1  # loss weight on visible, uncorrupted tokens (calibrates confidence)
@@ -58,6 +59,7 @@ class LoraSection:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
+    bidirectional_layers: int = 0  # 0: all layers see the canvas both ways; N: only the top N (with LoRA), the rest stay causal
 
 
 @dataclass
@@ -148,6 +150,8 @@ def validate(recipe: Recipe) -> Recipe:
         (recipe.train.learning_rate > 0, "train.learning_rate must be positive"),
         (recipe.train.eval_every >= 1 and recipe.train.save_every >= 1, "train.eval_every and train.save_every must be at least 1"),
         (0 < recipe.objective.min_mask_rate < 1, "objective.min_mask_rate must be in (0, 1)"),
+        (recipe.objective.min_mask_rate < recipe.objective.max_mask_rate <= 1, "objective.max_mask_rate must be in (min_mask_rate, 1]"),
+        (recipe.lora.bidirectional_layers >= 0, "lora.bidirectional_layers must be 0 (all layers) or a positive layer count"),
         (0 <= recipe.objective.substitution_rate < 1, "objective.substitution_rate must be in [0, 1)"),
         (recipe.objective.substitute_top_k >= 2, "objective.substitute_top_k must be at least 2"),
         (recipe.lora.r >= 1, "lora.r must be at least 1"),

@@ -68,7 +68,8 @@ class RefinerTrainer:
         self.end_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id
         training = {k: v for k, v in recipe_dict(recipe).items() if k != "train"} | {"steps": recipe.train.steps}
-        refiner = Refiner.create(model, recipe.model.base, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout, training=training)
+        refiner = Refiner.create(model, recipe.model.base, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout, training=training,
+                                 bidirectional_layers=recipe.lora.bidirectional_layers)
         params = [p for p in refiner.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=recipe.train.learning_rate, weight_decay=recipe.train.weight_decay)
         self.step = 0
