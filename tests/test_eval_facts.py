@@ -27,6 +27,19 @@ def test_answer_matching():
     assert answer_in_continuation(" one two three four five six seven eight nine ten Paris", ["Paris"], window=11)
 
 
+def test_a_restated_prompt_does_not_push_the_answer_out_of_the_window():
+    prompt = "Complete the sentence with the correct fact: The Statue of Liberty stands in the city"
+    text = "The Statue of Liberty stands in the city of New York."
+    assert not answer_in_continuation(text, ["New York"])  # 11 words: the answer starts at word 10
+    assert answer_in_continuation(text, ["New York"], prompt=prompt)
+    assert answer_in_continuation("The answer is: Seven times eight equals 56.", ["56"], prompt="Seven times eight equals")
+    assert not answer_in_continuation("The answer is: Seven times eight equals 48.", ["56"], prompt="Seven times eight equals")
+    # without a restatement the window starts at the first word, as before
+    assert answer_in_continuation(" Paris.", ["Paris"], prompt="The capital of France is")
+    far = "one two three four five six seven eight nine ten eleven twelve France is Paris"
+    assert not answer_in_continuation(far, ["Paris"], prompt="The capital of France is")  # repeated too late to count
+
+
 def test_scoring_per_category(tmp_path):
     path = tmp_path / "facts.yaml"
     path.write_text(

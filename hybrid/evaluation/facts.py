@@ -2,7 +2,9 @@
 
 A continuation is correct when one of the accepted answers occurs, as whole words and case-insensitively,
 within its first ``window`` words (10 by default). Thousands separators are ignored ("1,000" == "1000") and
-accents are folded ("Brasília" == "Brasilia").
+accents are folded ("Brasília" == "Brasilia"). Chat models often restate the prompt first ("The Statue of Liberty
+stands in the city of New York"): when the prompt is given and the continuation repeats the prompt's last words
+early on, the window starts after that repetition, so a restated prompt does not push the answer out of it.
 """
 
 from __future__ import annotations
@@ -51,9 +53,25 @@ def _normalise_words(text: str) -> list[str]:
     return _WORD.findall(folded)
 
 
-def answer_in_continuation(continuation: str, answers: Sequence[str], window: int = DEFAULT_WINDOW) -> bool:
-    """True when any accepted answer occurs as consecutive whole words within the first ``window`` words."""
-    words = _normalise_words(continuation)[:window]
+def _after_restated_prompt(words: list[str], prompt: str | None) -> int:
+    """Index just after the continuation's repetition of the prompt's last (up to 3) words, or 0 if it has none."""
+    tail = _normalise_words(prompt or "")[-3:]
+    if not tail:
+        return 0
+    n = len(tail)
+    reach = min(len(words), len(_normalise_words(prompt)) + 8)  # a restatement comes first, perhaps after "The answer is:"
+    for start in range(reach - n + 1):
+        if words[start : start + n] == tail:
+            return start + n
+    return 0
+
+
+def answer_in_continuation(continuation: str, answers: Sequence[str], window: int = DEFAULT_WINDOW, prompt: str | None = None) -> bool:
+    """True when any accepted answer occurs as consecutive whole words within the first ``window`` words (counted
+    after a restatement of ``prompt``, when the continuation starts with one)."""
+    words = _normalise_words(continuation)
+    start = _after_restated_prompt(words, prompt)
+    words = words[start : start + window]
     for answer in answers:
         target = _normalise_words(answer)
         if not target:

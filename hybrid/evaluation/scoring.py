@@ -29,7 +29,7 @@ def _cheap_scores(sample: Sample, example: Example, suite: Suite) -> dict:
     scores["unigram_entropy"] = diversity.unigram_entropy_bits
     scores["repeat_rate_3"] = diversity.repeat_rate_3
     if suite.task == "facts" and example.answers:
-        scores["fact_accuracy"] = float(answer_in_continuation(sample.text, example.answers))
+        scores["fact_accuracy"] = float(answer_in_continuation(sample.text, example.answers, prompt=example.prompt))
     if suite.task == "summarize" and example.source:
         grounding = score_grounding(sample.text, example.source)
         scores["entity_precision"] = grounding.entity_precision
