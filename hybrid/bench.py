@@ -54,6 +54,7 @@ class BenchConfig:
     refiner: str | None = None  # None: the shipped general refiner, or an untrained one if none is installed
     measure_memory: bool = True
     cache_refresh: int = 4  # also time hybrid with approximate canvas-cache reuse (0: skip that system)
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto
 
 
 PRESETS = {
@@ -96,6 +97,7 @@ class BenchReport:
     timings: list[Timing] = field(default_factory=list)
     step_costs: list[StepCost] = field(default_factory=list)
     peak_rss_mb: float | None = None  # `hybrid generate --refine-steps 8` on the defaults, in a child process
+    peak_gpu_mb: float | None = None  # on a GPU: the most GPU memory torch held during the whole bench
     decode_bound_s: dict = field(default_factory=dict)  # per dtype: weight bytes / measured memory bandwidth
 
     def ratio(self, dtype: str, batch: int, tokens: int, system: str, steps: int) -> float | None:
@@ -122,23 +124,31 @@ def _median_time(call, repeats: int, warmup: int, budget_s: float = 0.0) -> tupl
 
 def _load(config: BenchConfig, dtype: str) -> tuple[HybridPipeline, str]:
     folder = resolve_refiner(config.refiner)
-    pipe = HybridPipeline.from_pretrained(config.draft_model, refiner="none", dtype=dtype)
+    pipe = HybridPipeline.from_pretrained(config.draft_model, refiner="none", dtype=dtype, device=config.device)
     model = pipe.drafter.model
     if folder is not None:
-        pipe.refiner = Refiner.load(folder, model).to(model.dtype).eval()
+        pipe.refiner = Refiner.load(folder, model).to(device=model.device, dtype=model.dtype).eval()
         return pipe, str(folder)
     log.warning("no trained refiner installed: timing an untrained one (timings are valid, outputs are not)")
-    pipe.refiner = Refiner.create(model, config.draft_model).to(model.dtype).eval()
+    pipe.refiner = Refiner.create(model, config.draft_model).to(device=model.device, dtype=model.dtype).eval()
     return pipe, "untrained"
 
 
-def measure_bandwidth_gbs(megabytes: int = 512) -> float:
-    """Sustained read bandwidth of this machine, measured by summing a large tensor (the bound for a decode step)."""
-    data = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_bandwidth_gbs(megabytes: int = 512, device: torch.device | str = "cpu") -> float:
+    """Sustained read bandwidth of the device, measured by summing a large tensor (the bound for a decode step)."""
+    device = torch.device(device)
+    data = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
     data.sum()
+    _synchronize(device)
     start = time.perf_counter()
     for _ in range(5):
         data.sum()
+    _synchronize(device)
     return 5 * data.numel() * 4 / (time.perf_counter() - start) / 1e9
 
 
@@ -146,10 +156,15 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
     prompts = (PROMPTS * batch)[:batch]
     prompt_ids, prompt_mask = pipe.drafter.encode_prompts(prompts, tokens)
     refiner = pipe.refiner
-    canvas = torch.full((batch, tokens + 4), refiner.mask_token_id, dtype=torch.long)
+    canvas = torch.full((batch, tokens + 4), refiner.mask_token_id, dtype=torch.long, device=prompt_ids.device)
+
+    def step():
+        refiner.canvas_logits(state, canvas)
+        _synchronize(canvas.device)  # GPU work is asynchronous: time it to the end
+
     with torch.inference_mode():
         state = refiner.encode_prompt(prompt_ids, prompt_mask)
-        seconds, _ = _median_time(lambda: refiner.canvas_logits(state, canvas), repeats, 1)
+        seconds, _ = _median_time(step, repeats, 1)
     return StepCost(dtype, batch, tokens + 4, decode_step_s, seconds, seconds / decode_step_s)
 
 
@@ -199,7 +214,9 @@ def run_bench(config: BenchConfig) -> BenchReport:
     for dtype in config.dtypes:
         pipe, report.refiner = _load(config, dtype)
         weight_bytes = sum(p.numel() * p.element_size() for p in pipe.drafter.model.parameters())
-        report.decode_bound_s[dtype] = weight_bytes / (measure_bandwidth_gbs() * 1e9)
+        device = pipe.drafter.model.device
+        machine.setdefault("device", torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+        report.decode_bound_s[dtype] = weight_bytes / (measure_bandwidth_gbs(device=device) * 1e9)
         for batch in config.batch_sizes:
             prompts = (PROMPTS * batch)[:batch]
             for tokens in config.lengths:
@@ -223,6 +240,8 @@ def run_bench(config: BenchConfig) -> BenchReport:
                         report.timings.append(Timing(dtype, batch, tokens, system, steps, seconds, batch * tokens / seconds, seconds / draft_s, steps_run))
                         bar.update()
     bar.close()
-    if config.measure_memory:
+    if machine.get("device", "cpu") != "cpu":
+        report.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+    elif config.measure_memory:
         report.peak_rss_mb = peak_memory_of_generate(config.refiner)
     return report

@@ -46,12 +46,14 @@ def headline(report: BenchReport) -> dict:
             if fp32 and bf16:
                 figures[f"bf16_speedup[{system}]"] = fp32[0].seconds / bf16[0].seconds
     figures["peak_rss_mb"] = report.peak_rss_mb
+    if report.peak_gpu_mb is not None:
+        figures["peak_gpu_mb"] = report.peak_gpu_mb
     return figures
 
 
 def format_table(report: BenchReport) -> str:
     how = ("draft median + refining that same draft (timed apart)" if report.config.reuse_draft else "end to end (draft + refine in one call)")
-    lines = [f"refiner: {report.refiner}; {report.machine['threads']} threads; torch {report.machine['torch']}",
+    lines = [f"refiner: {report.refiner}; device {report.machine.get('device', 'cpu')}; {report.machine['threads']} threads; torch {report.machine['torch']}",
              f"hybrid timed as: {how}; medians of up to {report.config.repeats} repeats"
              + (f" (fewer once a cell's runs pass {report.config.budget_s:.0f} s)" if report.config.budget_s else ""), ""]
     lines.append(f"{'dtype':9s} {'batch':>5s} {'tokens':>6s} {'system':14s} {'K':>3s} {'run':>4s} {'seconds':>8s} {'tok/s':>8s} {'x draft':>8s}")

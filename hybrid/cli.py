@@ -100,11 +100,12 @@ def cli(verbose: bool) -> None:
 @click.option("--seed", type=int, default=None, help="Makes sampling repeatable.")
 @click.option("--stop", multiple=True, help="Stop drafting at this string (repeatable).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU when there is one).")
 @click.option("--no-chat-template", is_flag=True, help="Feed the prompt as raw text even if the model has a chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
 @click.option("--show-trace", is_flag=True, help="Show the draft beside the refined text and every step's changes.")
 def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, mode, strength, select, schedule,
-             edit_threshold, min_change_confidence, cache_refresh, temperature, top_p, seed, stop, dtype, no_chat_template, as_json, show_trace):
+             edit_threshold, min_change_confidence, cache_refresh, temperature, top_p, seed, stop, dtype, device, no_chat_template, as_json, show_trace):
     """Generate text for PROMPT.
 
     \b
@@ -119,7 +120,7 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
         refiner = "none"
     elif refine_steps is not None and refiner is None and resolve_refiner(None) is None:
         raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
-    pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template)
+    pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template, device=device)
     if refine_steps is None:
         refine_steps = DEFAULT_REFINE_STEPS if pipe.refiner is not None else 0
     result = pipe(text, max_new_tokens=max_new_tokens, refine_steps=refine_steps, mode=mode if refine_steps else "draft",
@@ -143,8 +144,9 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
 @click.option("--repeats", type=click.IntRange(1, 50), default=None, help="Timed repeats per cell (median reported).")
 @click.option("--refiner", default=None, help="Refiner folder; default the shipped general refiner (an untrained one if none is installed).")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory probe of `hybrid generate`.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU when there is one).")
 @click.option("--output", type=click.Path(file_okay=False), default="evals/bench/latest", show_default=True, help="Folder for bench.json, bench.txt and bench.png.")
-def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memory, output):
+def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memory, device, output):
     """Time draft only, diffusion only and hybrid side by side; print every ratio to draft only.
 
     \b
@@ -163,7 +165,10 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
         except ValueError:
             raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name)
 
-    config = dataclasses.replace(PRESETS[preset], refiner=refiner, measure_memory=not no_memory)
+    from hybrid.models import resolve_device
+
+    resolve_device(device)  # a clear error before any model loads
+    config = dataclasses.replace(PRESETS[preset], refiner=refiner, measure_memory=not no_memory, device=device)
     if lengths:
         config.lengths = numbers(lengths, "--lengths")
     if steps:

@@ -176,6 +176,8 @@ class Drafter:
 
         start = time.perf_counter()
         out = self.model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # GPU work is asynchronous: the prefill ends when the device is done
         prefill_s = time.perf_counter() - start
         next_positions = positions[:, -1:] + 1
         for step in range(config.max_new_tokens):

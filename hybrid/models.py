@@ -54,6 +54,21 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def resolve_device(name: str = "cpu") -> torch.device:
+    """'cpu', 'cuda', 'cuda:N' or 'auto' (the GPU when there is one); a clear error for anything unusable."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise HybridError(f"unknown device '{name}': use cpu, cuda, cuda:N or auto") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HybridError(f"device '{name}' was asked for but torch sees no CUDA GPU here: use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise HybridError(f"device '{name}' is not supported: use cpu, cuda, cuda:N or auto")
+    return device
+
+
 def _package_folder(spec: PackagedModel) -> Path:
     found = importlib.util.find_spec(spec.module)
     if found is None or found.origin is None:
@@ -108,10 +123,11 @@ def resolve_model(name: str) -> str:
     return name  # a hub id
 
 
-def load_causal_lm(name: str = DEFAULT_DRAFTER, dtype: str = "float32"):
-    """Load (model, tokenizer) for a causal LM given an alias, local folder or hub id."""
+def load_causal_lm(name: str = DEFAULT_DRAFTER, dtype: str = "float32", device: str = "cpu"):
+    """Load (model, tokenizer) for a causal LM given an alias, local folder or hub id, on `device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    target = resolve_device(device)  # an unusable device fails before any loading
     where = resolve_model(name)
     if Path(where).exists():
         from transformers.utils import logging as hf_logging
@@ -127,7 +143,7 @@ def load_causal_lm(name: str = DEFAULT_DRAFTER, dtype: str = "float32"):
             f"model '{name}' is not installed locally and could not be fetched from the Hugging Face hub "
             f"(offline or unknown id); use '{DEFAULT_DRAFTER}' (embedded) or a local model folder"
         ) from exc
-    model.eval()
+    model.to(target).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -92,15 +92,15 @@ class HybridPipeline:
 
     @classmethod
     def from_pretrained(cls, draft_model: str = DEFAULT_DRAFTER, refiner: str | None = None, dtype: str = "float32",
-                        use_chat_template: bool = True) -> "HybridPipeline":
+                        use_chat_template: bool = True, device: str = "cpu") -> "HybridPipeline":
         """`refiner`: None for the shipped default (if installed), 'none' for draft only, a shipped name or a folder."""
         start = time.perf_counter()
-        model, tokenizer = load_causal_lm(draft_model, dtype)
+        model, tokenizer = load_causal_lm(draft_model, dtype, device)
         refiner_obj = None
         folder = None if refiner == "none" else resolve_refiner(refiner)
         if folder is not None:
             refiner_obj = Refiner.load(folder, model)
-            refiner_obj.to(model.dtype).eval()
+            refiner_obj.to(device=model.device, dtype=model.dtype).eval()
         drafter = Drafter(model, tokenizer, use_chat_template)
         load_s = time.perf_counter() - start
         drafter.load_s = load_s

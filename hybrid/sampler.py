@@ -238,7 +238,8 @@ def _predict(logp, masked, temperature, generator):
     tokens = logp.argmax(-1)
     if temperature > 0 and masked.any():
         probs = (logp[masked] / temperature).softmax(-1)
-        tokens[masked] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        where = generator.device if generator is not None else probs.device  # a CPU generator samples on the CPU
+        tokens[masked] = torch.multinomial(probs.to(where), 1, generator=generator).squeeze(-1).to(tokens.device)
     return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).exp()
 
 
