@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hybrid.errors import HybridError
-from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
+from hybrid.models import DEFAULT_DRAFTER, cache_keyword, load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class Drafter:
     def __init__(self, model, tokenizer, use_chat_template: bool = True, load_s: float = 0.0):
         self.model = model
         self.tokenizer = tokenizer
+        self.cache_keyword = cache_keyword(model)
         self.use_chat_template = use_chat_template and tokenizer.chat_template is not None
         self.load_s = load_s
 
@@ -175,7 +176,8 @@ class Drafter:
         tokens, logprobs, generated = [], [], [[] for _ in range(batch)]
 
         start = time.perf_counter()
-        out = self.model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1,
+                         **{self.cache_keyword: cache})
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # GPU work is asynchronous: the prefill ends when the device is done
         prefill_s = time.perf_counter() - start
@@ -199,7 +201,8 @@ class Drafter:
             if bool(finished.all()) or step == config.max_new_tokens - 1:
                 break
             attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
-            out = self.model(input_ids=token[:, None], attention_mask=attention, position_ids=next_positions, cache=cache, use_cache=True)
+            out = self.model(input_ids=token[:, None], attention_mask=attention, position_ids=next_positions, use_cache=True,
+                             **{self.cache_keyword: cache})
             next_positions = next_positions + 1
         decode_s = time.perf_counter() - start - prefill_s
 

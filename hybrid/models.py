@@ -8,6 +8,7 @@ temporary folder and renamed into place only when complete, so an interrupted co
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
 import shutil
@@ -67,6 +68,14 @@ def resolve_device(name: str = "cpu") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise HybridError(f"device '{name}' is not supported: use cpu, cuda, cuda:N or auto")
     return device
+
+
+def cache_keyword(module) -> str:
+    """The keyword that passes a KV cache to `module.forward`: transformers renamed `past_key_values` to `cache`
+    during the 5.x series, and an unknown keyword would be swallowed silently (no cache, wrong outputs)."""
+    base = module.get_base_model() if hasattr(module, "get_base_model") else module
+    parameters = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _package_folder(spec: PackagedModel) -> Path:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from hybrid.errors import HybridError
+from hybrid.models import cache_keyword
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class Refiner(nn.Module):
         # recompute only the positions whose outputs are needed and reuse the other canvas keys/values from earlier
         # passes (the approximate dual cache of Fast-dLLM); a full pass every N steps bounds the staleness.
         self.cache_refresh = 0
+        self._model_cache_keyword = cache_keyword(self.model)
+        self._layer_cache_keyword = cache_keyword(self.model.get_base_model().model.layers[0])
 
     # ---- construction and persistence -------------------------------------------------------------------------
 
@@ -219,7 +222,7 @@ class Refiner(nn.Module):
         positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
             inputs_embeds=self._embed(prompt_ids), attention_mask=prompt_attention_mask, position_ids=positions,
-            cache=cache, use_cache=True, logits_to_keep=1,
+            use_cache=True, logits_to_keep=1, **{self._model_cache_keyword: cache},
         )
         return PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, out.logits[:, -1].float())
 
@@ -273,7 +276,7 @@ class Refiner(nn.Module):
                 hidden = hidden + is_mask[..., None].to(hidden.dtype) * self.mask_marker.to(hidden.dtype)
             mask = both_ways if index >= self.first_bidirectional else causal
             hidden = layer(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=position_ids,
-                           cache=cache, use_cache=cache is not None)
+                           use_cache=cache is not None, **{self._layer_cache_keyword: cache})
         return inner.norm(hidden)
 
     def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int) -> torch.Tensor:

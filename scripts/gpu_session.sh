@@ -9,8 +9,8 @@
 # Needs hybrid importable and the default drafter installed (bash scripts/install.sh on the GPU machine).
 set -uo pipefail
 out=${1:?usage: gpu_session.sh OUT [GENERAL_S] [SUMMARIZE_S] [overrides...]}
-general_s=${2:-200}
-summarize_s=${3:-170}
+general_s=${2:-180}
+summarize_s=${3:-130}
 shift $(( $# < 3 ? $# : 3 ))
 py=${PYTHON:-python3}
 mkdir -p "$out"
@@ -19,22 +19,24 @@ export PYTHONUNBUFFERED=1
 note() { echo "[gpu_session $(date +%T)] $*"; }
 
 note "bench"
-timeout 150 $py -m hybrid.cli bench --preset quick --device cuda --lengths 32,128,512 --steps 1,2,4,8,16 \
-  --batch-sizes 1,8 --no-memory --output "$out/bench" 2>&1 | grep -v "^bench:" | tail -45
+timeout 150 $py -m hybrid.cli bench --preset quick --device "${DEVICE:-cuda}" --no-memory --output "$out/bench" 2>&1 \
+  | tr '\r' '\n' | grep -v "^bench:" | tail -25
 
-# train RECIPE NAME SECONDS BATCH EXTRA...: probe 30 steps, then the real run sized to SECONDS.
+# train RECIPE NAME SECONDS BATCH EXTRA...: probe 20 steps, then the real run sized to SECONDS.
 train() {
   local recipe=$1 name=$2 seconds=$3 batch=$4; shift 4
   local probe=/tmp/probe-$name
   rm -rf "$probe"
   note "$name: probe"
   local line
-  line=$(timeout 120 $py -m hybrid.cli finetune "$recipe" train.output_dir="$probe" train.steps=30 train.batch_size="$batch" \
-    train.eval_every=30 train.save_every=1000 train.max_minutes=0 "$@" 2>&1 | tee "$out/$name-probe.log" | grep "^trained")
+  line=$(timeout 120 $py -m hybrid.cli finetune "$recipe" train.output_dir="$probe" train.steps=20 train.batch_size="$batch" \
+    train.eval_every=20 train.save_every=1000 train.max_minutes=0 "$@" 2>&1 | tee "$out/$name-probe.log" | grep "^trained")
+  # Seconds per step from steps 10 to 20 of the probe's log: the first steps (CUDA start-up) are several times slower.
   local per_step
-  per_step=$(echo "$line" | sed -E 's/^trained ([0-9]+) steps in ([0-9.]+) s.*/\2 \1/' | awk '{ if ($2 > 0) print $1 / $2; else print 1 }')
+  per_step=$($py -c "import json,sys; t={r['step']: r['elapsed_s'] for r in map(json.loads, open(sys.argv[1]))}; print((t[20]-t[10])/10)" \
+    "$probe/train_log.jsonl" 2>/dev/null || echo 1)
   local steps
-  steps=$(awk -v s="$seconds" -v p="$per_step" 'BEGIN { n = int(0.8 * s / (p > 0 ? p : 1)); if (n < 30) n = 30; print n }')
+  steps=$(awk -v s="$seconds" -v p="$per_step" 'BEGIN { n = int(0.8 * s / (p > 0 ? p : 1)); if (n < 20) n = 20; print n }')
   note "$name: $line -> $per_step s/step -> $steps steps"
   timeout $(( seconds + 90 )) $py -m hybrid.cli finetune "$recipe" train.output_dir="$out/$name" train.steps="$steps" \
     train.batch_size="$batch" train.eval_every=$(( steps / 4 > 0 ? steps / 4 : 1 )) train.save_every=$(( steps / 2 > 0 ? steps / 2 : 1 )) \

@@ -86,3 +86,15 @@ def test_too_long_prompt_refused(drafter):
 def test_bad_numbers_refused(drafter, config):
     with pytest.raises(HybridError):
         drafter.generate("x", config)
+
+
+def test_cache_keyword_names_a_real_parameter(tiny_model):
+    """transformers renamed past_key_values to cache in 5.x; an unknown keyword would be dropped silently."""
+    import inspect
+
+    from hybrid.models import cache_keyword
+
+    model, _ = tiny_model
+    layer = model.model.layers[0]
+    assert cache_keyword(model) in inspect.signature(model.forward).parameters
+    assert cache_keyword(layer) in inspect.signature(layer.forward).parameters

@@ -133,6 +133,21 @@ def test_starting_over_an_existing_run_is_refused(tiny_model_dir, tmp_path):
         run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, out, steps=2)))
 
 
+def test_validate_a_saved_refiner_on_the_recipes_held_out_examples(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    trained = CliRunner().invoke(cli, ["finetune", str(TINY), *tiny_overrides(tiny_model_dir, out, steps=2)])
+    assert trained.exit_code == 0, trained.output
+    result = CliRunner().invoke(cli, ["finetune", str(TINY), f"model.base={tiny_model_dir}", "--validate", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    saved = json.loads((out / "validation.json").read_text())["validation"]
+    assert figures["examples"] == saved["examples"]
+    for key in ("masked_accuracy", "detection_auc", "repair_restored", "repair_broken"):
+        assert figures[key] == pytest.approx(saved[key], abs=1e-3)
+    missing = CliRunner().invoke(cli, ["finetune", str(TINY), f"model.base={tiny_model_dir}", "--validate", str(tmp_path / "nope")])
+    assert missing.exit_code != 0 and "Traceback" not in missing.output
+
+
 def test_resume_without_checkpoint_is_clear(tiny_model_dir, tmp_path):
     result = CliRunner().invoke(cli, ["finetune", str(TINY), *tiny_overrides(tiny_model_dir, tmp_path / "none"), "--resume"])
     assert result.exit_code == 2 and "nothing to resume" in result.output

@@ -12,19 +12,26 @@ import click
 @click.argument("overrides", nargs=-1)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the recipe's output_dir.")
 @click.option("--output", default=None, help="Output folder (overrides train.output_dir).")
-def finetune(recipe, overrides, resume, output):
+@click.option("--validate", "validate", default=None, metavar="REFINER",
+              help="Train nothing: print the validation figures of the refiner folder REFINER on this recipe's held-out examples.")
+def finetune(recipe, overrides, resume, output, validate):
     """Train a refiner from RECIPE (a YAML file); OVERRIDES are dotted key=value pairs.
 
     \b
     hybrid finetune recipes/summarize.yaml
     hybrid finetune recipes/continue.yaml train.steps=50 --output runs/quick
     hybrid finetune recipes/continue.yaml --resume
+    hybrid finetune recipes/continue.yaml --validate checkpoints/general
     """
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.finetune.trainer import run_recipe
+    from hybrid.finetune.trainer import run_recipe, validate_saved_refiner
 
     overrides = list(overrides) + ([f"train.output_dir={output}"] if output else [])
     config = load_recipe(recipe, overrides)  # validated before any model or data loads
+    if validate:
+        figures = validate_saved_refiner(config, validate)
+        click.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+        return
     result = run_recipe(config, resume=resume)
     click.echo(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.tokens_per_s:.0f} tokens/s), final loss {result.final_loss:.3f}")
     if result.validation:

@@ -61,10 +61,8 @@ class RefinerTrainer:
         self.accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
                                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         torch.manual_seed(recipe.train.seed)
-        pairs = load_pairs(recipe.data)
         model, self.tokenizer = load_causal_lm(recipe.model.base, recipe.model.dtype)
-        examples = tokenise(pairs, self.tokenizer, recipe.data)
-        self.train_examples, self.validation_examples = split_examples(examples, recipe.data.validation_size, recipe.train.seed)
+        self.train_examples, self.validation_examples = recipe_examples(recipe, self.tokenizer)
         self.end_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id
         training = {k: v for k, v in recipe_dict(recipe).items() if k != "train"} | {"steps": recipe.train.steps}
@@ -145,7 +143,8 @@ class RefinerTrainer:
                 rate = tokens_seen / (time.perf_counter() - start)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{rate:.0f}")
                 bar.update()
-                record = {"step": self.step, "lr": self._learning_rate(self.step - 1), "tokens_per_s": rate} | last
+                elapsed = round(time.perf_counter() - start, 3)  # seconds since this process began training
+                record = {"step": self.step, "lr": self._learning_rate(self.step - 1), "tokens_per_s": rate, "elapsed_s": elapsed} | last
                 if self.step % recipe.eval_every == 0 or self.step == recipe.steps:
                     record["validation"] = self._validate()
                 if main:
@@ -207,6 +206,20 @@ class RefinerTrainer:
         summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
                    "final_loss": result.final_loss, "validation": result.validation}
         (self.output_dir / "validation.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def recipe_examples(recipe: Recipe, tokenizer) -> tuple[list, list]:
+    """The recipe's (training, held-out validation) examples: the same split for the same data and seed."""
+    examples = tokenise(load_pairs(recipe.data), tokenizer, recipe.data)
+    return split_examples(examples, recipe.data.validation_size, recipe.train.seed)
+
+
+def validate_saved_refiner(recipe: Recipe, folder: str) -> dict:
+    """Validation figures of a saved refiner on the examples `recipe` holds out (compare refiners on equal terms)."""
+    model, tokenizer = load_causal_lm(recipe.model.base, recipe.model.dtype)
+    _, validation = recipe_examples(recipe, tokenizer)
+    refiner = Refiner.load(folder, model)
+    return validate_refiner(refiner, validation, tokenizer.pad_token_id, tokenizer.eos_token_id).to_dict()
 
 
 def run_recipe(recipe: Recipe, resume: bool = False) -> TrainResult:
