@@ -86,3 +86,12 @@ def test_too_few_prompts_give_no_verdict():
     draft = {str(i): 0.0 for i in range(3)}
     delta = paired_delta({str(i): 1.0 for i in range(3)}, draft)
     assert delta.mean == 1.0 and not (delta.low > 0) and not (delta.high < 0)
+
+
+def test_a_cell_with_too_few_prompts_says_so_instead_of_nan():
+    from hybrid.evaluation.report import SystemSummary, _cell
+
+    draft = {str(i): 0.0 for i in range(2)}
+    summary = SystemSummary("hybrid-K8", {"rouge1": 0.5}, {"rouge1": paired_delta({str(i): 0.5 for i in range(2)}, draft)})
+    cell = _cell(summary, "rouge1")
+    assert "nan" not in cell and "2 paired prompts: too few for a CI" in cell

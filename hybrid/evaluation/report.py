@@ -80,8 +80,11 @@ def _cell(summary: SystemSummary, metric: str) -> str:
     text = f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
     delta = summary.deltas.get(metric)
     if delta is not None and metric not in ("total_s", "cost_vs_draft"):
-        significant = delta.low > 0 or delta.high < 0
-        text += f" ({delta.mean:+.3f} [{delta.low:+.3f}, {delta.high:+.3f}]{'*' if significant else ''})"
+        if delta.prompts < MIN_PROMPTS_FOR_INTERVAL:  # no interval: say why instead of printing nan
+            text += f" ({delta.mean:+.3f} [{delta.prompts} paired prompt{'s' if delta.prompts != 1 else ''}: too few for a CI])"
+        else:
+            significant = delta.low > 0 or delta.high < 0
+            text += f" ({delta.mean:+.3f} [{delta.low:+.3f}, {delta.high:+.3f}]{'*' if significant else ''})"
     return text
 
 
