@@ -93,7 +93,7 @@ def cli(verbose: bool) -> None:
 @click.option("--select", type=click.Choice(["logprob", "confidence", "random"]), default="logprob", show_default=True, help="Which draft tokens to re-noise: lowest draft log-prob, lowest refiner confidence, or random.")
 @click.option("--schedule", type=click.Choice(["linear", "cosine", "loglinear"]), default="cosine", show_default=True, help="Noise schedule: how many tokens each step commits.")
 @click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Re-mask visible tokens whose refiner probability falls under this (editing); off by default.")
-@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Replace a re-noised draft token only when the refiner is at least this sure of its choice; otherwise keep the draft's. 0 shows the raw refiner.")
+@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="Replace a re-noised draft token only when the refiner is at least this sure of its choice; otherwise keep the draft's. 0 shows the raw refiner.")  # = pipeline.DEFAULT_MIN_CHANGE_CONFIDENCE (not imported: keeps --help free of torch)
 @click.option("--cache-refresh", type=click.IntRange(0, 256), default=0, show_default=True, help="N > 1: between full passes every N steps, recompute only the canvas positions being predicted (faster, approximate); 0 is exact.")
 @click.option("--temperature", type=click.FloatRange(0, 10), default=0.0, show_default=True, help="0 is greedy.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)

@@ -31,7 +31,7 @@ DEFAULT_REFINER = "general"
 DEFAULT_REFINE_STEPS = 8
 # The shipped refiners are weak (see checkpoints/*/validation.json): by default a re-noised draft token is only
 # replaced when the refiner is at least this sure of its replacement. 0 shows the raw refiner.
-DEFAULT_MIN_CHANGE_CONFIDENCE = 0.5
+DEFAULT_MIN_CHANGE_CONFIDENCE = 0.9  # see README: at 0.5 and 0.7 the GPU-trained general refiner hurt fact probes
 
 
 def resolve_refiner(name: str | None) -> Path | None:

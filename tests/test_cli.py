@@ -80,3 +80,11 @@ def test_refiner_for_another_base_is_refused(tiny_refiner_dir, tmp_path, default
 def test_too_long_prompt(tiny_model_dir):
     result = run("generate", "word " * 300, "--draft-model", str(tiny_model_dir), "--refine-steps", "0")
     assert result.exit_code == 2 and "context" in result.output
+
+
+def test_generate_default_guard_is_the_pipelines():
+    from hybrid.cli import generate
+    from hybrid.pipeline import DEFAULT_MIN_CHANGE_CONFIDENCE
+
+    option = next(p for p in generate.params if p.name == "min_change_confidence")
+    assert option.default == DEFAULT_MIN_CHANGE_CONFIDENCE

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from hybrid.evaluation.suite import Example, Suite
-from hybrid.pipeline import HybridPipeline
+from hybrid.pipeline import DEFAULT_MIN_CHANGE_CONFIDENCE, HybridPipeline
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class EvalConfig:
     judge: bool = True  # perplexity under the independent judge LM (loads Gemma-3-270m)
     encoders: bool = True  # MiniLM-based metrics: coherence, BERTScore, consistency classifier
     min_change_confidence: float = 0.0  # keep a re-noised draft token unless the refiner is this sure of its choice
-    guarded: float = 0.5  # also score hybrid at K=8 with min_change_confidence at this value (0: skip that system)
+    guarded: float = DEFAULT_MIN_CHANGE_CONFIDENCE  # also score hybrid at K=8 as `hybrid generate` runs it by default (0: skip)
 
 
 @dataclass
