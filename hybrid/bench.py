@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hybrid.errors import HybridError
-from hybrid.models import DEFAULT_DRAFTER
+from hybrid.models import DEFAULT_DRAFTER, resolve_device, synchronize
 from hybrid.pipeline import HybridPipeline, resolve_refiner
 from hybrid.refiner import Refiner
 
@@ -134,21 +134,16 @@ def _load(config: BenchConfig, dtype: str) -> tuple[HybridPipeline, str]:
     return pipe, "untrained"
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_bandwidth_gbs(megabytes: int = 512, device: torch.device | str = "cpu") -> float:
     """Sustained read bandwidth of the device, measured by summing a large tensor (the bound for a decode step)."""
     device = torch.device(device)
     data = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
     data.sum()
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(5):
         data.sum()
-    _synchronize(device)
+    synchronize(device)
     return 5 * data.numel() * 4 / (time.perf_counter() - start) / 1e9
 
 
@@ -160,7 +155,7 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
 
     def step():
         refiner.canvas_logits(state, canvas)
-        _synchronize(canvas.device)  # GPU work is asynchronous: time it to the end
+        synchronize(canvas.device)  # GPU work is asynchronous: time it to the end
 
     with torch.inference_mode():
         state = refiner.encode_prompt(prompt_ids, prompt_mask)
@@ -207,6 +202,8 @@ def _vm_hwm_kb(pid: int) -> int:
 def run_bench(config: BenchConfig) -> BenchReport:
     machine = {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    device = resolve_device(config.device)
+    machine["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     report = BenchReport(config, refiner="", machine=machine)
     cells = [(d, b, n) for d in config.dtypes for b in config.batch_sizes for n in config.lengths]
     systems = [("diffusion", 0), ("hybrid", 0)] + ([(f"hybrid-cache{config.cache_refresh}", config.cache_refresh)] if config.cache_refresh > 1 else [])
@@ -214,8 +211,6 @@ def run_bench(config: BenchConfig) -> BenchReport:
     for dtype in config.dtypes:
         pipe, report.refiner = _load(config, dtype)
         weight_bytes = sum(p.numel() * p.element_size() for p in pipe.drafter.model.parameters())
-        device = pipe.drafter.model.device
-        machine.setdefault("device", torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
         report.decode_bound_s[dtype] = weight_bytes / (measure_bandwidth_gbs(device=device) * 1e9)
         for batch in config.batch_sizes:
             prompts = (PROMPTS * batch)[:batch]
@@ -240,7 +235,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
                         report.timings.append(Timing(dtype, batch, tokens, system, steps, seconds, batch * tokens / seconds, seconds / draft_s, steps_run))
                         bar.update()
     bar.close()
-    if machine.get("device", "cpu") != "cpu":
+    if device.type == "cuda":
         report.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
     elif config.measure_memory:
         report.peak_rss_mb = peak_memory_of_generate(config.refiner)

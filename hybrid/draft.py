@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hybrid.errors import HybridError
-from hybrid.models import DEFAULT_DRAFTER, cache_keyword, load_causal_lm
+from hybrid.models import DEFAULT_DRAFTER, cache_keyword, load_causal_lm, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,7 @@ class Drafter:
         start = time.perf_counter()
         out = self.model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1,
                          **{self.cache_keyword: cache})
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # GPU work is asynchronous: the prefill ends when the device is done
+        synchronize(device)  # the prefill ends when the device is done
         prefill_s = time.perf_counter() - start
         next_positions = positions[:, -1:] + 1
         for step in range(config.max_new_tokens):

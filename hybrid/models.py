@@ -70,6 +70,12 @@ def resolve_device(name: str = "cpu") -> torch.device:
     return device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (GPU work is asynchronous); a no-op on the CPU. Call before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cache_keyword(module) -> str:
     """The keyword that passes a KV cache to `module.forward`: transformers renamed `past_key_values` to `cache`
     during the 5.x series, and an unknown keyword would be swallowed silently (no cache, wrong outputs)."""

@@ -30,10 +30,14 @@ def finetune(recipe, overrides, resume, output, validate):
     config = load_recipe(recipe, overrides)  # validated before any model or data loads
     if validate:
         figures = validate_saved_refiner(config, validate)
-        click.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+        click.echo(json.dumps(_rounded(figures)))
         return
     result = run_recipe(config, resume=resume)
     click.echo(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.tokens_per_s:.0f} tokens/s), final loss {result.final_loss:.3f}")
     if result.validation:
-        click.echo("validation: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.validation.items()}))
+        click.echo("validation: " + json.dumps(_rounded(result.validation)))
     click.echo(f"refiner written to {result.output_dir}: use it with `hybrid generate --refiner {result.output_dir}`")
+
+
+def _rounded(figures: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
