@@ -165,9 +165,6 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
         except ValueError:
             raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name)
 
-    from hybrid.models import resolve_device
-
-    resolve_device(device)  # a clear error before any model loads
     config = dataclasses.replace(PRESETS[preset], refiner=refiner, measure_memory=not no_memory, device=device)
     if lengths:
         config.lengths = numbers(lengths, "--lengths")
