@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hybrid.detection_head import DetectionHead, split_head_tensors, token_logprob
 from hybrid.errors import HybridError
 from hybrid.models import cache_keyword
 
@@ -53,6 +54,7 @@ class RefinerConfig:
     lora_dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
     bidirectional_layers: int = 0  # 0: every layer sees the canvas both ways; N: only the top N (the rest stay causal)
+    detection_head: bool = False  # a trained replaced-token detector scores visible tokens (hybrid.detection_head)
     training: dict = field(default_factory=dict)  # the recipe settings it was trained with, for the record
 
 
@@ -118,12 +120,20 @@ class Refiner(nn.Module):
         embed = base_model.get_input_embeddings().weight.detach().float()
         self.mask_embedding = nn.Parameter(embed.mean(dim=0).to(embed.device), requires_grad=not partial)
         self.mask_marker = nn.Parameter(torch.zeros_like(self.mask_embedding)) if partial else None
+        self.detection_head = None
+        if config.detection_head:
+            self.add_detection_head()
         # 0: every step recomputes the whole canvas (exact). N > 0: after a full pass, the next N - 1 steps
         # recompute only the positions whose outputs are needed and reuse the other canvas keys/values from earlier
         # passes (the approximate dual cache of Fast-dLLM); a full pass every N steps bounds the staleness.
         self.cache_refresh = 0
         self._model_cache_keyword = cache_keyword(self.model)
         self._layer_cache_keyword = cache_keyword(self.model.get_base_model().model.layers[0])
+
+    def add_detection_head(self) -> None:
+        """Attach a fresh replaced-token detector (it starts out ranking tokens by their probability)."""
+        self.config.detection_head = True
+        self.detection_head = DetectionHead(self.mask_embedding.shape[0]).to(self.mask_embedding.device)
 
     # ---- construction and persistence -------------------------------------------------------------------------
 
@@ -164,6 +174,8 @@ class Refiner(nn.Module):
         state[MASK_EMBEDDING_KEY] = self.mask_embedding.detach().float().cpu()
         if self.mask_marker is not None:
             state[MASK_MARKER_KEY] = self.mask_marker.detach().float().cpu()
+        if self.detection_head is not None:
+            state |= self.detection_head.tensors()
         return state
 
     def load_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -171,12 +183,16 @@ class Refiner(nn.Module):
 
         if MASK_EMBEDDING_KEY not in tensors:
             raise HybridError(f"{source} holds no mask embedding: it is not a hybrid refiner checkpoint")
-        tensors = dict(tensors)
+        head, tensors = split_head_tensors(tensors)
         mask = tensors.pop(MASK_EMBEDDING_KEY)
         marker = tensors.pop(MASK_MARKER_KEY, None)
-        expected = set(self.trainable_state()) - {MASK_EMBEDDING_KEY, MASK_MARKER_KEY}
+        expected = set(split_head_tensors(self.trainable_state())[1]) - {MASK_EMBEDDING_KEY, MASK_MARKER_KEY}
         if set(tensors) != expected or (marker is None) != (self.mask_marker is None):
             raise HybridError(f"{source} does not match this refiner's LoRA layout ({len(tensors)} tensors, expected {len(expected)})")
+        if bool(head) != (self.detection_head is not None):
+            raise HybridError(f"{source}: its config and weights disagree about the detection head")
+        if head:
+            self.detection_head.load_tensors(head)
         with torch.no_grad():
             self.mask_embedding.copy_(mask.to(self.mask_embedding))
             if marker is not None:
@@ -312,8 +328,31 @@ class Refiner(nn.Module):
         state.passes_since_refresh += 1
         return self._head(state, hidden, positions + 1, need, length)
 
-    def forward(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor) -> torch.Tensor:
-        """One pass over prompt and canvas together (training): the same logits as encode_prompt + canvas_logits."""
+    def visible_confidence(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
+        """(B, L): how likely each token on the canvas is right. The detection head's probability where the refiner
+        has one, else the refiner's probability of the token."""
+        length = canvas.shape[1]
+        every = torch.arange(length, device=canvas.device)
+        hidden = self._backbone(state, canvas, every, every)
+        state.cache.crop(-length)
+        state.canvas_keys = state.canvas_values = None
+        logits = self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), None, length)
+        logprob = token_logprob(logits, canvas)
+        if self.detection_head is None:
+            return logprob.exp()
+        return torch.sigmoid(self.detection_head(hidden, logprob))
+
+    def forward(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor, detect: bool = False):
+        """One pass over prompt and canvas together (training): the same logits as encode_prompt + canvas_logits.
+
+        With `detect`, (logits, keep-logits or None) as `forward_with_detection` (a wrapped model, such as DDP's,
+        only exposes `forward`)."""
+        logits, keep = self.forward_with_detection(prompt_ids, prompt_attention_mask, canvas, detect=detect)
+        return (logits, keep) if detect else logits
+
+    def forward_with_detection(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor,
+                               detect: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (B, L, V), keep-logits (B, L) of the detection head or None) from one pass (training)."""
         batch, prompt_len = prompt_ids.shape
         length = canvas.shape[1]
         total = prompt_len + length
@@ -327,7 +366,11 @@ class Refiner(nn.Module):
         ids = torch.cat([prompt_ids, canvas], dim=1)
         hidden = self._layers(self._embed(ids), ids == self.mask_token_id, positions, both_ways, strictly_causal)
         # The AR shift: the prompt's last position predicts slot 0, canvas position i - 1 predicts slot i.
-        return self.model.get_base_model().lm_head(hidden[:, prompt_len - 1 : -1]).float()
+        logits = self.model.get_base_model().lm_head(hidden[:, prompt_len - 1 : -1]).float()
+        if not detect or self.detection_head is None:
+            return logits, None
+        # The head reads each canvas position's own hidden state (it has seen the token) and the token's log-prob.
+        return logits, self.detection_head(hidden[:, prompt_len:], token_logprob(logits, canvas))
 
 
 def read_config(folder: Path) -> RefinerConfig:

@@ -113,7 +113,14 @@ def num_to_mask(strength: float, length: int) -> int:
 
 
 def score_draft(denoiser: Denoiser, prompt_state: object, canvas: torch.LongTensor) -> torch.FloatTensor:
-    """One scoring pass: the refiner's probability of each token already on the (unmasked) canvas, [B, L]."""
+    """One scoring pass: how likely each token already on the (unmasked) canvas is right, [B, L].
+
+    A denoiser with a `visible_confidence(prompt_state, canvas)` method (a trained error detector) answers itself;
+    otherwise the score is the denoiser's probability of the token.
+    """
+    own = getattr(denoiser, "visible_confidence", None)
+    if own is not None:
+        return own(prompt_state, canvas)
     logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas), denoiser.mask_token_id).log_softmax(-1)
     ids = canvas.clamp(max=logp.shape[-1] - 1)
     return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1).exp()

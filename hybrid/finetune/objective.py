@@ -82,14 +82,22 @@ def corrupt(batch: Batch, substitutes: torch.Tensor, mask_id: int, config: Objec
     return Corruption(canvas, masked, substituted)
 
 
-def loss_terms(logits: torch.Tensor, batch: Batch, corruption: Corruption, clean_weight: float) -> dict[str, torch.Tensor]:
-    """Cross-entropy against the clean target, weighted by what happened to each position."""
+def loss_terms(logits: torch.Tensor, batch: Batch, corruption: Corruption, clean_weight: float,
+               keep_logits: torch.Tensor | None = None, detection_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """Cross-entropy against the clean target, weighted by what happened to each position; with a detection head,
+    plus `detection_weight` x the binary cross-entropy of telling substituted visible tokens from original ones."""
     token_loss = F.cross_entropy(logits.flatten(0, 1), batch.target_ids.flatten(), reduction="none").view_as(batch.target_ids)
     clean = batch.valid & ~corruption.masked & ~corruption.substituted
     weights = corruption.masked.float() + corruption.substituted.float() + clean_weight * clean.float()
     total = (token_loss * weights).sum() / weights.sum().clamp(min=1.0)
 
-    def mean_over(where):
-        return (token_loss * where).sum() / where.sum().clamp(min=1)
+    def mean_over(where, values=token_loss):
+        return (values * where).sum() / where.sum().clamp(min=1)
 
-    return {"loss": total, "masked": mean_over(corruption.masked), "substituted": mean_over(corruption.substituted), "clean": mean_over(clean)}
+    terms = {"masked": mean_over(corruption.masked), "substituted": mean_over(corruption.substituted), "clean": mean_over(clean)}
+    if keep_logits is not None and detection_weight > 0:
+        visible = batch.valid & ~corruption.masked
+        detection = F.binary_cross_entropy_with_logits(keep_logits, (~corruption.substituted).float(), reduction="none")
+        terms["detection"] = mean_over(visible, detection)
+        total = total + detection_weight * terms["detection"]
+    return {"loss": total} | terms

@@ -22,6 +22,7 @@ from hybrid.errors import HybridError
 class ModelSection:
     base: str = "smollm2-135m"  # drafter alias, local folder or hub id; the refiner shares its weights
     dtype: str = "float32"  # weights dtype while training: float32 or bfloat16
+    init_refiner: str = ""  # start from this saved refiner folder (its LoRA layout) instead of fresh LoRA weights
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ObjectiveSection:
     substitute_top_k: int = 20  # substitutes come from the drafter's top-k, the true token excluded
     clean_weight: float = 0.1  # loss weight on visible, uncorrupted tokens (calibrates confidence)
     slack: int = 4  # end tokens after the target that the refiner learns to predict (lets text shrink)
+    detection_weight: float = 0.0  # > 0: add a replaced-token detection head, trained with this loss weight
 
 
 @dataclass
@@ -76,6 +78,7 @@ class TrainSection:
     eval_every: int = 50
     save_every: int = 50
     max_minutes: float = 0.0  # stop (and save) after this wall-clock budget; 0 = no budget
+    train_lora: bool = True  # false: only the detection head trains (the refiner's LoRA weights stay as they are)
 
 
 @dataclass
@@ -157,6 +160,11 @@ def validate(recipe: Recipe) -> Recipe:
         (recipe.lora.r >= 1, "lora.r must be at least 1"),
         (recipe.data.max_target_tokens >= 4, "data.max_target_tokens must be at least 4"),
         (recipe.data.validation_size >= 2, "data.validation_size must be at least 2"),
+        (recipe.objective.detection_weight >= 0, "objective.detection_weight must be 0 or positive"),
+        (recipe.train.train_lora or recipe.objective.detection_weight > 0,
+         "train.train_lora is false but objective.detection_weight is 0: nothing would train"),
+        (not recipe.model.init_refiner or (Path(recipe.model.init_refiner) / "refiner_config.json").is_file(),
+         f"model.init_refiner {recipe.model.init_refiner!r} is not a refiner folder (no refiner_config.json)"),
     ]
     for ok, message in checks:
         if not ok:
@@ -178,9 +186,11 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise HybridError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     for override in overrides:
         _apply_override(raw, override)
-    recipe = validate(_build(Recipe, raw, ""))
+    recipe = _build(Recipe, raw, "")
     recipe.data.files = [_resolve_file(f, path.parent) for f in recipe.data.files]
-    return recipe
+    if recipe.model.init_refiner:
+        recipe.model.init_refiner = _resolve_file(recipe.model.init_refiner, path.parent)
+    return validate(recipe)
 
 
 def _resolve_file(name: str, base: Path) -> str:

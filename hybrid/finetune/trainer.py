@@ -66,8 +66,7 @@ class RefinerTrainer:
         self.end_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id
         training = {k: v for k, v in recipe_dict(recipe).items() if k != "train"} | {"steps": recipe.train.steps}
-        refiner = Refiner.create(model, recipe.model.base, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout, training=training,
-                                 bidirectional_layers=recipe.lora.bidirectional_layers)
+        refiner = self._initial_refiner(model, training)
         params = [p for p in refiner.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=recipe.train.learning_rate, weight_decay=recipe.train.weight_decay)
         self.step = 0
@@ -83,6 +82,23 @@ class RefinerTrainer:
         self.refiner, self.optimizer = self.accelerator.prepare(refiner, optimizer)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         log.info("%d training and %d validation examples", len(self.train_examples), len(self.validation_examples))
+
+    def _initial_refiner(self, model, training: dict) -> Refiner:
+        """Fresh LoRA weights, or the recipe's `model.init_refiner`; a detection head where the objective asks for one;
+        only the head trainable when `train.train_lora` is false."""
+        recipe = self.recipe
+        if recipe.model.init_refiner:
+            refiner = Refiner.load(recipe.model.init_refiner, model)
+            refiner.config.training = training | {"initial_refiner_training": refiner.config.training}
+        else:
+            refiner = Refiner.create(model, recipe.model.base, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout,
+                                     training=training, bidirectional_layers=recipe.lora.bidirectional_layers)
+        if recipe.objective.detection_weight > 0 and refiner.detection_head is None:
+            refiner.add_detection_head()
+        if not recipe.train.train_lora:
+            for name, parameter in refiner.named_parameters():
+                parameter.requires_grad_(name.startswith("detection_head."))
+        return refiner
 
     # ---- train ---------------------------------------------------------------------------------------------------
 
@@ -117,8 +133,8 @@ class RefinerTrainer:
             substitutes = drafter_substitutes(unwrapped, batch, objective.substitute_top_k, generator) if objective.substitution_rate > 0 else batch.target_ids
             corruption = corrupt(batch, substitutes, unwrapped.mask_token_id, objective, generator)
             with self.accelerator.autocast():
-                logits = self.refiner(batch.prompt_ids, batch.prompt_mask, corruption.canvas)
-                terms = loss_terms(logits, batch, corruption, objective.clean_weight)
+                logits, keep = self.refiner(batch.prompt_ids, batch.prompt_mask, corruption.canvas, detect=True)
+                terms = loss_terms(logits, batch, corruption, objective.clean_weight, keep, objective.detection_weight)
             self.accelerator.backward(terms["loss"] / accumulation)
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / accumulation

@@ -2,8 +2,9 @@
 
 - masked accuracy at 50% masking, beside the drafter's own teacher-forced next-token accuracy on the same positions
   (the refiner sees both sides, so it must do clearly better);
-- error detection: with 10% of visible tokens replaced by drafter-sampled substitutes, the ROC AUC of
-  1 - p_refiner(visible token) separating replaced from original tokens;
+- error detection: with 10% of visible tokens replaced by drafter-sampled substitutes, the ROC AUC of the refiner's
+  doubt (1 - its detection head's keep-probability where it has one, 1 - p_refiner(visible token) otherwise)
+  separating replaced from original tokens; the token-probability AUC is reported beside it either way;
 - repair: the share of those replaced tokens that one hybrid refine pass (K = 8, positions chosen by refiner
   confidence) restores exactly, and the share of original tokens it breaks.
 """
@@ -24,7 +25,8 @@ class ValidationFigures:
     examples: int
     masked_accuracy: float
     drafter_accuracy_same_positions: float
-    detection_auc: float
+    detection_auc: float  # the refiner's own confidence (detection head if it has one)
+    detection_auc_token_probability: float  # 1 - p_refiner(visible token), with or without a head
     repair_restored: float
     repair_broken: float
     substituted_tokens: int
@@ -41,7 +43,7 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
     generator = torch.Generator().manual_seed(seed)
     mask_id = refiner.mask_token_id
     hits = drafter_hits = masked_total = 0
-    scores, labels = [], []
+    scores, probability_scores, labels = [], [], []
     restored = broken = substituted_total = original_total = 0
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id, end_id, slack=0)
@@ -59,8 +61,10 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         substitutes = drafter_substitutes(refiner, batch, 20, generator, logits=ar)
         replaced = (torch.rand(batch.target_ids.shape, generator=generator) < 0.1).to(device) & batch.valid
         corrupted = torch.where(replaced, substitutes, batch.target_ids)
-        probs = refiner(batch.prompt_ids, batch.prompt_mask, corrupted).softmax(-1).gather(-1, corrupted[..., None]).squeeze(-1)
-        scores += (1 - probs)[batch.valid].tolist()
+        logits, keep = refiner.forward_with_detection(batch.prompt_ids, batch.prompt_mask, corrupted)
+        probs = logits.softmax(-1).gather(-1, corrupted[..., None]).squeeze(-1)
+        probability_scores += (1 - probs)[batch.valid].tolist()
+        scores += (1 - (probs if keep is None else torch.sigmoid(keep)))[batch.valid].tolist()
         labels += replaced[batch.valid].long().tolist()
         # (c) one hybrid refine pass over the corrupted text
         lengths = batch.valid.sum(1).tolist()
@@ -78,6 +82,7 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
     return ValidationFigures(
         examples=len(examples), masked_accuracy=hits / max(masked_total, 1),
         drafter_accuracy_same_positions=drafter_hits / max(masked_total, 1), detection_auc=roc_auc(scores, labels),
+        detection_auc_token_probability=roc_auc(probability_scores, labels),
         repair_restored=restored / max(substituted_total, 1), repair_broken=broken / max(original_total, 1),
         substituted_tokens=substituted_total,
     )
