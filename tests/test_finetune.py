@@ -22,7 +22,7 @@ def tiny_overrides(model_dir, out, steps=4):
 
 
 def test_shipped_recipes_validate():
-    for name in ("tiny", "continue", "summarize", "continue-gpu", "summarize-gpu", "continue-detector"):
+    for name in ("tiny", "continue", "summarize", "continue-gpu", "summarize-gpu", "continue-detector", "summarize-detector"):
         recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
         assert recipe.train.steps >= 1
 
