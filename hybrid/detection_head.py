@@ -44,9 +44,3 @@ def split_head_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     """(detection-head tensors, everything else) of a saved refiner's tensors."""
     head = {k: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
     return head, {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}
-
-
-def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(tokens) under `logits` (B, L, V), with ids beyond the vocabulary (the mask) clamped."""
-    ids = tokens.clamp(max=logits.shape[-1] - 1)
-    return logits.float().log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)

@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hybrid.detection_head import DetectionHead, split_head_tensors, token_logprob
+from hybrid.detection_head import DetectionHead, split_head_tensors
 from hybrid.errors import HybridError
 from hybrid.models import cache_keyword
+from hybrid.sampler import token_logprob
 
 log = logging.getLogger(__name__)
 

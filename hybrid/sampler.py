@@ -121,9 +121,13 @@ def score_draft(denoiser: Denoiser, prompt_state: object, canvas: torch.LongTens
     own = getattr(denoiser, "visible_confidence", None)
     if own is not None:
         return own(prompt_state, canvas)
-    logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas), denoiser.mask_token_id).log_softmax(-1)
-    ids = canvas.clamp(max=logp.shape[-1] - 1)
-    return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1).exp()
+    return token_logprob(_clean_logits(denoiser.canvas_logits(prompt_state, canvas), denoiser.mask_token_id), canvas).exp()
+
+
+def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(tokens) under `logits` (B, L, V), with ids beyond the vocabulary (the mask) clamped."""
+    ids = tokens.clamp(max=logits.shape[-1] - 1)
+    return logits.float().log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
 
 
 def build_canvas(

@@ -17,7 +17,7 @@ import torch
 
 from hybrid.auc import roc_auc
 from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes
-from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft
+from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft, token_logprob
 
 
 @dataclass
@@ -62,7 +62,7 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         replaced = (torch.rand(batch.target_ids.shape, generator=generator) < 0.1).to(device) & batch.valid
         corrupted = torch.where(replaced, substitutes, batch.target_ids)
         logits, keep = refiner.forward_with_detection(batch.prompt_ids, batch.prompt_mask, corrupted)
-        probs = logits.softmax(-1).gather(-1, corrupted[..., None]).squeeze(-1)
+        probs = token_logprob(logits, corrupted).exp()
         probability_scores += (1 - probs)[batch.valid].tolist()
         scores += (1 - (probs if keep is None else torch.sigmoid(keep)))[batch.valid].tolist()
         labels += replaced[batch.valid].long().tolist()
