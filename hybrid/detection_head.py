@@ -2,13 +2,20 @@
 
 The refiner's probability of a visible token is a weak sign that the token is wrong: the refiner is trained to
 *predict* tokens, and a plausible substitute (the kind a drafter makes) often keeps a fair share of probability.
-This head is trained for the question itself: from the hidden state of a visible canvas position (which, in the
-bidirectional layers, has seen the token and both sides of it) and the refiner's log-probability of that token,
-one logistic unit says whether the token is the original one. The loss reaches every visible position, not only
-the few that were replaced, so it learns from far fewer examples than the token predictor does.
+This head is trained for the question itself. One logistic unit reads, for each visible canvas position:
 
-At initialisation the head outputs the token's log-probability (weight 1 on it, 0 on the hidden state), so a freshly
-added head ranks tokens exactly as the token probability does, and training can only move it from there.
+- the outputs of a few decoder layers at that position (`layers`; none = the final normed state). Lower, causal
+  layers hold what the left context made of the token; the bidirectional top layers have also seen the right side;
+- the refiner's log-probability of the token there;
+- the same for `neighbours` positions on each side (zeros past the canvas edges): a substitute also disturbs the
+  states of the tokens next to it.
+
+Features are standardised (a shift and a scale per feature, fitted on training features and saved with the head)
+before the logistic unit, so that the few very large activation dimensions of the backbone do not swamp the rest,
+and dropped out at random while training (with ten thousand inputs and a few thousand windows, that regularises
+better than weight decay alone: held-out AUC 0.835 against 0.826 in a probe on the general refiner).
+At initialisation the unit weighs only the token's standardised log-probability, so a fresh head ranks tokens exactly
+as the token probability does, and training can only move it from there.
 """
 
 from __future__ import annotations
@@ -20,24 +27,54 @@ HEAD_PREFIX = "detection_head."
 
 
 class DetectionHead(nn.Module):
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, states: int = 1, neighbours: int = 0, dropout: float = 0.2):
         super().__init__()
-        self.linear = nn.Linear(hidden_size + 1, 1)
+        self.dropout = nn.Dropout(dropout)  # active in training mode only
+        self.states = states
+        self.neighbours = neighbours
+        self.block = states * hidden_size + 1  # one position's features: its states, then its token log-prob
+        size = self.block * (2 * neighbours + 1)
+        self.register_buffer("shift", torch.zeros(size))
+        self.register_buffer("scale", torch.ones(size))
+        self.linear = nn.Linear(size, 1)
         with torch.no_grad():
             self.linear.weight.zero_()
-            self.linear.weight[0, -1] = 1.0
+            self.linear.weight[0, self.block - 1] = 1.0  # the centre position's log-prob comes first, then neighbours
             self.linear.bias.zero_()
 
-    def forward(self, hidden: torch.Tensor, token_logprob: torch.Tensor) -> torch.Tensor:
+    def features(self, states: list[torch.Tensor], token_logprob: torch.Tensor) -> torch.Tensor:
+        """Raw features (B, L, D) of every position from `states` (each (B, L, H)) and the tokens' log-probs (B, L)."""
+        if len(states) != self.states:
+            raise ValueError(f"the detection head reads {self.states} states per position, got {len(states)}")
+        own = torch.cat([s.float() for s in states] + [token_logprob.float()[..., None]], dim=-1)
+        blocks = [own]
+        length = own.shape[1]
+        for offset in range(1, self.neighbours + 1):
+            pad = own.new_zeros(own.shape[0], min(offset, length), own.shape[2])
+            blocks.append(torch.cat([pad, own[:, : length - offset]], dim=1))  # the token `offset` to the left
+            blocks.append(torch.cat([own[:, offset:], pad], dim=1))  # the token `offset` to the right
+        return torch.cat(blocks, dim=-1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Keep-logits (B, L): high when the visible token at that position is likely the original one."""
-        features = torch.cat([hidden.float(), token_logprob.float()[..., None]], dim=-1)
-        return self.linear(features.to(self.linear.weight.dtype)).squeeze(-1).float()
+        standard = self.dropout((features.float() - self.shift) / self.scale)
+        return self.linear(standard.to(self.linear.weight.dtype)).squeeze(-1).float()
+
+    @torch.no_grad()
+    def standardise_by(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Fit the standardisation: the training features' per-feature mean and standard deviation."""
+        self.shift.copy_(mean.to(self.shift))
+        self.scale.copy_(std.to(self.scale).nan_to_num(0.0) + 1e-3)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {HEAD_PREFIX + k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict({k[len(HEAD_PREFIX):]: v for k, v in tensors.items()})
+        state = {k[len(HEAD_PREFIX):]: v for k, v in tensors.items()}
+        # Heads saved before standardisation existed hold no shift/scale: they read raw features.
+        state.setdefault("shift", torch.zeros_like(self.shift))
+        state.setdefault("scale", torch.ones_like(self.scale))
+        self.load_state_dict(state)
 
 
 def split_head_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:

@@ -56,6 +56,8 @@ class RefinerConfig:
     target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
     bidirectional_layers: int = 0  # 0: every layer sees the canvas both ways; N: only the top N (the rest stay causal)
     detection_head: bool = False  # a trained replaced-token detector scores visible tokens (hybrid.detection_head)
+    detection_layers: list[int] = field(default_factory=list)  # decoder layers whose outputs it reads ([]: the final state)
+    detection_neighbours: int = 0  # it also reads this many positions on each side
     training: dict = field(default_factory=dict)  # the recipe settings it was trained with, for the record
 
 
@@ -123,7 +125,7 @@ class Refiner(nn.Module):
         self.mask_marker = nn.Parameter(torch.zeros_like(self.mask_embedding)) if partial else None
         self.detection_head = None
         if config.detection_head:
-            self.add_detection_head()
+            self.add_detection_head(config.detection_layers, config.detection_neighbours)
         # 0: every step recomputes the whole canvas (exact). N > 0: after a full pass, the next N - 1 steps
         # recompute only the positions whose outputs are needed and reuse the other canvas keys/values from earlier
         # passes (the approximate dual cache of Fast-dLLM); a full pass every N steps bounds the staleness.
@@ -131,10 +133,26 @@ class Refiner(nn.Module):
         self._model_cache_keyword = cache_keyword(self.model)
         self._layer_cache_keyword = cache_keyword(self.model.get_base_model().model.layers[0])
 
-    def add_detection_head(self) -> None:
-        """Attach a fresh replaced-token detector (it starts out ranking tokens by their probability)."""
+    def add_detection_head(self, layers: list[int] = (), neighbours: int = 0) -> None:
+        """Attach a fresh replaced-token detector reading the outputs of decoder `layers` (negative: counted from the
+        top; none: the final normed state) at each position and `neighbours` positions on each side. It starts out
+        ranking tokens by their probability."""
+        count = len(self.model.get_base_model().model.layers)
+        resolved = sorted({index + count if index < 0 else index for index in layers})
+        if any(not 0 <= index < count for index in resolved) or neighbours < 0:
+            raise HybridError(f"detection head layers {list(layers)} must lie in [-{count}, {count - 1}] for this {count}-layer "
+                              f"model, and its neighbours ({neighbours}) must be 0 or more")
         self.config.detection_head = True
-        self.detection_head = DetectionHead(self.mask_embedding.shape[0]).to(self.mask_embedding.device)
+        self.config.detection_layers, self.config.detection_neighbours = resolved, neighbours
+        head = DetectionHead(self.mask_embedding.shape[0], max(len(resolved), 1), neighbours)
+        self.detection_head = head.to(self.mask_embedding.device)
+
+    def has_detection_head(self, layers: list[int], neighbours: int) -> bool:
+        """Whether the refiner carries a detection head of exactly this layout (layers as `add_detection_head` takes them)."""
+        count = len(self.model.get_base_model().model.layers)
+        resolved = sorted({index + count if index < 0 else index for index in layers})
+        return (self.detection_head is not None and self.config.detection_layers == resolved
+                and self.config.detection_neighbours == neighbours)
 
     # ---- construction and persistence -------------------------------------------------------------------------
 
@@ -193,7 +211,10 @@ class Refiner(nn.Module):
         if bool(head) != (self.detection_head is not None):
             raise HybridError(f"{source}: its config and weights disagree about the detection head")
         if head:
-            self.detection_head.load_tensors(head)
+            try:
+                self.detection_head.load_tensors(head)
+            except RuntimeError as exc:
+                raise HybridError(f"{source}: its detection head does not match the layout its config names ({exc})".splitlines()[0]) from exc
         with torch.no_grad():
             self.mask_embedding.copy_(mask.to(self.mask_embedding))
             if marker is not None:
@@ -268,9 +289,11 @@ class Refiner(nn.Module):
         # The AR shift: slot 0 is predicted by the prompt's last position, slot i by canvas position i - 1.
         return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length)
 
-    def _backbone(self, state: PromptState, canvas: torch.Tensor, positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+    def _backbone(self, state: PromptState, canvas: torch.Tensor, positions: torch.Tensor, key_positions: torch.Tensor,
+                  taps: dict | None = None) -> torch.Tensor:
         """Hidden states of `canvas[:, positions]`, attending to the cached prompt and to the canvas entries at
-        `key_positions` (the cached ones the cache already holds, then `positions` themselves, in that order)."""
+        `key_positions` (the cached ones the cache already holds, then `positions` themselves, in that order).
+        `taps` as in `_layers`."""
         batch = canvas.shape[0]
         prompt = state.attention_mask.bool()
         canvas_keys = torch.ones(batch, len(key_positions), dtype=torch.bool, device=canvas.device)
@@ -280,11 +303,13 @@ class Refiner(nn.Module):
             earlier = (key_positions[None, :] <= positions[:, None])[None].expand(batch, -1, -1)
             causal = torch.cat([prompt[:, None, :].expand(-1, len(positions), -1), earlier], dim=2)[:, None]
         ids = canvas[:, positions]
-        return self._layers(self._embed(ids), ids == self.mask_token_id, state.next_position + positions, both_ways, causal, state.cache)
+        return self._layers(self._embed(ids), ids == self.mask_token_id, state.next_position + positions, both_ways, causal,
+                            state.cache, taps)
 
     def _layers(self, embeds: torch.Tensor, is_mask: torch.Tensor, position_ids: torch.Tensor, both_ways: torch.Tensor,
-                causal: torch.Tensor | None, cache=None) -> torch.Tensor:
-        """The decoder stack with the lower layers under `causal` and the top ones under `both_ways` (4D boolean masks)."""
+                causal: torch.Tensor | None, cache=None, taps: dict | None = None) -> torch.Tensor:
+        """The decoder stack with the lower layers under `causal` and the top ones under `both_ways` (4D boolean masks).
+        With `taps` (a dict), the outputs of the layers the detection head reads are stored there by layer index."""
         inner = self.model.get_base_model().model
         hidden = embeds
         rotary = inner.rotary_emb(hidden, position_ids=position_ids)
@@ -294,7 +319,15 @@ class Refiner(nn.Module):
             mask = both_ways if index >= self.first_bidirectional else causal
             hidden = layer(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=position_ids,
                            use_cache=cache is not None, **{self._layer_cache_keyword: cache})
+            if taps is not None and index in self.config.detection_layers:
+                taps[index] = hidden
         return inner.norm(hidden)
+
+    def _detection_features(self, hidden: torch.Tensor, taps: dict, logits: torch.Tensor, canvas: torch.Tensor) -> torch.Tensor:
+        """The detection head's raw features (B, L, D) from one pass: `hidden` and `taps` hold canvas positions only."""
+        layers = self.config.detection_layers
+        states = [taps[index] for index in layers] if layers else [hidden]
+        return self.detection_head.features(states, token_logprob(logits, canvas))
 
     def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int) -> torch.Tensor:
         """Scatter output-head logits for `slots` (hidden[:, j] predicts slot slots[j]) into a (B, L, V) tensor."""
@@ -334,14 +367,14 @@ class Refiner(nn.Module):
         has one, else the refiner's probability of the token."""
         length = canvas.shape[1]
         every = torch.arange(length, device=canvas.device)
-        hidden = self._backbone(state, canvas, every, every)
+        taps = {}
+        hidden = self._backbone(state, canvas, every, every, taps)
         state.cache.crop(-length)
         state.canvas_keys = state.canvas_values = None
         logits = self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), None, length)
-        logprob = token_logprob(logits, canvas)
         if self.detection_head is None:
-            return logprob.exp()
-        return torch.sigmoid(self.detection_head(hidden, logprob))
+            return token_logprob(logits, canvas).exp()
+        return torch.sigmoid(self.detection_head(self._detection_features(hidden, taps, logits, canvas)))
 
     def forward(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor, detect: bool = False):
         """One pass over prompt and canvas together (training): the same logits as encode_prompt + canvas_logits.
@@ -354,6 +387,12 @@ class Refiner(nn.Module):
     def forward_with_detection(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor,
                                detect: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logits (B, L, V), keep-logits (B, L) of the detection head or None) from one pass (training)."""
+        logits, features = self.pass_with_detection_features(prompt_ids, prompt_attention_mask, canvas, detect)
+        return logits, None if features is None else self.detection_head(features)
+
+    def pass_with_detection_features(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor,
+                                     detect: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (B, L, V), the detection head's raw features (B, L, D) or None) from one pass over prompt and canvas."""
         batch, prompt_len = prompt_ids.shape
         length = canvas.shape[1]
         total = prompt_len + length
@@ -365,13 +404,15 @@ class Refiner(nn.Module):
         prompt_positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
         positions = torch.cat([prompt_positions, prompt_positions[:, -1:] + 1 + torch.arange(length, device=canvas.device)], dim=1)
         ids = torch.cat([prompt_ids, canvas], dim=1)
-        hidden = self._layers(self._embed(ids), ids == self.mask_token_id, positions, both_ways, strictly_causal)
+        taps = {} if detect and self.detection_head is not None else None
+        hidden = self._layers(self._embed(ids), ids == self.mask_token_id, positions, both_ways, strictly_causal, taps=taps)
         # The AR shift: the prompt's last position predicts slot 0, canvas position i - 1 predicts slot i.
         logits = self.model.get_base_model().lm_head(hidden[:, prompt_len - 1 : -1]).float()
-        if not detect or self.detection_head is None:
+        if taps is None:
             return logits, None
-        # The head reads each canvas position's own hidden state (it has seen the token) and the token's log-prob.
-        return logits, self.detection_head(hidden[:, prompt_len:], token_logprob(logits, canvas))
+        # The head reads each canvas position's own states (they have seen the token) and the token's log-prob.
+        canvas_taps = {index: tapped[:, prompt_len:] for index, tapped in taps.items()}
+        return logits, self._detection_features(hidden[:, prompt_len:], canvas_taps, logits, canvas)
 
 
 def read_config(folder: Path) -> RefinerConfig:

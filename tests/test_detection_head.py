@@ -17,9 +17,12 @@ from test_finetune import TINY, tiny_overrides
 from test_refiner import PROMPT, PROMPT_MASK, make_refiner
 
 
-def refiner_with_head(layers=1, trained=True):
+LAYOUTS = [((), 0), ((0, -1), 1)]  # the final state alone; both layers' outputs with a neighbour on each side
+
+
+def refiner_with_head(layers=1, trained=True, layout=LAYOUTS[0]):
     base, refiner = make_refiner(layers=layers)
-    refiner.add_detection_head()
+    refiner.add_detection_head(*layout)
     if trained:  # give the hidden-state weights values so the head differs from the token probability
         torch.manual_seed(3)
         with torch.no_grad():
@@ -27,8 +30,9 @@ def refiner_with_head(layers=1, trained=True):
     return base, refiner.eval()
 
 
-def test_a_fresh_head_scores_like_the_token_probability():
-    _, refiner = refiner_with_head(trained=False)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_fresh_head_scores_like_the_token_probability(layout):
+    _, refiner = refiner_with_head(trained=False, layout=layout)
     canvas = torch.tensor([[20, 21, 22, 23], [30, 31, 32, 33]])
     with torch.no_grad():
         logits, keep = refiner.forward_with_detection(PROMPT, PROMPT_MASK, canvas)
@@ -37,9 +41,10 @@ def test_a_fresh_head_scores_like_the_token_probability():
 
 
 @pytest.mark.parametrize("layers", [0, 1])
-def test_cached_scoring_matches_the_training_pass(layers):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cached_scoring_matches_the_training_pass(layers, layout):
     """What the sampler ranks a draft by (prompt cache) must be what training optimised (one full pass)."""
-    _, refiner = refiner_with_head(layers=layers)
+    _, refiner = refiner_with_head(layers=layers, layout=layout)
     canvas = torch.tensor([[20, 21, 22, 23], [30, 31, 32, 33]])
     with torch.no_grad():
         _, keep = refiner.forward_with_detection(PROMPT, PROMPT_MASK, canvas)
@@ -52,6 +57,22 @@ def test_cached_scoring_matches_the_training_pass(layers):
     assert not torch.allclose(scored, probability, atol=1e-3)  # the head, not the token probability, answered
 
 
+def test_a_head_saved_before_standardisation_still_loads(tmp_path):
+    """Heads written before the shift/scale existed (the first shipped general refiner) read raw features."""
+    base, refiner = refiner_with_head()
+    refiner.save(tmp_path / "r")
+    path = str(tmp_path / "r" / WEIGHTS_NAME)
+    save_file({k: v for k, v in load_file(path).items() if not k.endswith(("shift", "scale"))}, path)
+    head = Refiner.load(tmp_path / "r", base).detection_head
+    assert torch.equal(head.scale, torch.ones(33)) and torch.equal(head.shift, torch.zeros(33))
+
+
+def test_bad_head_layers_are_refused():
+    _, refiner = make_refiner(layers=1)
+    with pytest.raises(HybridError, match="must lie in"):
+        refiner.add_detection_head([5])
+
+
 def test_without_a_head_scoring_is_the_token_probability():
     _, refiner = make_refiner(layers=1)
     canvas = torch.tensor([[20, 21, 22, 23], [30, 31, 32, 33]])
@@ -62,11 +83,19 @@ def test_without_a_head_scoring_is_the_token_probability():
 
 
 def test_head_saves_and_loads(tmp_path):
-    base, refiner = refiner_with_head()
+    base, refiner = refiner_with_head(layout=LAYOUTS[1])
+    refiner.detection_head.standardise_by(torch.full((195,), 0.5), torch.full((195,), 2.0))
     refiner.save(tmp_path / "r")
     loaded = Refiner.load(tmp_path / "r", base)
-    assert loaded.detection_head is not None
+    assert loaded.has_detection_head([0, 1], 1)
     assert torch.equal(loaded.detection_head.linear.weight, refiner.detection_head.linear.weight)
+    assert torch.equal(loaded.detection_head.scale, refiner.detection_head.scale)
+    # a config naming another layout than the weights hold: refused with a clear error
+    config = json.loads((tmp_path / "r" / "refiner_config.json").read_text())
+    (tmp_path / "r" / "refiner_config.json").write_text(json.dumps(config | {"detection_neighbours": 0}))
+    with pytest.raises(HybridError, match="does not match the layout"):
+        Refiner.load(tmp_path / "r", base)
+    (tmp_path / "r" / "refiner_config.json").write_text(json.dumps(config))
     # weights without the head under a config that announces one: refused with a clear error
     tensors = {k: v for k, v in load_file(str(tmp_path / "r" / WEIGHTS_NAME)).items() if not k.startswith("detection_head.")}
     save_file(tensors, str(tmp_path / "r" / WEIGHTS_NAME))
@@ -88,7 +117,12 @@ def test_detection_loss_rewards_telling_substitutes_apart():
     assert "detection" not in off
 
 
+HEAD_ONLY = ["objective.detection_weight=1.0", "objective.detection_layers=[0,-1]", "objective.detection_neighbours=1",
+             "train.train_lora=false", "train.learning_rate=0.05", "train.head_epochs=5"]
+
+
 def test_head_only_run_from_a_saved_refiner(tiny_model_dir, tmp_path):
+    """Head-only training encodes windows once, fits the head on them, leaves the LoRA alone and loads into the pipeline."""
     from hybrid.finetune.recipe import load_recipe
     from hybrid.finetune.trainer import run_recipe
     from hybrid.pipeline import HybridPipeline
@@ -96,18 +130,60 @@ def test_head_only_run_from_a_saved_refiner(tiny_model_dir, tmp_path):
     first = tmp_path / "first"
     run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, first, steps=2)))
     head = tmp_path / "head"
-    extra = [f"model.init_refiner={first}", "objective.detection_weight=1.0", "train.train_lora=false", "train.learning_rate=0.05"]
-    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, head, steps=4) + extra))
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, head, steps=20) + [f"model.init_refiner={first}", *HEAD_ONLY]))
     before, after = load_file(str(first / WEIGHTS_NAME)), load_file(str(head / WEIGHTS_NAME))
-    assert set(after) - set(before) == {"detection_head.linear.weight", "detection_head.linear.bias"}
+    assert set(after) - set(before) == {f"detection_head.{k}" for k in ("linear.weight", "linear.bias", "shift", "scale")}
     assert all(torch.equal(before[k], after[k]) for k in before)  # LoRA, mask embedding and marker untouched
-    assert after["detection_head.linear.weight"][0, :-1].abs().sum() > 0  # the head learned from hidden states
+    weight = after["detection_head.linear.weight"][0]
+    block = weight.numel() // 3  # own position, left and right neighbours: two states of 32 and a log-prob each
+    assert block == 2 * 32 + 1 and weight[: block - 1].abs().sum() > 0 and weight[block:].abs().sum() > 0
+    assert after["detection_head.scale"].ne(1).any()  # the standardisation was fitted
     log = [json.loads(line) for line in (head / "train_log.jsonl").read_text().splitlines()]
-    assert all("detection" in r for r in log if "loss" in r)
+    assert [r["step"] for r in log if "positions" in r] == list(range(1, 21))
+    epochs = [r for r in log if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3, 4, 5] and all("held_out_auc" in r for r in epochs)
+    assert sum(r.get("kept", False) for r in epochs) == 1
     assert "detection_auc_token_probability" in json.loads((head / "validation.json").read_text())["validation"]
+    assert not (head / "head_features").exists()  # the encoded features are dropped once the head is written
+    config = json.loads((head / "refiner_config.json").read_text())
+    assert config["detection_layers"] == [0, 1] and config["detection_neighbours"] == 1
     pipe = HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner=str(head))
-    assert pipe.refiner.detection_head is not None
+    assert pipe.refiner.has_detection_head([0, 1], 1)
     assert pipe("Hello", max_new_tokens=6, refine_steps=2, select="confidence").steps_run >= 1
+
+
+def test_interrupted_head_fit_resumes_to_the_same_head(tiny_model_dir, tmp_path, monkeypatch):
+    import hybrid.finetune.head_fit as head_fit
+    from hybrid.finetune.recipe import load_recipe
+    from hybrid.finetune.trainer import RefinerTrainer, TrainingInterrupted, run_recipe
+
+    first = tmp_path / "first"
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, first, steps=2)))
+    overrides = lambda out: tiny_overrides(tiny_model_dir, out, steps=6) + [f"model.init_refiner={first}", *HEAD_ONLY]
+    run_recipe(load_recipe(TINY, overrides(tmp_path / "straight")))
+    encode, calls = head_fit.encode_batch, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 4:  # Ctrl-C while encoding the fourth batch: three are saved, on no checkpoint boundary
+            raise KeyboardInterrupt
+        return encode(*args)
+
+    monkeypatch.setattr(head_fit, "encode_batch", interrupted)
+    with pytest.raises(TrainingInterrupted, match="3 steps"):
+        run_recipe(load_recipe(TINY, overrides(tmp_path / "resumed")))
+    monkeypatch.setattr(head_fit, "encode_batch", encode)
+    trainer = RefinerTrainer(load_recipe(TINY, overrides(tmp_path / "resumed")), resume=True)
+    trainer.setup()
+    assert trainer.step == 3
+    trainer.cleanup(trainer.train())
+    a, b = (load_file(str(tmp_path / name / WEIGHTS_NAME)) for name in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished fit dropped its features: resuming it with more steps is refused instead of fitting on half the data
+    trainer = RefinerTrainer(load_recipe(TINY, overrides(tmp_path / "resumed") + ["train.steps=8"]), resume=True)
+    trainer.setup()
+    with pytest.raises(HybridError, match="start a new run"):
+        trainer.train()
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -120,3 +196,17 @@ def test_bad_detection_settings_fail_before_loading(overrides, message, monkeypa
     monkeypatch.setattr(trainer, "load_causal_lm", lambda *a, **k: pytest.fail("a model was loaded for a bad recipe"))
     result = CliRunner().invoke(cli, ["finetune", str(TINY), *overrides])
     assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_head_trained_with_the_lora_gets_its_standardisation_from_the_first_batch(tiny_model_dir, tmp_path):
+    from hybrid.finetune.recipe import load_recipe
+    from hybrid.finetune.trainer import run_recipe
+
+    out = tmp_path / "joint"
+    extra = ["objective.detection_weight=1.0", "objective.detection_layers=[0,-1]", "objective.detection_neighbours=1"]
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, out, steps=2) + extra))
+    tensors = load_file(str(out / WEIGHTS_NAME))
+    assert tensors["detection_head.scale"].ne(1).any() and tensors["detection_head.shift"].ne(0).any()
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items())  # the LoRA trained too
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert all("detection" in r for r in log if "loss" in r)

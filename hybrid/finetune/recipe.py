@@ -54,6 +54,8 @@ class ObjectiveSection:
     clean_weight: float = 0.1  # loss weight on visible, uncorrupted tokens (calibrates confidence)
     slack: int = 4  # end tokens after the target that the refiner learns to predict (lets text shrink)
     detection_weight: float = 0.0  # > 0: add a replaced-token detection head, trained with this loss weight
+    detection_layers: list[int] = field(default_factory=list)  # decoder layers the head reads (negative: from the top; []: final state)
+    detection_neighbours: int = 0  # the head also reads this many positions on each side of a token
 
 
 @dataclass
@@ -79,6 +81,7 @@ class TrainSection:
     save_every: int = 50
     max_minutes: float = 0.0  # stop (and save) after this wall-clock budget; 0 = no budget
     train_lora: bool = True  # false: only the detection head trains (the refiner's LoRA weights stay as they are)
+    head_epochs: int = 60  # with train_lora false: epochs of fitting the head on the features of the encoded windows
 
 
 @dataclass
@@ -161,6 +164,10 @@ def validate(recipe: Recipe) -> Recipe:
         (recipe.data.max_target_tokens >= 4, "data.max_target_tokens must be at least 4"),
         (recipe.data.validation_size >= 2, "data.validation_size must be at least 2"),
         (recipe.objective.detection_weight >= 0, "objective.detection_weight must be 0 or positive"),
+        (all(isinstance(i, int) and not isinstance(i, bool) for i in recipe.objective.detection_layers),
+         "objective.detection_layers must be a list of layer indices (integers)"),
+        (recipe.objective.detection_neighbours >= 0, "objective.detection_neighbours must be 0 or more"),
+        (recipe.train.head_epochs >= 1, "train.head_epochs must be at least 1"),
         (recipe.train.train_lora or recipe.objective.detection_weight > 0,
          "train.train_lora is false but objective.detection_weight is 0: nothing would train"),
         (not recipe.model.init_refiner or (Path(recipe.model.init_refiner) / "refiner_config.json").is_file(),

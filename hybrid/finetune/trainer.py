@@ -66,6 +66,7 @@ class RefinerTrainer:
         self.end_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id
         training = {k: v for k, v in recipe_dict(recipe).items() if k != "train"} | {"steps": recipe.train.steps}
+        self.fresh_head = False
         refiner = self._initial_refiner(model, training)
         params = [p for p in refiner.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=recipe.train.learning_rate, weight_decay=recipe.train.weight_decay)
@@ -93,8 +94,12 @@ class RefinerTrainer:
         else:
             refiner = Refiner.create(model, recipe.model.base, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout,
                                      training=training, bidirectional_layers=recipe.lora.bidirectional_layers)
-        if recipe.objective.detection_weight > 0 and refiner.detection_head is None:
-            refiner.add_detection_head()
+        objective = recipe.objective
+        if objective.detection_weight > 0 and not refiner.has_detection_head(objective.detection_layers, objective.detection_neighbours):
+            if refiner.detection_head is not None:
+                log.info("the initial refiner's detection head has another layout than the recipe's: it is replaced by a fresh one")
+            refiner.add_detection_head(objective.detection_layers, objective.detection_neighbours)
+            self.fresh_head = True
         if not recipe.train.train_lora:
             for name, parameter in refiner.named_parameters():
                 parameter.requires_grad_(name.startswith("detection_head."))
@@ -144,7 +149,24 @@ class RefinerTrainer:
         self.optimizer.zero_grad()
         return totals, tokens
 
+    def _standardise_fresh_head(self) -> None:
+        """Fit a fresh head's feature standardisation on the first training batch (the LoRA training path)."""
+        from hybrid.finetune.head_fit import encode_batch
+
+        refiner = self.accelerator.unwrap_model(self.refiner)
+        batch, generator = self._batch(0, 0)
+        with self.accelerator.autocast():
+            features, _ = encode_batch(refiner, batch, generator, self.recipe.objective)
+        features = features.float()
+        refiner.detection_head.standardise_by(features.mean(0), features.std(0))
+
     def train(self) -> TrainResult:
+        if not self.recipe.train.train_lora:
+            from hybrid.finetune.head_fit import train_head_on_frozen_features
+
+            return train_head_on_frozen_features(self)
+        if self.fresh_head and self.step == 0:
+            self._standardise_fresh_head()
         recipe = self.recipe.train
         main = self.accelerator.is_main_process
         start = time.perf_counter()
@@ -203,7 +225,9 @@ class RefinerTrainer:
     def _truncate_log(self, step: int) -> None:
         path = self.output_dir / "train_log.jsonl"
         if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+            records = [line for line in path.read_text().splitlines() if line.strip()]
+            # the head fit's epoch records come after all encoding steps: a resumed run fits (and logs) them again
+            kept = [line for line in records if json.loads(line)["step"] <= step and "epoch" not in json.loads(line)]
             path.write_text("".join(line + "\n" for line in kept))
 
     def _last_validation(self) -> dict:
@@ -218,6 +242,10 @@ class RefinerTrainer:
             return
         refiner = self.accelerator.unwrap_model(self.refiner)
         refiner.write_to(self.output_dir)
+        if not self.recipe.train.train_lora:
+            from hybrid.finetune.head_fit import remove_features
+
+            remove_features(self.output_dir)
         (self.output_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_dict(self.recipe), sort_keys=False))
         summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
                    "final_loss": result.final_loss, "validation": result.validation}

@@ -1,7 +1,8 @@
 """The validation figures a refiner is judged by, on held-out examples.
 
 - masked accuracy at 50% masking, beside the drafter's own teacher-forced next-token accuracy on the same positions
-  (the refiner sees both sides, so it must do clearly better);
+  (the refiner sees both sides, so it must do clearly better); the same at 15% masking, about what one refine pass
+  re-noises (drawn from a generator of its own, so the other figures stay comparable with earlier runs);
 - error detection: with 10% of visible tokens replaced by drafter-sampled substitutes, the ROC AUC of the refiner's
   doubt (1 - its detection head's keep-probability where it has one, 1 - p_refiner(visible token) otherwise)
   separating replaced from original tokens; the token-probability AUC is reported beside it either way;
@@ -25,6 +26,8 @@ class ValidationFigures:
     examples: int
     masked_accuracy: float
     drafter_accuracy_same_positions: float
+    masked_accuracy_15: float  # at 15% masking
+    drafter_accuracy_15: float  # the drafter on those positions
     detection_auc: float  # the refiner's own confidence (detection head if it has one)
     detection_auc_token_probability: float  # 1 - p_refiner(visible token), with or without a head
     repair_restored: float
@@ -41,8 +44,10 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
     was_training = refiner.training
     refiner.eval()
     generator = torch.Generator().manual_seed(seed)
+    light_generator = torch.Generator().manual_seed(seed + 1)
     mask_id = refiner.mask_token_id
     hits = drafter_hits = masked_total = 0
+    light_hits = light_drafter_hits = light_total = 0
     scores, probability_scores, labels = [], [], []
     restored = broken = substituted_total = original_total = 0
     for start in range(0, len(examples), batch_size):
@@ -57,6 +62,11 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         masked_total += int(masked.sum())
         ar = drafter_logits(refiner, batch)  # one drafter pass serves (a) and the substitutes of (b)
         drafter_hits += int(((ar.argmax(-1) == batch.target_ids) & masked).sum())
+        light = (torch.rand(batch.target_ids.shape, generator=light_generator) < 0.15).to(device) & batch.valid
+        light_logits = refiner(batch.prompt_ids, batch.prompt_mask, batch.target_ids.masked_fill(light, mask_id))
+        light_hits += int(((light_logits.argmax(-1) == batch.target_ids) & light).sum())
+        light_drafter_hits += int(((ar.argmax(-1) == batch.target_ids) & light).sum())
+        light_total += int(light.sum())
         # (b) error detection on visible substitutions
         substitutes = drafter_substitutes(refiner, batch, 20, generator, logits=ar)
         replaced = (torch.rand(batch.target_ids.shape, generator=generator) < 0.1).to(device) & batch.valid
@@ -81,7 +91,8 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
     refiner.train(was_training)
     return ValidationFigures(
         examples=len(examples), masked_accuracy=hits / max(masked_total, 1),
-        drafter_accuracy_same_positions=drafter_hits / max(masked_total, 1), detection_auc=roc_auc(scores, labels),
+        drafter_accuracy_same_positions=drafter_hits / max(masked_total, 1), masked_accuracy_15=light_hits / max(light_total, 1),
+        drafter_accuracy_15=light_drafter_hits / max(light_total, 1), detection_auc=roc_auc(scores, labels),
         detection_auc_token_probability=roc_auc(probability_scores, labels),
         repair_restored=restored / max(substituted_total, 1), repair_broken=broken / max(original_total, 1),
         substituted_tokens=substituted_total,
