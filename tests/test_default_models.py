@@ -29,3 +29,23 @@ def test_cli_json_on_default():
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["mode"] == "draft" and len(data["token_ids"]) == 16 and data["timings"]["draft_s"] > 0
+
+
+def test_shipped_general_refiner_scores_drafts_with_its_detection_head():
+    """The default refiner loads with its detection head (layers 19-29, one neighbour each side), and ranking a draft
+    for re-noising uses the head, not the token probability. (Its quality is the validation's AUC, not a unit test.)"""
+    import torch
+
+    from hybrid import HybridPipeline
+    from hybrid.sampler import score_draft, token_logprob
+
+    pipe = HybridPipeline.from_pretrained()
+    refiner = pipe.refiner
+    assert refiner.has_detection_head([-11, -9, -7, -5, -3, -1], 1)
+    prompt_ids, prompt_mask = pipe.drafter.encode_prompts(["Name the capital cities of Italy and Spain."])
+    draft = pipe.drafter.tokenizer("The capital of Italy is Rome, and the capital of Spain is Madrid.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        scores = score_draft(refiner, refiner.encode_prompt(prompt_ids, prompt_mask), draft)
+        probability = token_logprob(refiner.canvas_logits(refiner.encode_prompt(prompt_ids, prompt_mask), draft), draft).exp()
+    assert scores.shape == draft.shape and bool(((scores > 0) & (scores < 1)).all())
+    assert (scores - probability).abs().max() > 0.1

@@ -150,6 +150,10 @@ def test_head_only_run_from_a_saved_refiner(tiny_model_dir, tmp_path):
     pipe = HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner=str(head))
     assert pipe.refiner.has_detection_head([0, 1], 1)
     assert pipe("Hello", max_new_tokens=6, refine_steps=2, select="confidence").steps_run >= 1
+    # fitting again from the result (which already has a head of this layout) starts from a fresh head: same head
+    again = tmp_path / "again"
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, again, steps=20) + [f"model.init_refiner={head}", *HEAD_ONLY]))
+    assert all(torch.equal(after[k], v) for k, v in load_file(str(again / WEIGHTS_NAME)).items())
 
 
 def test_interrupted_head_fit_resumes_to_the_same_head(tiny_model_dir, tmp_path, monkeypatch):

@@ -98,25 +98,27 @@ def fit_head(head, features: torch.Tensor, substituted: torch.Tensor, steps: tor
     optimizer = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     best, best_state, records = -1.0, None, []
-    for epoch in tqdm(range(1, epochs + 1), desc="fit head", unit="epoch", disable=not show_progress):
-        head.train()
-        order = torch.randperm(len(train_x), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), ROWS_PER_BATCH):
-            rows = order[start : start + ROWS_PER_BATCH]
-            loss = F.binary_cross_entropy_with_logits(head(train_x[rows]), train_y[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(rows)
-        head.eval()
-        record = {"epoch": epoch, "detection": total / len(train_x)}
-        if len(check_x):
-            record["held_out_auc"] = roc_auc([-score for score in _scores(head, check_x)], check_y.tolist())
-        records.append(record)
-        score = record.get("held_out_auc", epoch)  # without a held-out part, the last epoch wins
-        if score > best:
-            best, best_state = score, {k: v.clone() for k, v in head.state_dict().items()}
+    with torch.random.fork_rng(devices=[]):  # the head's dropout draws from the global generator: same seed, same fit
+        torch.manual_seed(seed)
+        for epoch in tqdm(range(1, epochs + 1), desc="fit head", unit="epoch", disable=not show_progress):
+            head.train()
+            order = torch.randperm(len(train_x), generator=generator)
+            total = 0.0
+            for start in range(0, len(order), ROWS_PER_BATCH):
+                rows = order[start : start + ROWS_PER_BATCH]
+                loss = F.binary_cross_entropy_with_logits(head(train_x[rows]), train_y[rows])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(rows)
+            head.eval()
+            record = {"epoch": epoch, "detection": total / len(train_x)}
+            if len(check_x):
+                record["held_out_auc"] = roc_auc([-score for score in _scores(head, check_x)], check_y.tolist())
+            records.append(record)
+            score = record.get("held_out_auc", epoch)  # without a held-out part, the last epoch wins
+            if score > best:
+                best, best_state = score, {k: v.clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
     kept = max(records, key=lambda r: r.get("held_out_auc", r["epoch"]))
     log.info("detection head: kept epoch %d of %d (held-out AUC %s)", kept["epoch"], epochs, kept.get("held_out_auc"))
