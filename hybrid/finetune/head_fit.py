@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from hybrid.auc import roc_auc
 from hybrid.errors import HybridError
-from hybrid.finetune.objective import corrupt, drafter_substitutes
+from hybrid.finetune.objective import corrupt_batch
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ HELD_OUT_EVERY = 10  # windows of every tenth encoded step are held out of the f
 @torch.no_grad()
 def encode_batch(refiner, batch, generator, objective) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, D) float16, substituted (N,) bool) of one batch's visible positions after corruption."""
-    substitutes = drafter_substitutes(refiner, batch, objective.substitute_top_k, generator) if objective.substitution_rate > 0 else batch.target_ids
-    corruption = corrupt(batch, substitutes, refiner.mask_token_id, objective, generator)
+    corruption = corrupt_batch(refiner, batch, objective, generator)
     _, features = refiner.pass_with_detection_features(batch.prompt_ids, batch.prompt_mask, corruption.canvas)
     visible = batch.valid & ~corruption.masked
     return features[visible].half().cpu(), corruption.substituted[visible].cpu()

@@ -82,6 +82,12 @@ def corrupt(batch: Batch, substitutes: torch.Tensor, mask_id: int, config: Objec
     return Corruption(canvas, masked, substituted)
 
 
+def corrupt_batch(refiner, batch: Batch, config: ObjectiveSection, generator: torch.Generator) -> Corruption:
+    """The objective's corruption of one batch: drafter substitutes where the recipe asks for them, then masking."""
+    substitutes = drafter_substitutes(refiner, batch, config.substitute_top_k, generator) if config.substitution_rate > 0 else batch.target_ids
+    return corrupt(batch, substitutes, refiner.mask_token_id, config, generator)
+
+
 def loss_terms(logits: torch.Tensor, batch: Batch, corruption: Corruption, clean_weight: float,
                keep_logits: torch.Tensor | None = None, detection_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Cross-entropy against the clean target, weighted by what happened to each position; with a detection head,

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from hybrid.errors import HybridError
 from hybrid.finetune.checkpoint import load_checkpoint, load_optimizer_tensors, save_checkpoint
 from hybrid.finetune.data import load_pairs, split_examples, tokenise
-from hybrid.finetune.objective import collate, corrupt, drafter_substitutes, loss_terms
+from hybrid.finetune.objective import collate, corrupt_batch, loss_terms
 from hybrid.finetune.recipe import Recipe, recipe_dict
 from hybrid.finetune.validation import validate_refiner
 from hybrid.models import load_causal_lm
@@ -138,8 +138,7 @@ class RefinerTrainer:
         totals, tokens = {}, 0
         for micro in range(accumulation):
             batch, generator = self._batch(step, micro)
-            substitutes = drafter_substitutes(unwrapped, batch, objective.substitute_top_k, generator) if objective.substitution_rate > 0 else batch.target_ids
-            corruption = corrupt(batch, substitutes, unwrapped.mask_token_id, objective, generator)
+            corruption = corrupt_batch(unwrapped, batch, objective, generator)
             with self.accelerator.autocast():
                 logits, keep = self.refiner(batch.prompt_ids, batch.prompt_mask, corruption.canvas, detect=True)
                 terms = loss_terms(logits, batch, corruption, objective.clean_weight, keep, objective.detection_weight)
