@@ -191,3 +191,18 @@ def test_two_processes_under_accelerate_launch(tiny_model_dir, tmp_path):
     assert json.loads((out / "checkpoint-latest" / "trainer_state.json").read_text())["step"] == 2
     assert [p.name for p in out.iterdir() if p.name.startswith("checkpoint")] == ["checkpoint-latest"]
     assert (out / "refiner.safetensors").is_file()
+
+
+def test_random_substitutes_are_wrong_uniform_tokens():
+    from hybrid.finetune.data import TokenisedExample
+    from hybrid.finetune.objective import random_substitutes
+
+    batch = collate([TokenisedExample([1], [i % 50 for i in range(400)])], pad_id=0, end_id=2, slack=0)
+    drafter = torch.full_like(batch.target_ids, 7)
+    mixed = random_substitutes(batch, drafter, vocab=50, share=0.5, generator=torch.Generator().manual_seed(0))
+    uniform = mixed != 7
+    assert 150 < int(uniform.sum()) < 250  # about half replaced
+    assert not (mixed[uniform] == batch.target_ids[uniform]).any()  # never the true token
+    assert int(mixed[uniform].max()) < 50 and len(set(mixed[uniform].tolist())) > 30  # spread over the vocabulary
+    none = random_substitutes(batch, drafter, vocab=50, share=0.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(none, drafter)

@@ -85,7 +85,19 @@ def corrupt(batch: Batch, substitutes: torch.Tensor, mask_id: int, config: Objec
 def corrupt_batch(refiner, batch: Batch, config: ObjectiveSection, generator: torch.Generator) -> Corruption:
     """The objective's corruption of one batch: drafter substitutes where the recipe asks for them, then masking."""
     substitutes = drafter_substitutes(refiner, batch, config.substitute_top_k, generator) if config.substitution_rate > 0 else batch.target_ids
+    if config.substitution_rate > 0 and config.random_substitute_share > 0:
+        substitutes = random_substitutes(batch, substitutes, refiner.mask_token_id, config.random_substitute_share, generator)
     return corrupt(batch, substitutes, refiner.mask_token_id, config, generator)
+
+
+def random_substitutes(batch: Batch, substitutes: torch.Tensor, vocab: int, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Replace `share` of the substitutes by tokens drawn uniformly from the vocabulary (never the true token): the
+    blatant errors that drafter samples never are, so that a detector also learns that an improbable token is wrong."""
+    shape = batch.target_ids.shape
+    pick = (torch.rand(shape, generator=generator) < share).to(substitutes.device)
+    uniform = torch.randint(0, vocab - 1, shape, generator=generator).to(substitutes.device)
+    uniform = uniform + (uniform >= batch.target_ids).long()  # skip the true token: vocab - 1 choices, all wrong
+    return torch.where(pick, uniform, substitutes)
 
 
 def loss_terms(logits: torch.Tensor, batch: Batch, corruption: Corruption, clean_weight: float,

@@ -51,6 +51,7 @@ class ObjectiveSection:
     max_mask_rate: float = 1.0  # below 1: train where refining works (a hybrid pass re-masks 20-50% of a draft)
     substitution_rate: float = 0.15  # share of still-visible target tokens replaced by drafter samples
     substitute_top_k: int = 20  # substitutes come from the drafter's top-k, the true token excluded
+    random_substitute_share: float = 0.0  # share of substitutes drawn uniformly from the vocabulary instead (blatant errors)
     clean_weight: float = 0.1  # loss weight on visible, uncorrupted tokens (calibrates confidence)
     slack: int = 4  # end tokens after the target that the refiner learns to predict (lets text shrink)
     detection_weight: float = 0.0  # > 0: add a replaced-token detection head, trained with this loss weight
@@ -160,6 +161,7 @@ def validate(recipe: Recipe) -> Recipe:
         (recipe.lora.bidirectional_layers >= 0, "lora.bidirectional_layers must be 0 (all layers) or a positive layer count"),
         (0 <= recipe.objective.substitution_rate < 1, "objective.substitution_rate must be in [0, 1)"),
         (recipe.objective.substitute_top_k >= 2, "objective.substitute_top_k must be at least 2"),
+        (0 <= recipe.objective.random_substitute_share <= 1, "objective.random_substitute_share must be in [0, 1]"),
         (recipe.lora.r >= 1, "lora.r must be at least 1"),
         (recipe.data.max_target_tokens >= 4, "data.max_target_tokens must be at least 4"),
         (recipe.data.validation_size >= 2, "data.validation_size must be at least 2"),
