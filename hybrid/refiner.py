@@ -138,7 +138,7 @@ class Refiner(nn.Module):
         top; none: the final normed state) at each position and `neighbours` positions on each side. It starts out
         ranking tokens by their probability."""
         count = len(self.model.get_base_model().model.layers)
-        resolved = sorted({index + count if index < 0 else index for index in layers})
+        resolved = self._resolve_layers(layers)
         if any(not 0 <= index < count for index in resolved) or neighbours < 0:
             raise HybridError(f"detection head layers {list(layers)} must lie in [-{count}, {count - 1}] for this {count}-layer "
                               f"model, and its neighbours ({neighbours}) must be 0 or more")
@@ -149,10 +149,13 @@ class Refiner(nn.Module):
 
     def has_detection_head(self, layers: list[int], neighbours: int) -> bool:
         """Whether the refiner carries a detection head of exactly this layout (layers as `add_detection_head` takes them)."""
-        count = len(self.model.get_base_model().model.layers)
-        resolved = sorted({index + count if index < 0 else index for index in layers})
-        return (self.detection_head is not None and self.config.detection_layers == resolved
+        return (self.detection_head is not None and self.config.detection_layers == self._resolve_layers(layers)
                 and self.config.detection_neighbours == neighbours)
+
+    def _resolve_layers(self, layers) -> list[int]:
+        """Layer indices sorted and without repeats, negative ones counted from the top."""
+        count = len(self.model.get_base_model().model.layers)
+        return sorted({index + count if index < 0 else index for index in layers})
 
     # ---- construction and persistence -------------------------------------------------------------------------
 

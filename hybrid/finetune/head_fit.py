@@ -67,7 +67,7 @@ def load_shards(folder: Path, before_step: int) -> tuple[torch.Tensor, torch.Ten
     return features[keep], substituted[keep], steps[keep]
 
 
-def _column_moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def column_moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-feature mean and standard deviation of float16 rows, summed in float64 chunks (no full float copy)."""
     total = torch.zeros(features.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
@@ -93,7 +93,7 @@ def fit_head(head, features: torch.Tensor, substituted: torch.Tensor, steps: tor
         held_out = torch.zeros_like(held_out)  # too few steps to hold any out: fit on all, keep the last epoch
     train_x, train_y = features[~held_out], (~substituted[~held_out]).float()  # the head predicts "keep"
     check_x, check_y = features[held_out], substituted[held_out].long()
-    head.standardise_by(*_column_moments(train_x))
+    head.standardise_by(*column_moments(train_x))
     optimizer = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     best, best_state, records = -1.0, None, []
@@ -137,7 +137,6 @@ def train_head_on_frozen_features(trainer):
     folder = trainer.output_dir / FEATURES_FOLDER
     start = time.perf_counter()
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-    budget_hit = False
 
     def flush():
         if pending:
@@ -159,8 +158,8 @@ def train_head_on_frozen_features(trainer):
             if trainer.step % recipe.save_every == 0:
                 flush()
             if recipe.max_minutes and time.perf_counter() - start > recipe.max_minutes * 60:
-                log.warning("time budget of %.1f min reached at step %d: fitting on the windows encoded so far", recipe.max_minutes, trainer.step)
-                budget_hit = True
+                log.warning("time budget of %.1f min reached at step %d of %d: fitting on the windows encoded so far",
+                            recipe.max_minutes, trainer.step, recipe.steps)
                 break
     except KeyboardInterrupt:
         bar.close()
@@ -185,8 +184,6 @@ def train_head_on_frozen_features(trainer):
     trainer._log({"step": trainer.step, "validation": trainer._validate()})
     trainer._checkpoint()
     seconds = time.perf_counter() - start
-    if budget_hit:
-        log.info("encoded %d of %d planned steps", trainer.step, recipe.steps)
     return TrainResult(trainer.output_dir, trainer.step, seconds, 0.0, kept["detection"], trainer._last_validation())
 
 

@@ -153,14 +153,13 @@ class RefinerTrainer:
 
     def _standardise_fresh_head(self) -> None:
         """Fit a fresh head's feature standardisation on the first training batch (the LoRA training path)."""
-        from hybrid.finetune.head_fit import encode_batch
+        from hybrid.finetune.head_fit import column_moments, encode_batch
 
         refiner = self.accelerator.unwrap_model(self.refiner)
         batch, generator = self._batch(0, 0)
         with self.accelerator.autocast():
             features, _ = encode_batch(refiner, batch, generator, self.recipe.objective)
-        features = features.float()
-        refiner.detection_head.standardise_by(features.mean(0), features.std(0))
+        refiner.detection_head.standardise_by(*column_moments(features))
 
     def train(self) -> TrainResult:
         if not self.recipe.train.train_lora:
@@ -227,9 +226,9 @@ class RefinerTrainer:
     def _truncate_log(self, step: int) -> None:
         path = self.output_dir / "train_log.jsonl"
         if path.is_file():
-            records = [line for line in path.read_text().splitlines() if line.strip()]
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
             # the head fit's epoch records come after all encoding steps: a resumed run fits (and logs) them again
-            kept = [line for line in records if json.loads(line)["step"] <= step and "epoch" not in json.loads(line)]
+            kept = [line for line, record in zip(lines, map(json.loads, lines)) if record["step"] <= step and "epoch" not in record]
             path.write_text("".join(line + "\n" for line in kept))
 
     def _last_validation(self) -> dict:
