@@ -6,14 +6,19 @@ This head is trained for the question itself. One logistic unit reads, for each 
 
 - the outputs of a few decoder layers at that position (`layers`; none = the final normed state). Lower, causal
   layers hold what the left context made of the token; the bidirectional top layers have also seen the right side;
-- the refiner's log-probability of the token there;
+- the refiner's log-probability of the token there, and, for each of `logprob_knots` (k), min(log-prob - k, 0): a
+  piecewise-linear function of the log-prob, so that a very improbable token (a blatant error) can count as wrong
+  without a plausible substitute's log-prob having to count as much;
 - the same for `neighbours` positions on each side (zeros past the canvas edges): a substitute also disturbs the
   states of the tokens next to it.
 
 Features are standardised (a shift and a scale per feature, fitted on training features and saved with the head)
 before the logistic unit, so that the few very large activation dimensions of the backbone do not swamp the rest,
 and dropped out at random while training (with ten thousand inputs and a few thousand windows, that regularises
-better than weight decay alone: held-out AUC 0.835 against 0.826 in a probe on the general refiner).
+better than weight decay alone: held-out AUC 0.835 against 0.826 in a probe on the general refiner). The dropout is
+"fast dropout" (Wang & Manning, 2013): the unit is linear, so its output under input dropout is a sum of thousands of
+independent terms, close to Gaussian with a known mean and variance; one normal draw per position replaces ten
+thousand Bernoulli draws (an epoch of the head fit ran about 25 times slower with the Bernoulli mask).
 At initialisation the unit weighs only the token's standardised log-probability, so a fresh head ranks tokens exactly
 as the token probability does, and training can only move it from there.
 """
@@ -27,26 +32,31 @@ HEAD_PREFIX = "detection_head."
 
 
 class DetectionHead(nn.Module):
-    def __init__(self, hidden_size: int, states: int = 1, neighbours: int = 0, dropout: float = 0.2):
+    def __init__(self, hidden_size: int, states: int = 1, neighbours: int = 0, dropout: float = 0.2,
+                 logprob_knots: tuple[float, ...] = ()):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)  # active in training mode only
+        self.dropout = dropout  # input dropout rate, in training mode only
         self.states = states
         self.neighbours = neighbours
-        self.block = states * hidden_size + 1  # one position's features: its states, then its token log-prob
+        self.knots = tuple(float(knot) for knot in logprob_knots)
+        self.logprob_at = states * hidden_size
+        # One position's features: its states, its token log-prob, then one hinge of the log-prob per knot.
+        self.block = states * hidden_size + 1 + len(self.knots)
         size = self.block * (2 * neighbours + 1)
         self.register_buffer("shift", torch.zeros(size))
         self.register_buffer("scale", torch.ones(size))
         self.linear = nn.Linear(size, 1)
         with torch.no_grad():
             self.linear.weight.zero_()
-            self.linear.weight[0, self.block - 1] = 1.0  # the centre position's log-prob comes first, then neighbours
+            self.linear.weight[0, self.logprob_at] = 1.0  # the centre position's block comes first, then neighbours
             self.linear.bias.zero_()
 
     def features(self, states: list[torch.Tensor], token_logprob: torch.Tensor) -> torch.Tensor:
         """Raw features (B, L, D) of every position from `states` (each (B, L, H)) and the tokens' log-probs (B, L)."""
         if len(states) != self.states:
             raise ValueError(f"the detection head reads {self.states} states per position, got {len(states)}")
-        own = torch.cat([s.float() for s in states] + [token_logprob.float()[..., None]], dim=-1)
+        logprob = token_logprob.float()[..., None]
+        own = torch.cat([s.float() for s in states] + [logprob] + [(logprob - knot).clamp(max=0) for knot in self.knots], dim=-1)
         blocks = [own]
         length = own.shape[1]
         for offset in range(1, self.neighbours + 1):
@@ -57,8 +67,14 @@ class DetectionHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Keep-logits (B, L): high when the visible token at that position is likely the original one."""
-        standard = self.dropout((features.float() - self.shift) / self.scale)
-        return self.linear(standard.to(self.linear.weight.dtype)).squeeze(-1).float()
+        standard = ((features.float() - self.shift) / self.scale).to(self.linear.weight.dtype)
+        keep = self.linear(standard).squeeze(-1).float()
+        if not (self.training and self.dropout > 0):
+            return keep
+        # Fast dropout: inverted dropout multiplies input j by m_j / (1 - p), m_j ~ Bernoulli(1 - p), which leaves the
+        # mean of the output as it is and adds variance p / (1 - p) * sum_j (w_j x_j)^2.
+        variance = (standard.square() @ self.linear.weight.square().T).squeeze(-1).float() * (self.dropout / (1 - self.dropout))
+        return keep + (variance + 1e-12).sqrt() * torch.randn_like(keep)
 
     @torch.no_grad()
     def standardise_by(self, mean: torch.Tensor, std: torch.Tensor) -> None:

@@ -17,7 +17,8 @@ from test_finetune import TINY, tiny_overrides
 from test_refiner import PROMPT, PROMPT_MASK, make_refiner
 
 
-LAYOUTS = [((), 0), ((0, -1), 1)]  # the final state alone; both layers' outputs with a neighbour on each side
+# The final state alone; both layers' outputs with a neighbour on each side; the same with log-prob hinges.
+LAYOUTS = [((), 0), ((0, -1), 1), ((0, -1), 1, (-2.0, -6.0))]
 
 
 def refiner_with_head(layers=1, trained=True, layout=LAYOUTS[0]):
@@ -65,6 +66,41 @@ def test_a_head_saved_before_standardisation_still_loads(tmp_path):
     save_file({k: v for k, v in load_file(path).items() if not k.endswith(("shift", "scale"))}, path)
     head = Refiner.load(tmp_path / "r", base).detection_head
     assert torch.equal(head.scale, torch.ones(33)) and torch.equal(head.shift, torch.zeros(33))
+
+
+def test_logprob_knots_add_hinges_of_the_log_prob(tmp_path):
+    from hybrid.detection_head import DetectionHead
+
+    head = DetectionHead(4, states=1, neighbours=0, logprob_knots=(-2.0, -6.0))
+    logprob = torch.tensor([[-0.5, -3.0, -9.0]])
+    features = head.features([torch.zeros(1, 3, 4)], logprob)
+    assert features.shape == (1, 3, 4 + 1 + 2)
+    assert features[0, :, 4:].tolist() == [[-0.5, 0.0, 0.0], [-3.0, -1.0, 0.0], [-9.0, -7.0, -3.0]]
+    base, refiner = refiner_with_head(layout=LAYOUTS[2])
+    refiner.save(tmp_path / "r")
+    loaded = Refiner.load(tmp_path / "r", base)
+    assert loaded.has_detection_head([0, 1], 1, [-2, -6]) and not loaded.has_detection_head([0, 1], 1)
+    assert torch.equal(loaded.detection_head.linear.weight, refiner.detection_head.linear.weight)
+
+
+def test_fast_dropout_matches_bernoulli_dropout_in_mean_and_spread():
+    """The head's dropout draws one normal per position with the mean and variance that Bernoulli input dropout gives."""
+    from hybrid.detection_head import DetectionHead
+
+    torch.manual_seed(0)
+    head = DetectionHead(200, dropout=0.2)
+    with torch.no_grad():
+        head.linear.weight.normal_(0, 0.2)
+    features = torch.randn(1, 1, 201).expand(1, 4000, 201)
+    head.train()
+    with torch.no_grad():
+        fast = head(features)[0]
+        kept = (torch.rand(4000, 201) >= 0.2).float() / 0.8
+        bernoulli = (features[0] * kept) @ head.linear.weight[0] + head.linear.bias
+        exact = head.eval()(features[0, :1])
+    assert abs(float(fast.mean() - exact)) < 0.05 and abs(float(bernoulli.mean() - exact)) < 0.05
+    assert float(fast.std()) == pytest.approx(float(bernoulli.std()), rel=0.08)
+    assert float(fast.std()) > 0.5  # the spread is there at all
 
 
 def test_bad_head_layers_are_refused():
@@ -143,7 +179,8 @@ def test_head_only_run_from_a_saved_refiner(tiny_model_dir, tmp_path):
     epochs = [r for r in log if "epoch" in r]
     assert [r["epoch"] for r in epochs] == [1, 2, 3, 4, 5] and all("held_out_auc" in r for r in epochs)
     assert sum(r.get("kept", False) for r in epochs) == 1
-    assert "detection_auc_token_probability" in json.loads((head / "validation.json").read_text())["validation"]
+    figures = json.loads((head / "validation.json").read_text())["validation"]
+    assert {"detection_auc_token_probability", "detection_auc_random", "detection_auc_random_token_probability"} <= set(figures)
     assert not (head / "head_features").exists()  # the encoded features are dropped once the head is written
     config = json.loads((head / "refiner_config.json").read_text())
     assert config["detection_layers"] == [0, 1] and config["detection_neighbours"] == 1
@@ -193,6 +230,7 @@ def test_interrupted_head_fit_resumes_to_the_same_head(tiny_model_dir, tmp_path,
 @pytest.mark.parametrize("overrides, message", [
     (["train.train_lora=false"], "nothing would train"),
     (["model.init_refiner=no/such/refiner"], "is not a refiner folder"),
+    (["objective.detection_logprob_knots=[2]"], "detection_logprob_knots"),
 ])
 def test_bad_detection_settings_fail_before_loading(overrides, message, monkeypatch):
     import hybrid.finetune.trainer as trainer

@@ -5,7 +5,9 @@
   re-noises (drawn from a generator of its own, so the other figures stay comparable with earlier runs);
 - error detection: with 10% of visible tokens replaced by drafter-sampled substitutes, the ROC AUC of the refiner's
   doubt (1 - its detection head's keep-probability where it has one, 1 - p_refiner(visible token) otherwise)
-  separating replaced from original tokens; the token-probability AUC is reported beside it either way;
+  separating replaced from original tokens; the token-probability AUC is reported beside it either way. The same
+  again with 10% of visible tokens replaced by tokens drawn uniformly from the vocabulary (blatant errors, which a
+  detector trained only on plausible substitutes can miss; own generator, so the other figures stay comparable);
 - repair: the share of those replaced tokens that one hybrid refine pass (K = 8, positions chosen by refiner
   confidence) restores exactly, and the share of original tokens it breaks.
 """
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from hybrid.auc import roc_auc
-from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes
+from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes, random_substitutes
 from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft, token_logprob
 
 
@@ -30,6 +32,8 @@ class ValidationFigures:
     drafter_accuracy_15: float  # the drafter on those positions
     detection_auc: float  # the refiner's own confidence (detection head if it has one)
     detection_auc_token_probability: float  # 1 - p_refiner(visible token), with or without a head
+    detection_auc_random: float  # the refiner's own confidence, against uniformly random substitutes
+    detection_auc_random_token_probability: float  # 1 - p_refiner(visible token) against them
     repair_restored: float
     repair_broken: float
     substituted_tokens: int
@@ -48,7 +52,9 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
     mask_id = refiner.mask_token_id
     hits = drafter_hits = masked_total = 0
     light_hits = light_drafter_hits = light_total = 0
+    random_generator = torch.Generator().manual_seed(seed + 2)
     scores, probability_scores, labels = [], [], []
+    random_scores, random_probability_scores, random_labels = [], [], []
     restored = broken = substituted_total = original_total = 0
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id, end_id, slack=0)
@@ -72,10 +78,14 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         replaced = (torch.rand(batch.target_ids.shape, generator=generator) < 0.1).to(device) & batch.valid
         corrupted = torch.where(replaced, substitutes, batch.target_ids)
         logits, keep = refiner.forward_with_detection(batch.prompt_ids, batch.prompt_mask, corrupted)
-        probs = token_logprob(logits, corrupted).exp()
-        probability_scores += (1 - probs)[batch.valid].tolist()
-        scores += (1 - (probs if keep is None else torch.sigmoid(keep)))[batch.valid].tolist()
-        labels += replaced[batch.valid].long().tolist()
+        _doubts(logits, keep, corrupted, replaced, batch.valid, scores, probability_scores, labels)
+        # (b') the same with uniformly random substitutes
+        blatant = random_substitutes(batch, batch.target_ids, mask_id, 1.0, random_generator)
+        replaced_blatant = (torch.rand(batch.target_ids.shape, generator=random_generator) < 0.1).to(device) & batch.valid
+        corrupted_blatant = torch.where(replaced_blatant, blatant, batch.target_ids)
+        blatant_logits, blatant_keep = refiner.forward_with_detection(batch.prompt_ids, batch.prompt_mask, corrupted_blatant)
+        _doubts(blatant_logits, blatant_keep, corrupted_blatant, replaced_blatant, batch.valid, random_scores,
+                random_probability_scores, random_labels)
         # (c) one hybrid refine pass over the corrupted text
         lengths = batch.valid.sum(1).tolist()
         state = refiner.encode_prompt(batch.prompt_ids, batch.prompt_mask)
@@ -94,6 +104,17 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         drafter_accuracy_same_positions=drafter_hits / max(masked_total, 1), masked_accuracy_15=light_hits / max(light_total, 1),
         drafter_accuracy_15=light_drafter_hits / max(light_total, 1), detection_auc=roc_auc(scores, labels),
         detection_auc_token_probability=roc_auc(probability_scores, labels),
+        detection_auc_random=roc_auc(random_scores, random_labels),
+        detection_auc_random_token_probability=roc_auc(random_probability_scores, random_labels),
         repair_restored=restored / max(substituted_total, 1), repair_broken=broken / max(original_total, 1),
         substituted_tokens=substituted_total,
     )
+
+
+def _doubts(logits, keep, canvas, replaced, valid, scores: list, probability_scores: list, labels: list) -> None:
+    """Append each valid position's doubt (1 - keep-probability of the head, or of the token probability without one),
+    its 1 - token probability, and whether it was replaced."""
+    probs = token_logprob(logits, canvas).exp()
+    probability_scores += (1 - probs)[valid].tolist()
+    scores += (1 - (probs if keep is None else torch.sigmoid(keep)))[valid].tolist()
+    labels += replaced[valid].long().tolist()
