@@ -58,7 +58,6 @@ class RefinerConfig:
     detection_head: bool = False  # a trained replaced-token detector scores visible tokens (hybrid.detection_head)
     detection_layers: list[int] = field(default_factory=list)  # decoder layers whose outputs it reads ([]: the final state)
     detection_neighbours: int = 0  # it also reads this many positions on each side
-    detection_logprob_knots: list[float] = field(default_factory=list)  # hinges of the token log-prob it also reads
     training: dict = field(default_factory=dict)  # the recipe settings it was trained with, for the record
 
 
@@ -126,7 +125,7 @@ class Refiner(nn.Module):
         self.mask_marker = nn.Parameter(torch.zeros_like(self.mask_embedding)) if partial else None
         self.detection_head = None
         if config.detection_head:
-            self.add_detection_head(config.detection_layers, config.detection_neighbours, config.detection_logprob_knots)
+            self.add_detection_head(config.detection_layers, config.detection_neighbours)
         # 0: every step recomputes the whole canvas (exact). N > 0: after a full pass, the next N - 1 steps
         # recompute only the positions whose outputs are needed and reuse the other canvas keys/values from earlier
         # passes (the approximate dual cache of Fast-dLLM); a full pass every N steps bounds the staleness.
@@ -134,10 +133,10 @@ class Refiner(nn.Module):
         self._model_cache_keyword = cache_keyword(self.model)
         self._layer_cache_keyword = cache_keyword(self.model.get_base_model().model.layers[0])
 
-    def add_detection_head(self, layers: list[int] = (), neighbours: int = 0, logprob_knots: list[float] = ()) -> None:
+    def add_detection_head(self, layers: list[int] = (), neighbours: int = 0) -> None:
         """Attach a fresh replaced-token detector reading the outputs of decoder `layers` (negative: counted from the
-        top; none: the final normed state) at each position and `neighbours` positions on each side, with the token's
-        log-prob and its hinges at `logprob_knots`. It starts out ranking tokens by their probability."""
+        top; none: the final normed state) at each position and `neighbours` positions on each side. It starts out
+        ranking tokens by their probability."""
         count = len(self.model.get_base_model().model.layers)
         resolved = self._resolve_layers(layers)
         if any(not 0 <= index < count for index in resolved) or neighbours < 0:
@@ -145,15 +144,13 @@ class Refiner(nn.Module):
                               f"model, and its neighbours ({neighbours}) must be 0 or more")
         self.config.detection_head = True
         self.config.detection_layers, self.config.detection_neighbours = resolved, neighbours
-        self.config.detection_logprob_knots = [float(knot) for knot in logprob_knots]
-        head = DetectionHead(self.mask_embedding.shape[0], max(len(resolved), 1), neighbours, logprob_knots=logprob_knots)
+        head = DetectionHead(self.mask_embedding.shape[0], max(len(resolved), 1), neighbours)
         self.detection_head = head.to(self.mask_embedding.device)
 
-    def has_detection_head(self, layers: list[int], neighbours: int, logprob_knots: list[float] = ()) -> bool:
-        """Whether the refiner carries a detection head of exactly this layout (as `add_detection_head` takes it)."""
+    def has_detection_head(self, layers: list[int], neighbours: int) -> bool:
+        """Whether the refiner carries a detection head of exactly this layout (layers as `add_detection_head` takes them)."""
         return (self.detection_head is not None and self.config.detection_layers == self._resolve_layers(layers)
-                and self.config.detection_neighbours == neighbours
-                and self.config.detection_logprob_knots == [float(knot) for knot in logprob_knots])
+                and self.config.detection_neighbours == neighbours)
 
     def _resolve_layers(self, layers) -> list[int]:
         """Layer indices sorted and without repeats, negative ones counted from the top."""

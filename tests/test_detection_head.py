@@ -17,8 +17,7 @@ from test_finetune import TINY, tiny_overrides
 from test_refiner import PROMPT, PROMPT_MASK, make_refiner
 
 
-# The final state alone; both layers' outputs with a neighbour on each side; the same with log-prob hinges.
-LAYOUTS = [((), 0), ((0, -1), 1), ((0, -1), 1, (-2.0, -6.0))]
+LAYOUTS = [((), 0), ((0, -1), 1)]  # the final state alone; both layers' outputs with a neighbour on each side
 
 
 def refiner_with_head(layers=1, trained=True, layout=LAYOUTS[0]):
@@ -66,21 +65,6 @@ def test_a_head_saved_before_standardisation_still_loads(tmp_path):
     save_file({k: v for k, v in load_file(path).items() if not k.endswith(("shift", "scale"))}, path)
     head = Refiner.load(tmp_path / "r", base).detection_head
     assert torch.equal(head.scale, torch.ones(33)) and torch.equal(head.shift, torch.zeros(33))
-
-
-def test_logprob_knots_add_hinges_of_the_log_prob(tmp_path):
-    from hybrid.detection_head import DetectionHead
-
-    head = DetectionHead(4, states=1, neighbours=0, logprob_knots=(-2.0, -6.0))
-    logprob = torch.tensor([[-0.5, -3.0, -9.0]])
-    features = head.features([torch.zeros(1, 3, 4)], logprob)
-    assert features.shape == (1, 3, 4 + 1 + 2)
-    assert features[0, :, 4:].tolist() == [[-0.5, 0.0, 0.0], [-3.0, -1.0, 0.0], [-9.0, -7.0, -3.0]]
-    base, refiner = refiner_with_head(layout=LAYOUTS[2])
-    refiner.save(tmp_path / "r")
-    loaded = Refiner.load(tmp_path / "r", base)
-    assert loaded.has_detection_head([0, 1], 1, [-2, -6]) and not loaded.has_detection_head([0, 1], 1)
-    assert torch.equal(loaded.detection_head.linear.weight, refiner.detection_head.linear.weight)
 
 
 def test_fast_dropout_matches_bernoulli_dropout_in_mean_and_spread():
@@ -230,7 +214,6 @@ def test_interrupted_head_fit_resumes_to_the_same_head(tiny_model_dir, tmp_path,
 @pytest.mark.parametrize("overrides, message", [
     (["train.train_lora=false"], "nothing would train"),
     (["model.init_refiner=no/such/refiner"], "is not a refiner folder"),
-    (["objective.detection_logprob_knots=[2]"], "detection_logprob_knots"),
 ])
 def test_bad_detection_settings_fail_before_loading(overrides, message, monkeypatch):
     import hybrid.finetune.trainer as trainer

@@ -57,7 +57,6 @@ class ObjectiveSection:
     detection_weight: float = 0.0  # > 0: add a replaced-token detection head, trained with this loss weight
     detection_layers: list[int] = field(default_factory=list)  # decoder layers the head reads (negative: from the top; []: final state)
     detection_neighbours: int = 0  # the head also reads this many positions on each side of a token
-    detection_logprob_knots: list[float] = field(default_factory=list)  # the head also reads min(log-prob - k, 0) per knot k
 
 
 @dataclass
@@ -170,8 +169,6 @@ def validate(recipe: Recipe) -> Recipe:
         (all(isinstance(i, int) and not isinstance(i, bool) for i in recipe.objective.detection_layers),
          "objective.detection_layers must be a list of layer indices (integers)"),
         (recipe.objective.detection_neighbours >= 0, "objective.detection_neighbours must be 0 or more"),
-        (all(isinstance(k, (int, float)) and not isinstance(k, bool) and k < 0 for k in recipe.objective.detection_logprob_knots),
-         "objective.detection_logprob_knots must be a list of negative numbers (log-probabilities)"),
         (recipe.train.head_epochs >= 1, "train.head_epochs must be at least 1"),
         (recipe.train.train_lora or recipe.objective.detection_weight > 0,
          "train.train_lora is false but objective.detection_weight is 0: nothing would train"),

@@ -95,14 +95,13 @@ class RefinerTrainer:
             refiner = Refiner.create(model, recipe.model.base, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout,
                                      training=training, bidirectional_layers=recipe.lora.bidirectional_layers)
         objective = recipe.objective
-        layout = (objective.detection_layers, objective.detection_neighbours, objective.detection_logprob_knots)
-        same_head = refiner.has_detection_head(*layout)
+        same_head = refiner.has_detection_head(objective.detection_layers, objective.detection_neighbours)
         # A head-only run always fits a fresh head (the same recipe gives the same head whatever the folder held);
         # LoRA training keeps an initial head of the recipe's layout and trains it on.
         if objective.detection_weight > 0 and (not recipe.train.train_lora or not same_head):
             if refiner.detection_head is not None:
                 log.info("the initial refiner's detection head is replaced by a fresh one")
-            refiner.add_detection_head(*layout)
+            refiner.add_detection_head(objective.detection_layers, objective.detection_neighbours)
             self.fresh_head = True
         if not recipe.train.train_lora:
             for name, parameter in refiner.named_parameters():
