@@ -235,3 +235,20 @@ def test_head_trained_with_the_lora_gets_its_standardisation_from_the_first_batc
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items())  # the LoRA trained too
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert all("detection" in r for r in log if "loss" in r)
+
+
+def test_validation_scores_random_substitutes_with_the_head():
+    """The blatant-error figure ranks the same positions by the head and by the token probability: a fresh head
+    (which ranks like the token probability) scores the same AUC, a head that inverts it the mirror image."""
+    from hybrid.finetune.validation import validate_refiner
+
+    _, refiner = refiner_with_head(trained=False)
+    examples = [TokenisedExample([1, 5 + i, 6], list(range(10 + i, 26 + i))) for i in range(8)]
+    fresh = validate_refiner(refiner, examples, pad_id=0, end_id=2, repair_steps=1)
+    assert 0.0 < fresh.detection_auc_random_token_probability < 1.0
+    assert fresh.detection_auc_random == pytest.approx(fresh.detection_auc_random_token_probability)
+    with torch.no_grad():
+        refiner.detection_head.linear.weight.neg_()
+    inverted = validate_refiner(refiner, examples, pad_id=0, end_id=2, repair_steps=1)
+    assert inverted.detection_auc_random == pytest.approx(1 - fresh.detection_auc_random_token_probability)
+    assert inverted.detection_auc_random_token_probability == fresh.detection_auc_random_token_probability
