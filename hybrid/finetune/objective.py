@@ -84,9 +84,11 @@ def corrupt(batch: Batch, substitutes: torch.Tensor, mask_id: int, config: Objec
 
 def corrupt_batch(refiner, batch: Batch, config: ObjectiveSection, generator: torch.Generator) -> Corruption:
     """The objective's corruption of one batch: drafter substitutes where the recipe asks for them, then masking."""
-    substitutes = drafter_substitutes(refiner, batch, config.substitute_top_k, generator) if config.substitution_rate > 0 else batch.target_ids
-    if config.substitution_rate > 0 and config.random_substitute_share > 0:
-        substitutes = random_substitutes(batch, substitutes, refiner.mask_token_id, config.random_substitute_share, generator)
+    substitutes = batch.target_ids
+    if config.substitution_rate > 0:
+        substitutes = drafter_substitutes(refiner, batch, config.substitute_top_k, generator)
+        if config.random_substitute_share > 0:
+            substitutes = random_substitutes(batch, substitutes, refiner.mask_token_id, config.random_substitute_share, generator)
     return corrupt(batch, substitutes, refiner.mask_token_id, config, generator)
 
 

@@ -62,26 +62,26 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         batch.prompt_ids, batch.prompt_mask = batch.prompt_ids.to(device), batch.prompt_mask.to(device)
         batch.target_ids, batch.valid = batch.target_ids.to(device), batch.valid.to(device)
         # (a) masked accuracy against the drafter on the same positions
-        masked = (torch.rand(batch.target_ids.shape, generator=generator) < 0.5).to(device) & batch.valid
+        masked = _draw_positions(batch.valid, 0.5, generator)
         logits = refiner(batch.prompt_ids, batch.prompt_mask, batch.target_ids.masked_fill(masked, mask_id))
         hits += int(((logits.argmax(-1) == batch.target_ids) & masked).sum())
         masked_total += int(masked.sum())
         ar = drafter_logits(refiner, batch)  # one drafter pass serves (a) and the substitutes of (b)
         drafter_hits += int(((ar.argmax(-1) == batch.target_ids) & masked).sum())
-        light = (torch.rand(batch.target_ids.shape, generator=light_generator) < 0.15).to(device) & batch.valid
+        light = _draw_positions(batch.valid, 0.15, light_generator)
         light_logits = refiner(batch.prompt_ids, batch.prompt_mask, batch.target_ids.masked_fill(light, mask_id))
         light_hits += int(((light_logits.argmax(-1) == batch.target_ids) & light).sum())
         light_drafter_hits += int(((ar.argmax(-1) == batch.target_ids) & light).sum())
         light_total += int(light.sum())
         # (b) error detection on visible substitutions
         substitutes = drafter_substitutes(refiner, batch, 20, generator, logits=ar)
-        replaced = (torch.rand(batch.target_ids.shape, generator=generator) < 0.1).to(device) & batch.valid
+        replaced = _draw_positions(batch.valid, 0.1, generator)
         corrupted = torch.where(replaced, substitutes, batch.target_ids)
         logits, keep = refiner.forward_with_detection(batch.prompt_ids, batch.prompt_mask, corrupted)
         _doubts(logits, keep, corrupted, replaced, batch.valid, scores, probability_scores, labels)
         # (b') the same with uniformly random substitutes
         blatant = random_substitutes(batch, batch.target_ids, mask_id, 1.0, random_generator)
-        replaced_blatant = (torch.rand(batch.target_ids.shape, generator=random_generator) < 0.1).to(device) & batch.valid
+        replaced_blatant = _draw_positions(batch.valid, 0.1, random_generator)
         corrupted_blatant = torch.where(replaced_blatant, blatant, batch.target_ids)
         blatant_logits, blatant_keep = refiner.forward_with_detection(batch.prompt_ids, batch.prompt_mask, corrupted_blatant)
         _doubts(blatant_logits, blatant_keep, corrupted_blatant, replaced_blatant, batch.valid, random_scores,
@@ -118,3 +118,8 @@ def _doubts(logits, keep, canvas, replaced, valid, scores: list, probability_sco
     probability_scores += (1 - probs)[valid].tolist()
     scores += (1 - (probs if keep is None else torch.sigmoid(keep)))[valid].tolist()
     labels += replaced[valid].long().tolist()
+
+
+def _draw_positions(valid: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Each valid position with probability `rate` (drawn on the CPU generator, so figures match across devices)."""
+    return (torch.rand(valid.shape, generator=generator) < rate).to(valid.device) & valid
