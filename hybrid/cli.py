@@ -11,6 +11,8 @@ import click
 
 from hybrid import __version__
 from hybrid.errors import HybridError
+from hybrid.options import (DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW,
+                            SELECT_CHOICES)
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -89,11 +91,15 @@ def cli(verbose: bool) -> None:
 @click.option("--refiner", default=None, help="Refiner folder (from `hybrid finetune`) or shipped name; default: the shipped general refiner; 'none' for draft only.")
 @click.option("--refine-steps", type=click.IntRange(0, 256), default=None, help="Denoising steps K; 0 is draft only. Default: 8 when a refiner is loaded, else 0.")
 @click.option("--mode", type=click.Choice(["hybrid", "draft", "diffusion"]), default="hybrid", show_default=True, help="hybrid: refine a draft; draft: AR only; diffusion: refiner only from an all-mask canvas.")
-@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True, help="Share of draft tokens re-noised before refining.")
-@click.option("--select", type=click.Choice(["logprob", "confidence", "random"]), default="logprob", show_default=True, help="Which draft tokens to re-noise: lowest draft log-prob, lowest refiner confidence, or random.")
+@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_STRENGTH, show_default=True, help="Share of draft tokens re-noised before refining.")
+@click.option("--select", type=click.Choice(SELECT_CHOICES), default="auto", show_default=True, help="Which draft tokens to re-noise: auto (the detection head's doubt where the refiner has one, else log-prob), lowest draft log-prob, lowest refiner confidence, or random.")
 @click.option("--schedule", type=click.Choice(["linear", "cosine", "loglinear"]), default="cosine", show_default=True, help="Noise schedule: how many tokens each step commits.")
 @click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Re-mask visible tokens whose refiner probability falls under this (editing); off by default.")
-@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="Replace a re-noised draft token only when the refiner is at least this sure of its choice; otherwise keep the draft's. 0 shows the raw refiner.")  # = pipeline.DEFAULT_MIN_CHANGE_CONFIDENCE (not imported: keeps --help free of torch)
+@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CHANGE_CONFIDENCE, show_default=True, help="Also replace a re-noised draft token only when the refiner is at least this sure of its choice (the old guard; 0 = off).")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Keep a proposed change only when the drafter's log-likelihood of what it affects (plus the weighted refiner gain) rises.")
+@click.option("--verify-weight", type=click.FloatRange(0, 100), default=DEFAULT_VERIFY_WEIGHT, show_default=True, help="Weight of the refiner's log-prob gain in the verify score; 0: only what the drafter prefers gets through.")
+@click.option("--verify-window", type=click.IntRange(0, 64), default=DEFAULT_VERIFY_WINDOW, show_default=True, help="Tokens after a change whose drafter log-likelihood counts in its score.")
+@click.option("--product/--no-product", default=True, show_default=True, help="Propose from the drafter's distribution times the refiner's (else the refiner's alone).")
 @click.option("--cache-refresh", type=click.IntRange(0, 256), default=0, show_default=True, help="N > 1: between full passes every N steps, recompute only the canvas positions being predicted (faster, approximate); 0 is exact.")
 @click.option("--temperature", type=click.FloatRange(0, 10), default=0.0, show_default=True, help="0 is greedy.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
@@ -105,7 +111,7 @@ def cli(verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
 @click.option("--show-trace", is_flag=True, help="Show the draft beside the refined text and every step's changes.")
 def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, mode, strength, select, schedule,
-             edit_threshold, min_change_confidence, cache_refresh, temperature, top_p, seed, stop, dtype, device, no_chat_template, as_json, show_trace):
+             edit_threshold, min_change_confidence, verify, verify_weight, verify_window, product, cache_refresh, temperature, top_p, seed, stop, dtype, device, no_chat_template, as_json, show_trace):
     """Generate text for PROMPT.
 
     \b
@@ -126,7 +132,8 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
     result = pipe(text, max_new_tokens=max_new_tokens, refine_steps=refine_steps, mode=mode if refine_steps else "draft",
                   strength=strength, select=select, schedule=schedule, edit_threshold=edit_threshold, temperature=temperature,
                   top_p=top_p, seed=seed, stop=stop, trace=show_trace, cache_refresh=cache_refresh,
-                  min_change_confidence=min_change_confidence)
+                  min_change_confidence=min_change_confidence, verify=verify, verify_weight=verify_weight,
+                  verify_window=verify_window, product=product)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     elif show_trace:
@@ -190,10 +197,12 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
 @click.option("--limit", type=click.IntRange(1, 100000), default=None, help="Only the first N prompts (a quick look).")
 @click.option("--steps", default="1,2,4,8,16", show_default=True, help="Comma-separated refine-step counts for the hybrid systems.")
 @click.option("--diffusion-steps", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
-@click.option("--select", type=click.Choice(["logprob", "confidence", "random"]), default="logprob", show_default=True)
+@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_STRENGTH, show_default=True)
+@click.option("--select", type=click.Choice(SELECT_CHOICES), default="auto", show_default=True)
 @click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)
-@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Keep a re-noised draft token unless the refiner is at least this sure of its replacement.")
+@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CHANGE_CONFIDENCE, show_default=True, help="Keep a re-noised draft token unless the refiner is at least this sure of its replacement.")
+@click.option("--verify-weight", type=click.FloatRange(0, 100), default=DEFAULT_VERIFY_WEIGHT, show_default=True, help="Refiner weight in the verify score of the hybrid rows.")
+@click.option("--verify-window", type=click.IntRange(0, 64), default=DEFAULT_VERIFY_WINDOW, show_default=True)
 @click.option("--draft-model", default="smollm2-135m", show_default=True)
 @click.option("--refiner", default=None, help="Refiner folder or shipped name; default the shipped general refiner.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
@@ -202,8 +211,8 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
 @click.option("--no-encoders", is_flag=True, help="Skip the MiniLM metrics (coherence, BERTScore, consistency classifier).")
 @click.option("--validate", "validate_metrics", is_flag=True, help="Also measure and report the metric validations (judge, grounding, classifier).")
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Report folder (default evals/reports/SUITE).")
-def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_threshold, min_change_confidence, draft_model, refiner, dtype,
-                 batch_size, no_judge, no_encoders, validate_metrics, output):
+def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_threshold, min_change_confidence, verify_weight,
+                 verify_window, draft_model, refiner, dtype, batch_size, no_judge, no_encoders, validate_metrics, output):
     """Score draft only, diffusion only and hybrid (several K) on SUITE's prompts, in one run.
 
     SUITE is a name under evals/suites/ (summarize, continue, facts), `all` for every suite there, or the path of
@@ -227,7 +236,8 @@ def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_th
         raise click.BadParameter("with `all`, each suite writes to evals/reports/SUITE; drop --output", param_hint="--output")
     names = sorted(p.stem for p in SUITES_DIR.glob("*.yaml")) if suite == "all" else [suite]
     settings = dict(limit=limit, hybrid_steps=hybrid_steps, diffusion_steps=diffusion_steps, strength=strength, select=select,
-                    edit_threshold=edit_threshold, min_change_confidence=min_change_confidence, draft_model=draft_model,
+                    edit_threshold=edit_threshold, min_change_confidence=min_change_confidence, verify_weight=verify_weight,
+                    verify_window=verify_window, draft_model=draft_model,
                     refiner=refiner, dtype=dtype, batch_size=batch_size, judge=not no_judge, encoders=not no_encoders,
                     validate_metrics=validate_metrics, output=Path(output) if output else None)
     for name in names:

@@ -23,6 +23,13 @@ def render_trace(result, tokenizer) -> str:
         shown = ", ".join(f"{c['position']}:{c['old']!s}->{c['new']!s} ({c['confidence']:.2f})" for c in step.changes[:24])
         more = f" ... +{len(step.changes) - 24} more" if len(step.changes) > 24 else ""
         lines.append(f"  step {step.step}: {len(step.changes)} changes  {shown}{more}")
+    if result.proposals is not None:
+        kept = sum(p["accepted"] for p in result.proposals)
+        lines.append(f"verified: {kept} of {len(result.proposals)} proposed changes kept (score = drafter gain + weight x refiner gain)")
+        for p in result.proposals:
+            verdict = click.style("kept", fg="green", bold=True) if p["accepted"] else click.style("rejected", fg="red")
+            lines.append(f"  {p['start']}-{p['end']}: {p['old']!r} -> {p['new']!r}  drafter {p['drafter_gain']:+.2f}, "
+                         f"refiner {p['refiner_gain']:+.2f}, score {p['score']:+.2f}  {verdict}")
     t = result.timings
     lines.append(f"time: draft {t.draft_s:.2f}s ({t.draft_tokens_per_s:.1f} tok/s), refine {t.refine_s:.2f}s, total {t.total_s:.2f}s")
     return "\n".join(lines)

@@ -19,8 +19,11 @@ import torch
 from hybrid.draft import Draft, DraftConfig, Drafter
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
+from hybrid.options import (DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS, DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT,
+                            DEFAULT_VERIFY_WINDOW)
 from hybrid.refiner import Refiner
 from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft
+from hybrid.verify import DrafterScorer, gather_tokens, verify_changes
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +31,6 @@ MODES = ("hybrid", "draft", "diffusion")
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 SHIPPED_REFINERS = {"general": CHECKPOINTS / "general", "summarize": CHECKPOINTS / "summarize"}
 DEFAULT_REFINER = "general"
-DEFAULT_REFINE_STEPS = 8
-# The shipped refiners are weak (see checkpoints/*/validation.json): by default a re-noised draft token is only
-# replaced when the refiner is at least this sure of its replacement. 0 shows the raw refiner.
-DEFAULT_MIN_CHANGE_CONFIDENCE = 0.9  # see README: at 0.5 and 0.7 the GPU-trained general refiner hurt fact probes
 
 
 def resolve_refiner(name: str | None) -> Path | None:
@@ -77,6 +76,8 @@ class GenerationResult:
     edits_per_step: list[int]
     timings: StageTimings = field(default_factory=StageTimings)
     trace: list[TraceStep] | None = None
+    # With trace: every group of changes the refiner proposed, its verification score and whether it was kept.
+    proposals: list[dict] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,20 +108,30 @@ class HybridPipeline:
         return cls(drafter, refiner_obj, load_s)
 
     @property
+    def default_select(self) -> str:
+        """The detection head's doubt where the refiner has one (it finds planted errors far better), else log-probs."""
+        return "confidence" if self.refiner is not None and self.refiner.detection_head is not None else "logprob"
+
+    @property
     def tokenizer(self):
         return self.drafter.tokenizer
 
     def __call__(self, prompts: str | list[str], max_new_tokens: int = 128, refine_steps: int | None = None, mode: str = "hybrid",
-                 strength: float = 0.5, select: str = "logprob", schedule: str = "cosine", edit_threshold: float | None = None,
+                 strength: float = DEFAULT_STRENGTH, select: str | None = None, schedule: str = "cosine", edit_threshold: float | None = None,
                  slack: int = 4, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                  stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False, draft: Draft | None = None,
-                 cache_refresh: int = 0, min_change_confidence: float = DEFAULT_MIN_CHANGE_CONFIDENCE):
+                 cache_refresh: int = 0, min_change_confidence: float = DEFAULT_MIN_CHANGE_CONFIDENCE, verify: bool = True,
+                 verify_weight: float = DEFAULT_VERIFY_WEIGHT, verify_window: int = DEFAULT_VERIFY_WINDOW, product: bool = True):
         """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
 
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
         so that several refine settings can be compared on one draft; its drafting time still counts in the timings.
         `cache_refresh` N > 1 recomputes only the needed canvas positions between full passes every N steps
         (approximate, faster); 0 or 1 recomputes the whole canvas at every step (exact).
+        `select` None picks the refiner's detection head ('confidence') where it has one, else the draft's log-probs.
+        `product` proposes from the drafter's distribution times the refiner's; `verify` keeps a group of changes only
+        when the drafter's log-likelihood of the `verify_window` tokens it affects, plus `verify_weight` x the
+        refiner's log-prob gain, rises (hybrid.verify); with `verify` off every proposal stays.
         """
         single = isinstance(prompts, str)
         batch = [prompts] if single else list(prompts)
@@ -132,10 +143,13 @@ class HybridPipeline:
             refine_steps = 0
         elif mode == "diffusion" and refine_steps == 0:
             raise HybridError("diffusion mode needs --refine-steps of at least 1")
+        if select in (None, "auto"):
+            select = self.default_select
         sampler_config = SamplerConfig(
             steps=refine_steps, schedule=schedule, strength=1.0 if mode == "diffusion" else strength, select=select,
             slack=slack, edit_threshold=edit_threshold, temperature=temperature, trace=trace,
-            min_change_confidence=min_change_confidence,
+            min_change_confidence=min_change_confidence, product=product, verify=verify and mode == "hybrid",
+            verify_window=verify_window, verify_weight=verify_weight,
         ).validate()
         draft_config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos)
         draft_config.validate()
@@ -208,7 +222,25 @@ class HybridPipeline:
         total = prompt_ids.shape[1] + canvas.shape[1]
         if total > self.drafter.context_length:
             raise HybridError(f"prompt plus canvas is {total} tokens, beyond the model's context of {self.drafter.context_length}")
-        output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos)
+        scorer = prior = original = original_logp = None
+        if draft is not None and (sampler_config.product or sampler_config.verify):
+            scorer = DrafterScorer(refiner.model, refiner.adapter_disabled)
+            drafter_state = scorer.encode_prompt(prompt_ids, prompt_mask)
+            original = torch.where(anchor >= 0, anchor, torch.full_like(anchor, eos))
+            prior = scorer.logprobs(drafter_state, original)
+            original_logp = gather_tokens(prior, original)
+            # The drafter knows the slot after each draft (its end, or its next word); later slack slots follow a text
+            # that ended, so there the refiner proposes alone.
+            beyond = torch.arange(canvas.shape[1], device=canvas.device)[None] > torch.tensor(draft.lengths, device=canvas.device)[:, None]
+            prior = prior.masked_fill(beyond[..., None], 0.0) if sampler_config.product else None
+        output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos, prior=prior)
+        del prior
+        if sampler_config.verify:
+            output.canvas = torch.where(output.canvas == refiner.mask_token_id, original, output.canvas)
+            proposed_logp = gather_tokens(scorer.logprobs(drafter_state, output.canvas), output.canvas)
+            output.canvas, output.proposals = verify_changes(
+                original, output.canvas, original_logp, proposed_logp, output.refiner_gain, editable, self.drafter.end_ids,
+                sampler_config.verify_window, sampler_config.verify_weight)
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
 
@@ -228,7 +260,14 @@ class HybridPipeline:
             draft_token_ids=draft_ids, mode=mode if sampler_config.steps else "draft", refine_steps=sampler_config.steps,
             steps_run=output.steps_run if output else 0, edits_per_step=list(output.edits_per_step) if output else [],
             timings=timings, trace=self._trace(output, row) if output is not None and sampler_config.trace else None,
+            proposals=self._proposals(output, row) if output is not None and sampler_config.trace else None,
         )
+
+    def _proposals(self, output, row) -> list[dict]:
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
+        return [{"start": p.start, "end": p.end, "old": decode(p.old_ids), "new": decode(p.new_ids),
+                 "drafter_gain": round(p.drafter_gain, 4), "refiner_gain": round(p.refiner_gain, 4), "score": round(p.score, 4),
+                 "accepted": p.accepted} for p in output.proposals if p.row == row]
 
     def _trace(self, output, row) -> list[TraceStep]:
         steps = []

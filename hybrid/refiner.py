@@ -58,6 +58,9 @@ class RefinerConfig:
     detection_head: bool = False  # a trained replaced-token detector scores visible tokens (hybrid.detection_head)
     detection_layers: list[int] = field(default_factory=list)  # decoder layers whose outputs it reads ([]: the final state)
     detection_neighbours: int = 0  # it also reads this many positions on each side
+    # Proposals come from log p_drafter + residual_weight x log p_refiner (hybrid.sampler): the weight the refiner was
+    # trained through, or (for refiners trained before the product objective) the best untrained weight measured.
+    residual_weight: float = 1.0
     training: dict = field(default_factory=dict)  # the recipe settings it was trained with, for the record
 
 
@@ -123,6 +126,7 @@ class Refiner(nn.Module):
         embed = base_model.get_input_embeddings().weight.detach().float()
         self.mask_embedding = nn.Parameter(embed.mean(dim=0).to(embed.device), requires_grad=not partial)
         self.mask_marker = nn.Parameter(torch.zeros_like(self.mask_embedding)) if partial else None
+        self.residual_weight = float(config.residual_weight)
         self.detection_head = None
         if config.detection_head:
             self.add_detection_head(config.detection_layers, config.detection_neighbours)

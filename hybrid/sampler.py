@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 SELECT_RULES = ("logprob", "confidence", "random")
 MAX_STEPS = 256
+MAX_VERIFY_WINDOW = 64
 
 
 class Denoiser(Protocol):
@@ -70,6 +71,14 @@ class SamplerConfig:
     # A re-noised draft token is replaced only when the refiner's choice there has at least this probability;
     # otherwise the draft token is committed back (0 = always take the refiner's choice). Guards a weak refiner.
     min_change_confidence: float = 0.0
+    # Propose from the product of the drafter's distribution and the refiner's (log p_drafter + w log p_refiner, w the
+    # refiner's `residual_weight`), where the caller passes the drafter's log-probs as `prior`.
+    product: bool = True
+    # Drafter-verified edits (hybrid.verify): a group of changes is kept only when the drafter's log-likelihood of the
+    # `verify_window` tokens it affects, plus `verify_weight` x the refiner's log-prob gain, rises.
+    verify: bool = True
+    verify_window: int = 8
+    verify_weight: float = 0.0
 
     def validate(self) -> "SamplerConfig":
         if not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
@@ -86,6 +95,10 @@ class SamplerConfig:
             raise HybridError(f"edit_threshold must be in (0, 1) or unset, got {self.edit_threshold!r}")
         if not 0.0 <= self.min_change_confidence <= 1.0:
             raise HybridError(f"min_change_confidence must be in [0, 1], got {self.min_change_confidence!r}")
+        if not isinstance(self.verify_window, int) or not 0 <= self.verify_window <= MAX_VERIFY_WINDOW:
+            raise HybridError(f"verify_window must be an integer in [0, {MAX_VERIFY_WINDOW}], got {self.verify_window!r}")
+        if not 0.0 <= self.verify_weight <= 100.0:
+            raise HybridError(f"verify_weight must be in [0, 100], got {self.verify_weight!r}")
         if self.temperature < 0.0:
             raise HybridError(f"temperature must be >= 0, got {self.temperature!r}")
         return self
@@ -105,6 +118,10 @@ class SamplerOutput:
     committed_per_step: list[int] = field(default_factory=list)  # masked positions filled, summed over the batch
     edits_per_step: list[int] = field(default_factory=list)  # visible tokens re-masked, summed over the batch
     trace: list[list[list[TraceEntry]]] = field(default_factory=list)  # [step][row] -> entries (config.trace)
+    # [B, L]: the refiner's log-prob of each committed token minus that of the token it replaced (the anchor, or the
+    # end token in the slack), at the step that committed it; 0 elsewhere. The verifier's refiner evidence.
+    refiner_gain: Optional[torch.Tensor] = None
+    proposals: list = field(default_factory=list)  # hybrid.verify.Proposal, filled by the verifier
 
 
 def num_to_mask(strength: float, length: int) -> int:
@@ -183,6 +200,7 @@ def refine(
     editable: Optional[torch.BoolTensor] = None,
     anchor: Optional[torch.LongTensor] = None,
     end_token_id: Optional[int] = None,
+    prior: Optional[torch.FloatTensor] = None,
 ) -> SamplerOutput:
     """Denoise `canvas` in config.steps steps (see the module docstring). The input tensor is not modified.
 
@@ -190,15 +208,21 @@ def refine(
     padding so rows of different lengths behave as if run alone. `anchor` [B, L] holds the draft token of each
     re-noised position (-1 where there is none, as in the slack): with config.min_change_confidence > 0, a commit
     whose refiner confidence is below it puts the draft token back, and (given `end_token_id`) the refiner may not
-    end the text inside the draft: only the drafter's own end and the slack decide where a guarded text stops.
-    The caller validates `config`.
+    end the text inside the draft: only the drafter's own end and the slack decide where a guarded text stops (the
+    same holds with config.verify). `prior` [B, L, V], when given with config.product, holds the drafter's log-probs
+    of every canvas slot (zeros where it has none): each step then proposes from log_softmax(prior + w log p_refiner),
+    w the denoiser's `residual_weight` (1 when it has none). The caller validates `config`.
     """
     mask_id, threshold, steps = denoiser.mask_token_id, config.edit_threshold, config.steps
     canvas = canvas.clone()
     editable = torch.ones_like(canvas, dtype=torch.bool) if editable is None else editable.to(canvas.device)
-    out = SamplerOutput(canvas=canvas)
+    out = SamplerOutput(canvas=canvas, refiner_gain=torch.zeros(canvas.shape, device=canvas.device))
     if steps == 0:
         return out
+    weight = float(getattr(denoiser, "residual_weight", 1.0))
+    old = None
+    if anchor is not None:
+        old = anchor if end_token_id is None else torch.where(anchor >= 0, anchor, torch.full_like(anchor, end_token_id))
     # still_masked[b, k]: masks row b may keep after step k; re-masked tokens are absorbed by the next step.
     schedule = get_schedule(config.schedule)
     initial = (canvas == mask_id).sum(1).tolist()
@@ -209,14 +233,20 @@ def refine(
         if threshold is None and not masked.any():
             break
         need = masked | (~masked & editable) if threshold is not None else masked
-        logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas, need), mask_id).log_softmax(-1)
+        refiner_logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas, need), mask_id).log_softmax(-1)
+        logp = refiner_logp
+        if prior is not None and config.product:
+            logp = _clean_logits(prior + weight * refiner_logp, mask_id).log_softmax(-1)
         tokens, confidence = _predict(logp, masked, config.temperature, generator)
         commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
-        if anchor is not None and config.min_change_confidence > 0:
+        if anchor is not None and (config.min_change_confidence > 0 or config.verify):
             keep_draft = (anchor >= 0) & (confidence < config.min_change_confidence)
             if end_token_id is not None:
                 keep_draft |= (anchor >= 0) & (tokens == end_token_id)
             tokens = torch.where(keep_draft, anchor, tokens)
+        if old is not None:
+            gain = token_logprob(refiner_logp, tokens) - token_logprob(refiner_logp, old.clamp(min=0))
+            out.refiner_gain = torch.where(commit, gain, out.refiner_gain)
         edit = torch.zeros_like(masked)
         if threshold is not None and k < steps - 1:
             edit = _edits(logp, canvas, ~masked & editable, threshold)

@@ -82,9 +82,13 @@ def test_too_long_prompt(tiny_model_dir):
     assert result.exit_code == 2 and "context" in result.output
 
 
-def test_generate_default_guard_is_the_pipelines():
-    from hybrid.cli import generate
-    from hybrid.pipeline import DEFAULT_MIN_CHANGE_CONFIDENCE
+def test_generate_defaults_are_the_pipelines():
+    import inspect
 
-    option = next(p for p in generate.params if p.name == "min_change_confidence")
-    assert option.default == DEFAULT_MIN_CHANGE_CONFIDENCE
+    from hybrid.cli import generate
+    from hybrid.pipeline import HybridPipeline
+
+    pipeline_defaults = inspect.signature(HybridPipeline.__call__).parameters
+    for name in ("min_change_confidence", "verify", "verify_weight", "verify_window", "product", "strength"):
+        option = next(p for p in generate.params if p.name == name)
+        assert option.default == pipeline_defaults[name].default, name

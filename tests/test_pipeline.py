@@ -19,7 +19,7 @@ def test_draft_mode_equals_plain_drafter(tiny_pipeline, tiny_model):
 
 def test_hybrid_mode_refines(tiny_pipeline):
     result = tiny_pipeline("The history of Rome", max_new_tokens=12, refine_steps=4, strength=0.5, seed=0, trace=True, ignore_eos=True,
-                           min_change_confidence=0.0)
+                           min_change_confidence=0.0, verify=False, product=False)
     assert result.mode == "hybrid"
     assert 1 <= result.steps_run <= 4
     assert result.draft_text is not None and len(result.draft_token_ids) == 12
@@ -110,5 +110,5 @@ def test_min_change_confidence_one_keeps_every_draft_token(tiny_pipeline):
                            min_change_confidence=1.0)
     assert result.token_ids[:10] == result.draft_token_ids
     changed = tiny_pipeline("The history of Rome", max_new_tokens=10, refine_steps=4, strength=1.0, seed=0, ignore_eos=True,
-                            min_change_confidence=0.0)
+                            min_change_confidence=0.0, verify=False, product=False)
     assert changed.token_ids[:10] != changed.draft_token_ids

@@ -31,17 +31,18 @@ def metric_validations(suite_task: str) -> dict:
     return figures
 
 
-def run_suite(suite_name: str, *, limit=None, hybrid_steps=(1, 2, 4, 8, 16), diffusion_steps=8, strength=0.5,
-              select="logprob", edit_threshold=None, min_change_confidence=0.0, draft_model="smollm2-135m", refiner=None, dtype="float32",
-              batch_size=4, judge=True, encoders=True, validate_metrics=False, output: Path | None = None):
+def run_suite(suite_name: str, *, limit=None, draft_model="smollm2-135m", refiner=None, dtype="float32", validate_metrics=False,
+              output: Path | None = None, **settings):
+    """`settings`: EvalConfig fields (hybrid_steps, strength, select, verify_weight, ...)."""
     from hybrid.pipeline import HybridPipeline
 
     suite, base = load_suite(suite_name)
-    config = EvalConfig(list(hybrid_steps), diffusion_steps, strength, select, edit_threshold, batch_size, judge=judge,
-                        encoders=encoders, min_change_confidence=min_change_confidence)
+    config = EvalConfig(**settings)
+    select = "logprob" if config.select == "auto" else config.select  # auto is resolved by the pipeline
     for steps in [*config.hybrid_steps, config.diffusion_steps]:  # fail on bad numbers before loading models
-        SamplerConfig(steps=steps, strength=strength, select=select, edit_threshold=edit_threshold,
-                      min_change_confidence=min_change_confidence).validate()
+        SamplerConfig(steps=steps, strength=config.strength, select=select, edit_threshold=config.edit_threshold,
+                      min_change_confidence=config.min_change_confidence, verify_weight=config.verify_weight,
+                      verify_window=config.verify_window).validate()
     examples = load_examples(suite, base, limit)
     started = time.perf_counter()
     refiner = refiner or suite.refiner
@@ -49,13 +50,16 @@ def run_suite(suite_name: str, *, limit=None, hybrid_steps=(1, 2, 4, 8, 16), dif
     if pipe.refiner is None:
         log.warning("no refiner available: only the draft-only system is evaluated")
     samples = generate_samples(pipe, suite, examples, config)
+    pipe_select = pipe.default_select if config.select == "auto" else config.select
     del pipe
     score_samples(samples, examples, suite, config)
     summaries = summarise(samples, system_names(config))
     header = {
         "prompts": len(examples), "draft model": draft_model, "dtype": dtype,
-        "refiner": refiner or "shipped general (default)", "strength": strength, "select": select,
-        "edit threshold": edit_threshold, "min change confidence": min_change_confidence, "max new tokens": suite.max_new_tokens,
+        "refiner": refiner or "shipped general (default)", "strength": config.strength,
+        "select": pipe_select, "edit threshold": config.edit_threshold, "min change confidence": config.min_change_confidence,
+        "verified": f"window {config.verify_window}, refiner weight {config.verify_weight:g} (all hybrid-K rows)",
+        "max new tokens": suite.max_new_tokens,
         "wall-clock of the whole evaluation (s)": round(time.perf_counter() - started, 1),
     }
     if validate_metrics:

@@ -155,7 +155,7 @@ def plot(summaries: list[SystemSummary], path: Path, suite_name: str) -> None:
             colour = "black" if summary.system == "draft" else "tab:orange" if summary.system.startswith("diffusion") else "tab:blue"
             ax.scatter([x], [y], color=colour)
             ax.annotate(summary.system, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        hybrids = sorted((s for s in summaries if s.system.startswith("hybrid") and "guard" not in s.system and s.means.get(metric) is not None),
+        hybrids = sorted((s for s in summaries if s.system.startswith("hybrid") and s.system.count("-") == 1 and s.means.get(metric) is not None),
                          key=lambda s: int(s.system.split("K")[1]))
         ax.plot([s.means["total_s"] for s in hybrids], [s.means[metric] for s in hybrids], color="tab:blue", lw=1)
         better = "higher" if METRIC_DIRECTION.get(metric, 0) > 0 else "lower"

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from hybrid.evaluation.suite import Example, Suite
-from hybrid.pipeline import DEFAULT_MIN_CHANGE_CONFIDENCE, HybridPipeline
+from hybrid.options import DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW
+from hybrid.pipeline import HybridPipeline
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +22,17 @@ log = logging.getLogger(__name__)
 class EvalConfig:
     hybrid_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     diffusion_steps: int = 8
-    strength: float = 0.5
-    select: str = "logprob"
+    strength: float = DEFAULT_STRENGTH
+    select: str = "auto"
     edit_threshold: float | None = None
     batch_size: int = 4
     seed: int = 0
     judge: bool = True  # perplexity under the independent judge LM (loads Gemma-3-270m)
     encoders: bool = True  # MiniLM-based metrics: coherence, BERTScore, consistency classifier
-    min_change_confidence: float = 0.0  # keep a re-noised draft token unless the refiner is this sure of its choice
-    guarded: float = DEFAULT_MIN_CHANGE_CONFIDENCE  # also score hybrid at K=8 as `hybrid generate` runs it by default (0: skip)
+    min_change_confidence: float = DEFAULT_MIN_CHANGE_CONFIDENCE  # the old guard (0 = off)
+    verify_weight: float = DEFAULT_VERIFY_WEIGHT  # hybrid systems are verified, as `hybrid generate` runs them
+    verify_window: int = DEFAULT_VERIFY_WINDOW
+    unverified: bool = True  # also score hybrid at K=8 with every proposal kept, to show what verification does
 
 
 @dataclass
@@ -46,12 +49,12 @@ class Sample:
     scores: dict = field(default_factory=dict)
 
 
-GUARDED_STEPS = 8
+UNVERIFIED_STEPS = 8
 
 
 def system_names(config: EvalConfig) -> list[str]:
     names = ["draft", f"diffusion-K{config.diffusion_steps}", *[f"hybrid-K{k}" for k in config.hybrid_steps]]
-    return names + ([f"hybrid-K{GUARDED_STEPS}-guard{config.guarded:g}"] if config.guarded > 0 else [])
+    return names + ([f"hybrid-K{UNVERIFIED_STEPS}-unverified"] if config.unverified else [])
 
 
 def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example], config: EvalConfig) -> list[Sample]:
@@ -60,7 +63,8 @@ def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example]
     bar = tqdm(total=len(examples) * systems, desc=f"generate {suite.name}", unit="sample")
     common = dict(max_new_tokens=suite.max_new_tokens, seed=config.seed)
     refine = dict(strength=config.strength, select=config.select, edit_threshold=config.edit_threshold,
-                  min_change_confidence=config.min_change_confidence)
+                  min_change_confidence=config.min_change_confidence, verify_weight=config.verify_weight,
+                  verify_window=config.verify_window)
     for start in range(0, len(examples), config.batch_size):
         batch = examples[start : start + config.batch_size]
         prompts = [e.prompt for e in batch]
@@ -70,9 +74,8 @@ def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example]
             runs.append((f"diffusion-K{config.diffusion_steps}", pipe(prompts, mode="diffusion", refine_steps=config.diffusion_steps, **common, **refine)))
             for steps in config.hybrid_steps:
                 runs.append((f"hybrid-K{steps}", pipe(prompts, refine_steps=steps, draft=draft, **common, **refine)))
-            if config.guarded > 0:
-                guarded = refine | {"min_change_confidence": config.guarded}
-                runs.append((system_names(config)[-1], pipe(prompts, refine_steps=GUARDED_STEPS, draft=draft, **common, **guarded)))
+            if config.unverified:
+                runs.append((system_names(config)[-1], pipe(prompts, refine_steps=UNVERIFIED_STEPS, draft=draft, verify=False, **common, **refine)))
         for system, results in runs:
             for example, result in zip(batch, results):
                 t, n = result.timings, len(batch)

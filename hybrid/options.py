@@ -1,0 +1,10 @@
+"""Defaults of the refine stage, declared once: the pipeline and the CLI both read them (this module imports no torch,
+so `hybrid --help` stays fast). How each was chosen is in docs/RESULTS.md."""
+
+DEFAULT_REFINE_STEPS = 8
+DEFAULT_STRENGTH = 0.5  # share of draft tokens re-noised
+# Verified edits replace the old confidence guard as the default (hybrid.verify); the guard stays an option (0 = off).
+DEFAULT_MIN_CHANGE_CONFIDENCE = 0.0
+DEFAULT_VERIFY_WEIGHT = 0.0  # weight of the refiner's log-prob gain beside the drafter's in the verify score
+DEFAULT_VERIFY_WINDOW = 8  # tokens after a change whose drafter log-likelihood the change is charged with
+SELECT_CHOICES = ("auto", "logprob", "confidence", "random")  # auto: the detection head where the refiner has one

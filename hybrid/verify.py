@@ -1,0 +1,139 @@
+"""Drafter-verified edits: the refiner proposes, the drafter decides.
+
+A greedy draft sits close to the drafter's own optimum, and a refiner that re-predicts a blanked token alone is a
+worse predictor than the drafter, so an unchecked refine pass makes drafts worse. Here every change the refine loop
+proposes is scored before it is kept:
+
+    score = drafter gain + weight x refiner gain
+
+* drafter gain: the drafter's teacher-forced log-likelihood of the tokens the change affects, minus the same for the
+  draft. Changes closer than `window` tokens to each other form one group (they interact), and a group affects its
+  changed tokens and the `window` tokens after the last one, up to and including the end token of each version, so
+  an appended text pays for its own end token as the draft paid for its own. One parallel drafter pass over the
+  proposed canvas gives every group's figure (the draft's comes from the pass that built the proposal prior).
+* refiner gain: the refiner's log-prob of each new token minus that of the token it replaces, at the step that
+  committed it, summed over the group. At weight 0 nothing the drafter dislikes gets through.
+
+A group is kept when its score is above 0; otherwise the draft's tokens come back. This holds for the slack too:
+text is appended only when it scores.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from hybrid.models import cache_keyword
+
+
+@dataclass
+class Proposal:
+    """One group of proposed changes in one row, with its verification."""
+
+    row: int
+    start: int  # first changed canvas position
+    end: int  # last changed canvas position (inclusive)
+    old_ids: list[int]  # the draft's tokens at start..end
+    new_ids: list[int]  # the proposal's tokens at start..end
+    drafter_gain: float
+    refiner_gain: float
+    score: float
+    accepted: bool
+
+
+@dataclass
+class DrafterPrompt:
+    cache: object
+    attention_mask: torch.Tensor  # (B, P)
+    next_position: torch.Tensor  # (B, 1)
+    last_logits: torch.Tensor  # (B, V)
+
+
+class DrafterScorer:
+    """Teacher-forced log-probs of canvas tokens under the plain causal drafter, its prompt encoded once.
+
+    `model` is any Hugging Face causal LM; `plain` a context in which it runs as the drafter (the refiner's
+    `adapter_disabled`, since the refiner shares the drafter's weights)."""
+
+    def __init__(self, model, plain=nullcontext):
+        self.model = model
+        self.plain = plain
+        self._keyword = cache_keyword(model)
+
+    def encode_prompt(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> DrafterPrompt:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        with self.plain():
+            out = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1, **{self._keyword: cache})
+        return DrafterPrompt(cache, prompt_mask, positions[:, -1:] + 1, out.logits[:, -1].float())
+
+    def logprobs(self, state: DrafterPrompt, canvas: torch.Tensor) -> torch.Tensor:
+        """(B, L, V): [b, i] is the drafter's log-distribution of canvas token i given the prompt and canvas[:i]."""
+        batch, length = canvas.shape
+        prompt_len = state.attention_mask.shape[1]
+        mask = torch.cat([state.attention_mask, torch.ones_like(canvas)], dim=1)
+        positions = state.next_position + torch.arange(length, device=canvas.device)
+        with self.plain():
+            out = self.model(input_ids=canvas, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=length, **{self._keyword: state.cache})
+        state.cache.crop(-length)  # keep only the prompt for the next pass
+        logits = torch.cat([state.last_logits[:, None], out.logits[:, :-1].float()], dim=1)
+        return logits.log_softmax(-1)
+
+
+def gather_tokens(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, L): logp[b, i, tokens[b, i]], ids beyond the vocabulary clamped."""
+    return logp.gather(-1, tokens.clamp(max=logp.shape[-1] - 1)[..., None]).squeeze(-1)
+
+
+def verify_changes(original: torch.Tensor, proposed: torch.Tensor, original_logp: torch.Tensor, proposed_logp: torch.Tensor,
+                   refiner_gain: torch.Tensor, editable: torch.Tensor, end_ids: set[int], window: int,
+                   weight: float) -> tuple[torch.Tensor, list[Proposal]]:
+    """Keep the groups of changes whose score is above 0 (see the module docstring); return (canvas, proposals).
+
+    `original_logp`/`proposed_logp` (B, L): the drafter's log-prob of each version's token; `refiner_gain` (B, L):
+    the refiner's log-prob of the proposed token minus that of the original one."""
+    final = torch.where(editable, proposed, original)
+    changed = (proposed != original) & editable
+    proposals = []
+    for row in changed.any(1).nonzero().flatten().tolist():
+        positions = changed[row].nonzero().flatten().tolist()
+        ends = (_first_end(original[row], end_ids), _first_end(proposed[row], end_ids))
+        for start, end in _groups(positions, window):
+            old_to = min(end + window, _end_after(ends[0], start, original.shape[1]))
+            new_to = min(end + window, _end_after(ends[1], start, proposed.shape[1]))
+            drafter_gain = float(proposed_logp[row, start : new_to + 1].sum() - original_logp[row, start : old_to + 1].sum())
+            group = changed[row, start : end + 1]
+            refiner = float((refiner_gain[row, start : end + 1] * group).sum())
+            score = drafter_gain + weight * refiner
+            accepted = score > 0
+            if not accepted:
+                final[row, start : end + 1] = original[row, start : end + 1]
+            proposals.append(Proposal(row, start, end, original[row, start : end + 1].tolist(), proposed[row, start : end + 1].tolist(),
+                                      drafter_gain, refiner, score, accepted))
+    return final, proposals
+
+
+def _groups(positions: list[int], window: int) -> list[tuple[int, int]]:
+    """Runs of sorted positions in which each is at most `window` after the previous one, as (first, last)."""
+    groups = []
+    for position in positions:
+        if groups and position - groups[-1][1] <= window:
+            groups[-1][1] = position
+        else:
+            groups.append([position, position])
+    return [tuple(g) for g in groups]
+
+
+def _first_end(tokens: torch.Tensor, end_ids: set[int]) -> list[int]:
+    return [i for i, token in enumerate(tokens.tolist()) if token in end_ids]
+
+
+def _end_after(ends: list[int], start: int, length: int) -> int:
+    """The first end token at or after `start` (inclusive), else the last position."""
+    return next((i for i in ends if i >= start), length - 1)

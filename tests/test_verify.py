@@ -1,0 +1,113 @@
+"""Drafter-verified edits: the refiner proposes, the drafter keeps only what raises its likelihood."""
+
+import torch
+
+from hybrid.verify import _groups, verify_changes
+
+END = 0
+
+
+def drafter_logp(canvas, target, good=-0.1, bad=-5.0):
+    """An oracle drafter: the target token at each position is likely, any other token unlikely."""
+    return torch.where(canvas == target, torch.full(canvas.shape, good), torch.full(canvas.shape, bad))
+
+
+def test_groups_chain_changes_within_the_window():
+    assert _groups([1, 3, 12, 13, 30], 4) == [(1, 3), (12, 13), (30, 30)]
+    assert _groups([], 4) == []
+
+
+def test_rejects_a_planted_bad_edit_and_keeps_a_planted_good_one():
+    target = torch.tensor([[5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9, END, END]])
+    draft = target.clone()
+    draft[0, 3] = 1  # the draft is wrong at 3
+    proposed = draft.clone()
+    proposed[0, 3] = 8  # good: back to the target
+    proposed[0, 15] = 2  # bad: breaks a right token
+    editable = torch.ones_like(draft, dtype=torch.bool)
+    final, proposals = verify_changes(draft, proposed, drafter_logp(draft, target), drafter_logp(proposed, target),
+                                      torch.zeros(draft.shape), editable, {END}, window=4, weight=0.0)
+    assert torch.equal(final, target)
+    assert [(p.start, p.accepted) for p in proposals] == [(3, True), (15, False)]
+    assert proposals[0].drafter_gain > 0 > proposals[1].drafter_gain
+
+
+def test_refiner_evidence_can_outweigh_the_drafter_only_when_weighted():
+    target = torch.tensor([[5, 6, 7, 8, 9, END]])
+    proposed = target.clone()
+    proposed[0, 2] = 3  # the drafter dislikes it; the refiner is sure of it
+    gain = torch.zeros(target.shape)
+    gain[0, 2] = 2.0
+    editable = torch.ones_like(target, dtype=torch.bool)
+    args = (target, proposed, drafter_logp(target, target), drafter_logp(proposed, target), gain, editable, {END})
+    at_zero, _ = verify_changes(*args, window=2, weight=0.0)
+    heavy, proposals = verify_changes(*args, window=2, weight=5.0)
+    assert torch.equal(at_zero, target)  # weight 0: nothing the drafter dislikes gets through
+    assert heavy[0, 2] == 3 and proposals[0].score > 0
+
+
+def test_slack_text_is_appended_only_when_it_scores():
+    draft = torch.tensor([[5, 6, 7, END, END, END]])  # the draft ended after 3 tokens; 3 slack slots
+    appended = torch.tensor([[5, 6, 7, 8, 9, END]])
+    editable = torch.ones_like(draft, dtype=torch.bool)
+    likes_ending = torch.tensor([[-0.1, -0.1, -0.1, -0.2, -3.0, -3.0]])  # the drafter wants the text to end at 3
+    likes_more = torch.tensor([[-0.1, -0.1, -0.1, -4.0, -4.0, -4.0]])  # ... or not
+    appended_logp = torch.tensor([[-0.1, -0.1, -0.1, -0.5, -0.5, -0.5]])
+    kept, _ = verify_changes(draft, appended, likes_more, appended_logp, torch.zeros(draft.shape), editable, {END}, 8, 0.0)
+    refused, proposals = verify_changes(draft, appended, likes_ending, appended_logp, torch.zeros(draft.shape), editable, {END}, 8, 0.0)
+    assert torch.equal(kept, appended)
+    assert torch.equal(refused, draft) and not proposals[0].accepted
+    # the draft is charged for its own end token only, the appended text for its tokens and its end
+    assert abs(proposals[0].drafter_gain - (-1.5 - (-0.2))) < 1e-6
+
+
+def test_only_editable_positions_are_proposed():
+    draft = torch.tensor([[5, 6, 7, END]])
+    proposed = torch.tensor([[5, 6, 7, 9]])
+    editable = torch.tensor([[True, True, True, False]])  # batch padding
+    final, proposals = verify_changes(draft, proposed, torch.zeros(draft.shape), torch.zeros(draft.shape),
+                                      torch.zeros(draft.shape), editable, {END}, 4, 0.0)
+    assert proposals == [] and torch.equal(final, draft)
+
+
+def test_drafter_scorer_gives_the_drafts_own_log_probs(tiny_pipeline):
+    """The teacher-forced pass over a greedy draft reproduces drafting's log-probs (prompt cache reused, then cropped)."""
+    from hybrid.verify import DrafterScorer, gather_tokens
+
+    pipe = tiny_pipeline
+    draft = pipe.draft(["a b c", "a much longer prompt here"], max_new_tokens=6, ignore_eos=True)
+    scorer = DrafterScorer(pipe.refiner.model, pipe.refiner.adapter_disabled)
+    with torch.inference_mode():
+        state = scorer.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask)
+        for _ in range(2):  # the cache holds only the prompt after each pass
+            logp = scorer.logprobs(state, draft.token_ids)
+            assert torch.allclose(gather_tokens(logp, draft.token_ids), draft.logprobs, atol=1e-4)
+            assert torch.equal(logp.argmax(-1), draft.token_ids)  # greedy: the draft is the drafter's argmax
+
+
+def test_zero_residual_returns_the_greedy_draft(tiny_pipeline):
+    """With the refiner's weight at 0 the product is the drafter itself: unverified, the hybrid gives back the draft."""
+    pipe = tiny_pipeline
+    draft = pipe.draft(["a b c", "tell me more"], max_new_tokens=8, ignore_eos=True)
+    pipe.refiner.residual_weight = 0.0
+    try:
+        results = pipe(["a b c", "tell me more"], max_new_tokens=8, refine_steps=4, strength=1.0, draft=draft, verify=False,
+                       slack=0, select="random", seed=0)
+    finally:
+        pipe.refiner.residual_weight = 1.0
+    raw = pipe(["a b c", "tell me more"], max_new_tokens=8, refine_steps=4, strength=1.0, draft=draft, verify=False, slack=0,
+               product=False, select="random", seed=0)
+    for row, result in enumerate(results):
+        assert result.token_ids == draft.token_ids[row].tolist()
+    assert any(r.token_ids != draft.token_ids[i].tolist() for i, r in enumerate(raw))  # the random refiner alone does change it
+
+
+def test_trace_lists_every_proposal_with_its_verdict(tiny_pipeline):
+    result = tiny_pipeline("a b c", max_new_tokens=8, refine_steps=4, strength=1.0, trace=True, product=False, seed=0)
+    assert result.proposals, "a random refiner proposes changes"
+    for proposal in result.proposals:
+        assert set(proposal) == {"start", "end", "old", "new", "drafter_gain", "refiner_gain", "score", "accepted"}
+        assert proposal["accepted"] == (proposal["score"] > 0)
+    kept = [p for p in result.proposals if p["accepted"]]
+    changed = [i for i, t in enumerate(result.token_ids) if i >= len(result.draft_token_ids) or t != result.draft_token_ids[i]]
+    assert all(any(p["start"] <= i <= p["end"] for p in kept) for i in changed)  # every change in the text was verified
