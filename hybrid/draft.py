@@ -151,6 +151,19 @@ class Drafter:
         prompt_ids, prompt_mask = self.encode_prompts(prompts, config.max_new_tokens)
         return self._decode_loop(prompt_ids, prompt_mask, config, generator)
 
+    @torch.inference_mode()
+    def generate_ids(self, prompts: list[list[int]], config: DraftConfig | None = None) -> Draft:
+        """Draft from prompts already tokenised (and formatted) as the Drafter formats them, e.g. training windows."""
+        config = config or DraftConfig()
+        config.validate()
+        if not prompts or not all(prompts):
+            raise HybridError("no prompts given, or an empty one")
+        width, pad = max(len(r) for r in prompts), self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in prompts], dtype=torch.long, device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in prompts], dtype=torch.long, device=self.model.device)
+        generator = torch.Generator(device=self.model.device).manual_seed(config.seed) if config.seed is not None else None
+        return self._decode_loop(ids, mask, config, generator)
+
     def _choose(self, logits: torch.Tensor, config: DraftConfig, generator) -> torch.Tensor:
         if config.temperature == 0.0:
             return logits.argmax(dim=-1)

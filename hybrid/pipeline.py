@@ -197,6 +197,7 @@ class HybridPipeline:
         return [self._result(row, prompts[row], draft, final_ids[row], output, mode, sampler_config, timings) for row in range(len(prompts))]
 
     def _drafting(self):
+        """The context drafting runs in: the shared backbone without the refiner's LoRA."""
         return self.refiner.adapter_disabled() if self.refiner is not None else nullcontext()
 
     def _refine(self, prompts, draft, draft_config: DraftConfig, sampler_config: SamplerConfig, generator):
@@ -219,6 +220,8 @@ class HybridPipeline:
             anchor = torch.full_like(canvas, -1)
             anchor[:, : draft.token_ids.shape[1]] = draft.token_ids
             anchor[torch.arange(canvas.shape[1], device=canvas.device)[None] >= torch.tensor(draft.lengths, device=canvas.device)[:, None]] = -1
+            if refiner.config.renoised_input == "draft":
+                state.shown = anchor  # a re-noised slot shows its draft token (marked); the slack shows the mask
         total = prompt_ids.shape[1] + canvas.shape[1]
         if total > self.drafter.context_length:
             raise HybridError(f"prompt plus canvas is {total} tokens, beyond the model's context of {self.drafter.context_length}")

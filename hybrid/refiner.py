@@ -61,6 +61,9 @@ class RefinerConfig:
     # Proposals come from log p_drafter + residual_weight x log p_refiner (hybrid.sampler): the weight the refiner was
     # trained through, or (for refiners trained before the product objective) the best untrained weight measured.
     residual_weight: float = 1.0
+    # What a re-noised slot shows the lower layers: "mask" (the mask embedding) or "draft" (the draft's token there,
+    # marked for the top layers by mask_marker; needs bidirectional_layers > 0). The slack always shows the mask.
+    renoised_input: str = "mask"
     training: dict = field(default_factory=dict)  # the recipe settings it was trained with, for the record
 
 
@@ -93,6 +96,7 @@ class PromptState:
     attention_mask: torch.Tensor  # (B, P)
     next_position: torch.Tensor  # (B, 1): position id of canvas slot 0
     last_logits: torch.Tensor  # (B, V): predicts canvas slot 0 (the AR shift)
+    shown: torch.Tensor | None = None  # (B, L) with renoised_input "draft": the draft token under each mask (-1: none)
     canvas_keys: list | None = None  # per layer (B, H, L, D): the canvas keys of the last pass (approximate reuse)
     canvas_values: list | None = None
     passes_since_refresh: int = 0
@@ -126,6 +130,7 @@ class Refiner(nn.Module):
         embed = base_model.get_input_embeddings().weight.detach().float()
         self.mask_embedding = nn.Parameter(embed.mean(dim=0).to(embed.device), requires_grad=not partial)
         self.mask_marker = nn.Parameter(torch.zeros_like(self.mask_embedding)) if partial else None
+        self.check_renoised_input()
         self.residual_weight = float(config.residual_weight)
         self.detection_head = None
         if config.detection_head:
@@ -136,6 +141,11 @@ class Refiner(nn.Module):
         self.cache_refresh = 0
         self._model_cache_keyword = cache_keyword(self.model)
         self._layer_cache_keyword = cache_keyword(self.model.get_base_model().model.layers[0])
+
+    def check_renoised_input(self) -> None:
+        """A re-noised slot can show the draft token only where a marker tells the top layers it is a guess."""
+        if self.config.renoised_input not in ("mask", "draft") or (self.config.renoised_input == "draft" and self.mask_marker is None):
+            raise HybridError(f"renoised_input must be mask, or draft with bidirectional_layers > 0; got {self.config.renoised_input!r}")
 
     def add_detection_head(self, layers: list[int] = (), neighbours: int = 0) -> None:
         """Attach a fresh replaced-token detector reading the outputs of decoder `layers` (negative: counted from the
@@ -252,9 +262,13 @@ class Refiner(nn.Module):
         """Context in which the shared backbone runs as the plain drafter (LoRA layers bypassed)."""
         return self.model.disable_adapter()
 
-    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+    def _embed(self, ids: torch.Tensor, shown: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings, the mask embedding at masks, or where `shown` (B, L) holds a token (>= 0), that token's."""
         table = self.model.get_input_embeddings()
         is_mask = ids == self.mask_token_id
+        if shown is not None:
+            ids = torch.where(is_mask & (shown >= 0), shown, ids)
+            is_mask = ids == self.mask_token_id
         embeds = table(ids.masked_fill(is_mask, 0))
         return torch.where(is_mask[..., None], self.mask_embedding.to(embeds.dtype), embeds)
 
@@ -310,7 +324,8 @@ class Refiner(nn.Module):
             earlier = (key_positions[None, :] <= positions[:, None])[None].expand(batch, -1, -1)
             causal = torch.cat([prompt[:, None, :].expand(-1, len(positions), -1), earlier], dim=2)[:, None]
         ids = canvas[:, positions]
-        return self._layers(self._embed(ids), ids == self.mask_token_id, state.next_position + positions, both_ways, causal,
+        shown = state.shown[:, positions] if state.shown is not None else None
+        return self._layers(self._embed(ids, shown), ids == self.mask_token_id, state.next_position + positions, both_ways, causal,
                             state.cache, taps)
 
     def _layers(self, embeds: torch.Tensor, is_mask: torch.Tensor, position_ids: torch.Tensor, both_ways: torch.Tensor,
@@ -383,22 +398,23 @@ class Refiner(nn.Module):
             return token_logprob(logits, canvas).exp()
         return torch.sigmoid(self.detection_head(self._detection_features(hidden, taps, logits, canvas)))
 
-    def forward(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor, detect: bool = False):
+    def forward(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor, detect: bool = False,
+                shown: torch.Tensor | None = None):
         """One pass over prompt and canvas together (training): the same logits as encode_prompt + canvas_logits.
 
         With `detect`, (logits, keep-logits or None) as `forward_with_detection` (a wrapped model, such as DDP's,
-        only exposes `forward`)."""
-        logits, keep = self.forward_with_detection(prompt_ids, prompt_attention_mask, canvas, detect=detect)
+        only exposes `forward`). `shown` (B, L): the tokens under the masks for renoised_input "draft" refiners."""
+        logits, keep = self.forward_with_detection(prompt_ids, prompt_attention_mask, canvas, detect=detect, shown=shown)
         return (logits, keep) if detect else logits
 
     def forward_with_detection(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor,
-                               detect: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                               detect: bool = True, shown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logits (B, L, V), keep-logits (B, L) of the detection head or None) from one pass (training)."""
-        logits, features = self.pass_with_detection_features(prompt_ids, prompt_attention_mask, canvas, detect)
+        logits, features = self.pass_with_detection_features(prompt_ids, prompt_attention_mask, canvas, detect, shown)
         return logits, None if features is None else self.detection_head(features)
 
     def pass_with_detection_features(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor,
-                                     detect: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                                     detect: bool = True, shown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logits (B, L, V), the detection head's raw features (B, L, D) or None) from one pass over prompt and canvas."""
         batch, prompt_len = prompt_ids.shape
         length = canvas.shape[1]
@@ -411,8 +427,10 @@ class Refiner(nn.Module):
         prompt_positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
         positions = torch.cat([prompt_positions, prompt_positions[:, -1:] + 1 + torch.arange(length, device=canvas.device)], dim=1)
         ids = torch.cat([prompt_ids, canvas], dim=1)
+        if shown is not None:
+            shown = torch.cat([torch.full_like(prompt_ids, -1), shown], dim=1)
         taps = {} if detect and self.detection_head is not None else None
-        hidden = self._layers(self._embed(ids), ids == self.mask_token_id, positions, both_ways, strictly_causal, taps=taps)
+        hidden = self._layers(self._embed(ids, shown), ids == self.mask_token_id, positions, both_ways, strictly_causal, taps=taps)
         # The AR shift: the prompt's last position predicts slot 0, canvas position i - 1 predicts slot i.
         logits = self.model.get_base_model().lm_head(hidden[:, prompt_len - 1 : -1]).float()
         if taps is None:

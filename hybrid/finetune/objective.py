@@ -36,6 +36,8 @@ class Corruption:
     canvas: torch.Tensor  # (B, L) what the refiner sees
     masked: torch.Tensor  # (B, L) bool
     substituted: torch.Tensor  # (B, L) bool
+    shown: torch.Tensor | None = None  # (B, L) the token shown under each mask (-1: the mask itself), see shown_tokens
+    drafter_logits: torch.Tensor | None = None  # (B, L, V) the drafter's teacher-forced logits, when they were needed
 
 
 def collate(examples, pad_id: int, end_id: int, slack: int) -> Batch:
@@ -83,13 +85,27 @@ def corrupt(batch: Batch, substitutes: torch.Tensor, mask_id: int, config: Objec
 
 
 def corrupt_batch(refiner, batch: Batch, config: ObjectiveSection, generator: torch.Generator) -> Corruption:
-    """The objective's corruption of one batch: drafter substitutes where the recipe asks for them, then masking."""
-    substitutes = batch.target_ids
+    """The objective's corruption of one batch: drafter substitutes where the recipe asks for them, then masking.
+    The drafter's logits are computed once, when substitutes, the product objective or the shown draft tokens need them."""
+    substitutes, logits = batch.target_ids, None
+    if config.substitution_rate > 0 or config.residual_weight > 0 or refiner.config.renoised_input == "draft":
+        logits = drafter_logits(refiner, batch)
     if config.substitution_rate > 0:
-        substitutes = drafter_substitutes(refiner, batch, config.substitute_top_k, generator)
+        substitutes = drafter_substitutes(refiner, batch, config.substitute_top_k, generator, logits=logits)
         if config.random_substitute_share > 0:
             substitutes = random_substitutes(batch, substitutes, refiner.mask_token_id, config.random_substitute_share, generator)
-    return corrupt(batch, substitutes, refiner.mask_token_id, config, generator)
+    corruption = corrupt(batch, substitutes, refiner.mask_token_id, config, generator)
+    corruption.drafter_logits = logits
+    corruption.shown = shown_tokens(refiner, logits, corruption.masked)
+    return corruption
+
+
+def shown_tokens(refiner, logits: torch.Tensor | None, masked: torch.Tensor) -> torch.Tensor | None:
+    """What a refiner with `renoised_input: draft` sees under each mask: the drafter's own guess there (its
+    teacher-forced argmax, as a greedy draft holds it), marked for the top layers; None for `mask` refiners."""
+    if refiner.config.renoised_input != "draft":
+        return None
+    return torch.where(masked, logits.argmax(-1), torch.full_like(masked, -1, dtype=torch.long))
 
 
 def random_substitutes(batch: Batch, substitutes: torch.Tensor, vocab: int, share: float, generator: torch.Generator) -> torch.Tensor:
@@ -102,10 +118,20 @@ def random_substitutes(batch: Batch, substitutes: torch.Tensor, vocab: int, shar
     return torch.where(pick, uniform, substitutes)
 
 
+def combine(drafter_logits: torch.Tensor, refiner_logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """The proposal distribution's logits: log p_drafter + weight x log p_refiner (the sampler's product)."""
+    return drafter_logits.float().log_softmax(-1) + weight * refiner_logits.float().log_softmax(-1)
+
+
 def loss_terms(logits: torch.Tensor, batch: Batch, corruption: Corruption, clean_weight: float,
-               keep_logits: torch.Tensor | None = None, detection_weight: float = 0.0) -> dict[str, torch.Tensor]:
+               keep_logits: torch.Tensor | None = None, detection_weight: float = 0.0,
+               residual_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Cross-entropy against the clean target, weighted by what happened to each position; with a detection head,
-    plus `detection_weight` x the binary cross-entropy of telling substituted visible tokens from original ones."""
+    plus `detection_weight` x the binary cross-entropy of telling substituted visible tokens from original ones.
+    With `residual_weight` > 0 the cross-entropy is taken on the product with the drafter (`combine`), so the refiner
+    learns only what its view of the whole canvas adds to the drafter's prediction."""
+    if residual_weight > 0:
+        logits = combine(corruption.drafter_logits, logits, residual_weight)
     token_loss = F.cross_entropy(logits.flatten(0, 1), batch.target_ids.flatten(), reduction="none").view_as(batch.target_ids)
     clean = batch.valid & ~corruption.masked & ~corruption.substituted
     weights = corruption.masked.float() + corruption.substituted.float() + clean_weight * clean.float()

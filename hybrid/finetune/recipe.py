@@ -57,6 +57,8 @@ class ObjectiveSection:
     detection_weight: float = 0.0  # > 0: add a replaced-token detection head, trained with this loss weight
     detection_layers: list[int] = field(default_factory=list)  # decoder layers the head reads (negative: from the top; []: final state)
     detection_neighbours: int = 0  # the head also reads this many positions on each side of a token
+    residual_weight: float = 0.0  # > 0: the loss is taken on log p_drafter + w log p_refiner (0: on the refiner alone)
+    renoised_input: str = "mask"  # what a masked slot shows the lower layers: mask | draft (the drafter's guess, marked)
 
 
 @dataclass
@@ -169,6 +171,8 @@ def validate(recipe: Recipe) -> Recipe:
         (all(isinstance(i, int) and not isinstance(i, bool) for i in recipe.objective.detection_layers),
          "objective.detection_layers must be a list of layer indices (integers)"),
         (recipe.objective.detection_neighbours >= 0, "objective.detection_neighbours must be 0 or more"),
+        (0 <= recipe.objective.residual_weight <= 10, "objective.residual_weight must be in [0, 10] (0: the refiner alone)"),
+        (recipe.objective.renoised_input in ("mask", "draft"), "objective.renoised_input must be mask or draft"),
         (recipe.train.head_epochs >= 1, "train.head_epochs must be at least 1"),
         (recipe.train.train_lora or recipe.objective.detection_weight > 0,
          "train.train_lora is false but objective.detection_weight is 0: nothing would train"),

@@ -95,6 +95,13 @@ class RefinerTrainer:
             refiner = Refiner.create(model, recipe.model.base, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout,
                                      training=training, bidirectional_layers=recipe.lora.bidirectional_layers)
         objective = recipe.objective
+        if objective.residual_weight > 0:  # proposals then combine with the weight the refiner was trained through
+            refiner.config.residual_weight = refiner.residual_weight = objective.residual_weight
+        if objective.renoised_input != refiner.config.renoised_input:
+            if recipe.model.init_refiner and not recipe.train.train_lora:
+                raise HybridError(f"objective.renoised_input {objective.renoised_input!r} differs from the initial refiner's: that needs LoRA training")
+            refiner.config.renoised_input = objective.renoised_input
+            refiner.check_renoised_input()
         same_head = refiner.has_detection_head(objective.detection_layers, objective.detection_neighbours)
         # A head-only run always fits a fresh head (the same recipe gives the same head whatever the folder held);
         # LoRA training keeps an initial head of the recipe's layout and trains it on.
@@ -140,8 +147,9 @@ class RefinerTrainer:
             batch, generator = self._batch(step, micro)
             corruption = corrupt_batch(unwrapped, batch, objective, generator)
             with self.accelerator.autocast():
-                logits, keep = self.refiner(batch.prompt_ids, batch.prompt_mask, corruption.canvas, detect=True)
-                terms = loss_terms(logits, batch, corruption, objective.clean_weight, keep, objective.detection_weight)
+                logits, keep = self.refiner(batch.prompt_ids, batch.prompt_mask, corruption.canvas, detect=True, shown=corruption.shown)
+                terms = loss_terms(logits, batch, corruption, objective.clean_weight, keep, objective.detection_weight,
+                                   objective.residual_weight)
             self.accelerator.backward(terms["loss"] / accumulation)
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / accumulation
@@ -208,7 +216,7 @@ class RefinerTrainer:
 
     def _validate(self) -> dict:
         unwrapped = self.accelerator.unwrap_model(self.refiner)
-        figures = validate_refiner(unwrapped, self.validation_examples, self.pad_id, self.end_id)
+        figures = validate_refiner(unwrapped, self.validation_examples, self.pad_id, self.end_id, tokenizer=self.tokenizer)
         log.info("step %d validation: %s", self.step, figures)
         return figures.to_dict()
 
@@ -264,7 +272,7 @@ def validate_saved_refiner(recipe: Recipe, folder: str) -> dict:
     model, tokenizer = load_causal_lm(recipe.model.base, recipe.model.dtype)
     _, validation = recipe_examples(recipe, tokenizer)
     refiner = Refiner.load(folder, model)
-    return validate_refiner(refiner, validation, tokenizer.pad_token_id, tokenizer.eos_token_id).to_dict()
+    return validate_refiner(refiner, validation, tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer=tokenizer).to_dict()
 
 
 def run_recipe(recipe: Recipe, resume: bool = False) -> TrainResult:

@@ -9,7 +9,11 @@
   again with 10% of visible tokens replaced by tokens drawn uniformly from the vocabulary (blatant errors, which a
   detector trained only on plausible substitutes can miss; own generator, so the other figures stay comparable);
 - repair: the share of those replaced tokens that one hybrid refine pass (K = 8, positions chosen by refiner
-  confidence) restores exactly, and the share of original tokens it breaks.
+  confidence) restores exactly, and the share of original tokens it breaks;
+- the proposal distribution (log p_drafter + w log p_refiner, w the refiner's residual_weight) at 15% and 30% masking,
+  beside the drafter and the refiner alone on the same positions (own generators);
+- with a tokenizer: real drafts (hybrid.finetune.real_drafts): greedy drafts of the held-out prompts refined with the
+  pipeline's defaults (verified), and how often a kept edit moves a draft toward its reference and how often away.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from hybrid.auc import roc_auc
-from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes, random_substitutes
+from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes, random_substitutes, shown_tokens
 from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft, token_logprob
 
 
@@ -37,6 +41,15 @@ class ValidationFigures:
     repair_restored: float
     repair_broken: float
     substituted_tokens: int
+    combined_accuracy_15: float = float("nan")  # the proposal distribution at 15% masking
+    refiner_accuracy_15: float = float("nan")  # the refiner alone on the same positions (drawn apart from masked_accuracy_15)
+    drafter_accuracy_15_combined_positions: float = float("nan")
+    combined_accuracy_30: float = float("nan")
+    refiner_accuracy_30: float = float("nan")
+    drafter_accuracy_30: float = float("nan")
+    combined_positions: int = 0  # masked positions per rate
+    residual_weight: float = float("nan")
+    real_drafts: dict | None = None  # RealDraftFigures of the default hybrid on greedy drafts of the held-out prompts
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +57,7 @@ class ValidationFigures:
 
 @torch.no_grad()
 def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: int = 8, seed: int = 1234,
-                     repair_steps: int = 8, repair_strength: float = 0.2) -> ValidationFigures:
+                     repair_steps: int = 8, repair_strength: float = 0.2, tokenizer=None) -> ValidationFigures:
     was_training = refiner.training
     refiner.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -56,23 +69,34 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
     scores, probability_scores, labels = [], [], []
     random_scores, random_probability_scores, random_labels = [], [], []
     restored = broken = substituted_total = original_total = 0
+    product_generators = {rate: torch.Generator().manual_seed(seed + 3 + i) for i, rate in enumerate((0.15, 0.3))}
+    product = {rate: [0, 0, 0, 0] for rate in product_generators}  # combined, refiner, drafter hits; positions
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id, end_id, slack=0)
         device = refiner.mask_embedding.device
         batch.prompt_ids, batch.prompt_mask = batch.prompt_ids.to(device), batch.prompt_mask.to(device)
         batch.target_ids, batch.valid = batch.target_ids.to(device), batch.valid.to(device)
         # (a) masked accuracy against the drafter on the same positions
+        ar = drafter_logits(refiner, batch)  # one drafter pass serves (a), the substitutes of (b) and the shown tokens
         masked = _draw_positions(batch.valid, 0.5, generator)
-        logits = refiner(batch.prompt_ids, batch.prompt_mask, batch.target_ids.masked_fill(masked, mask_id))
+        logits = _fill(refiner, batch, ar, masked)
         hits += int(((logits.argmax(-1) == batch.target_ids) & masked).sum())
         masked_total += int(masked.sum())
-        ar = drafter_logits(refiner, batch)  # one drafter pass serves (a) and the substitutes of (b)
         drafter_hits += int(((ar.argmax(-1) == batch.target_ids) & masked).sum())
         light = _draw_positions(batch.valid, 0.15, light_generator)
-        light_logits = refiner(batch.prompt_ids, batch.prompt_mask, batch.target_ids.masked_fill(light, mask_id))
+        light_logits = _fill(refiner, batch, ar, light)
         light_hits += int(((light_logits.argmax(-1) == batch.target_ids) & light).sum())
         light_drafter_hits += int(((ar.argmax(-1) == batch.target_ids) & light).sum())
         light_total += int(light.sum())
+        # (a') the proposal distribution against either expert alone, on the same positions
+        drafter_logp = ar.float().log_softmax(-1)
+        for rate, rate_generator in product_generators.items():
+            chosen = _draw_positions(batch.valid, rate, rate_generator)
+            alone = _fill(refiner, batch, ar, chosen).float().log_softmax(-1)
+            combined = drafter_logp + refiner.residual_weight * alone
+            for slot, logp in enumerate((combined, alone, drafter_logp)):
+                product[rate][slot] += int(((logp.argmax(-1) == batch.target_ids) & chosen).sum())
+            product[rate][3] += int(chosen.sum())
         # (b) error detection on visible substitutions
         substitutes = drafter_substitutes(refiner, batch, 20, generator, logits=ar)
         replaced = _draw_positions(batch.valid, 0.1, generator)
@@ -92,13 +116,19 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         confidence = score_draft(refiner, state, corrupted)
         config = SamplerConfig(steps=repair_steps, strength=repair_strength, select="confidence", slack=0)
         canvas, _ = build_canvas(corrupted, None, lengths, config, end_id, mask_id, generator, scores=confidence)
+        if refiner.config.renoised_input == "draft":
+            state.shown = corrupted
         output = refine(refiner, state, canvas, config, editable=batch.valid)
         fixed = output.canvas[:, : corrupted.shape[1]] == batch.target_ids
         restored += int((fixed & replaced).sum())
         broken += int((~fixed & batch.valid & ~replaced).sum())
         substituted_total += int(replaced.sum())
         original_total += int((batch.valid & ~replaced).sum())
+    real = None
+    if tokenizer is not None:
+        real = _real_drafts(refiner, tokenizer, examples)
     refiner.train(was_training)
+    share = {rate: [hits / max(counts[3], 1) for hits in counts[:3]] for rate, counts in product.items()}
     return ValidationFigures(
         examples=len(examples), masked_accuracy=hits / max(masked_total, 1),
         drafter_accuracy_same_positions=drafter_hits / max(masked_total, 1), masked_accuracy_15=light_hits / max(light_total, 1),
@@ -107,8 +137,23 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         detection_auc_random=roc_auc(random_scores, random_labels),
         detection_auc_random_token_probability=roc_auc(random_probability_scores, random_labels),
         repair_restored=restored / max(substituted_total, 1), repair_broken=broken / max(original_total, 1),
-        substituted_tokens=substituted_total,
+        substituted_tokens=substituted_total, combined_accuracy_15=share[0.15][0], refiner_accuracy_15=share[0.15][1],
+        drafter_accuracy_15_combined_positions=share[0.15][2], combined_accuracy_30=share[0.3][0],
+        refiner_accuracy_30=share[0.3][1], drafter_accuracy_30=share[0.3][2], combined_positions=product[0.15][3],
+        residual_weight=refiner.residual_weight, real_drafts=real,
     )
+
+
+def _real_drafts(refiner, tokenizer, examples, max_new_tokens: int = 48) -> dict:
+    """The default hybrid (verified) on greedy drafts of the held-out prompts, against their reference continuations."""
+    from hybrid.draft import Drafter
+    from hybrid.finetune.real_drafts import refine_real_drafts
+    from hybrid.pipeline import HybridPipeline
+
+    pipe = HybridPipeline(Drafter(refiner.model.get_base_model(), tokenizer), refiner)
+    references = [tokenizer.decode(e.target_ids, skip_special_tokens=True) for e in examples]
+    figures, _ = refine_real_drafts(pipe, [e.prompt_ids for e in examples], references, max_new_tokens, seed=0)
+    return figures.to_dict()
 
 
 def _doubts(logits, keep, canvas, replaced, valid, scores: list, probability_scores: list, labels: list) -> None:
@@ -118,6 +163,12 @@ def _doubts(logits, keep, canvas, replaced, valid, scores: list, probability_sco
     probability_scores += (1 - probs)[valid].tolist()
     scores += (1 - (probs if keep is None else torch.sigmoid(keep)))[valid].tolist()
     labels += replaced[valid].long().tolist()
+
+
+def _fill(refiner, batch, drafter_logits, masked):
+    """The refiner's logits with `masked` target positions re-noised (showing what it would see in a draft)."""
+    canvas = batch.target_ids.masked_fill(masked, refiner.mask_token_id)
+    return refiner(batch.prompt_ids, batch.prompt_mask, canvas, shown=shown_tokens(refiner, drafter_logits, masked))
 
 
 def _draw_positions(valid: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,99 @@
+"""Choose the refine defaults (strength, K, verify weight) on validation splits that no report and no training uses.
+
+* continue-validation: the last windows of the held-out plays (the committed continue report uses the first 24),
+  general refiner;
+* summarize-validation: ACLSum's validation split (training uses train, the report test), summarize refiner.
+
+For every setting the same greedy drafts are refined; printed per setting: proposals, kept groups, texts changed, kept
+edits toward / away from the reference, reference words put in / taken out, unigram F1 draft -> refined, and the
+independent judge's verdict on the changed texts (perplexity lower = better, higher = worse). Run from the root:
+
+    .venv/bin/python evals/choose_defaults.py --output evals/defaults      # ~20 min on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def splits(continue_size: int, summarize_size: int):
+    from hybrid.evaluation.suite import load_examples, load_suite
+    from hybrid.finetune.data import SUMMARY_TEMPLATE, aclsum_pairs
+
+    suite, base = load_suite("continue")
+    windows = load_examples(suite, base)[-continue_size:]
+    papers = aclsum_pairs("validation")[:summarize_size]
+    return {
+        "continue-validation": ("general", [w.prompt for w in windows], [w.reference for w in windows], suite.max_new_tokens),
+        "summarize-validation": ("summarize", [SUMMARY_TEMPLATE.format(prompt=p.prompt) for p in papers], [p.target for p in papers], 96),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--continue-size", type=int, default=48)
+    parser.add_argument("--summarize-size", type=int, default=16)
+    parser.add_argument("--strengths", default="0.15,0.3,0.5")
+    parser.add_argument("--steps", default="2,8")
+    parser.add_argument("--weights", default="0,0.5,1,2")
+    parser.add_argument("--only", default="", help="run one split (continue-validation or summarize-validation)")
+    parser.add_argument("--output", type=Path, default=ROOT / "evals" / "defaults")
+    args = parser.parse_args()
+
+    import torch
+
+    from hybrid.evaluation.judge import Judge
+    from hybrid.finetune.real_drafts import score_refinements
+    from hybrid.pipeline import HybridPipeline
+
+    grid = list(itertools.product([float(x) for x in args.strengths.split(",")], [int(x) for x in args.steps.split(",")],
+                                  [float(x) for x in args.weights.split(",")]))
+    rows, texts = [], {}
+    for name, (refiner, prompts, references, max_new_tokens) in splits(args.continue_size, args.summarize_size).items():
+        if args.only and name != args.only:
+            continue
+        pipe = HybridPipeline.from_pretrained(refiner=refiner)
+        drafts = [pipe.draft(prompts[i : i + 8], max_new_tokens=max_new_tokens) for i in range(0, len(prompts), 8)]
+        for strength, steps, weight in grid:
+            results = []
+            for i, draft in zip(range(0, len(prompts), 8), drafts):
+                results += pipe(prompts[i : i + 8], max_new_tokens=max_new_tokens, refine_steps=steps, strength=strength,
+                                verify_weight=weight, draft=draft, trace=True, seed=0)
+            figures = score_refinements(results, references).to_dict()
+            key = f"{name} s{strength:g} K{steps} w{weight:g}"
+            texts[key] = [(r.draft_text, r.text) for r in results]
+            rows.append({"split": name, "strength": strength, "steps": steps, "verify_weight": weight,
+                         "refine_s": round(sum(r.timings.refine_s for r in results) / len(drafts), 2)} | figures)
+            print(key, json.dumps(figures), file=sys.stderr, flush=True)
+        del pipe
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    judge = Judge()
+    for row in rows:
+        pairs = [p for p in texts[f"{row['split']} s{row['strength']:g} K{row['steps']} w{row['verify_weight']:g}"] if p[0] != p[1]]
+        before = judge.perplexity([p[0] for p in pairs]) if pairs else []
+        after = judge.perplexity([p[1] for p in pairs]) if pairs else []
+        row["judge_better"] = sum(a < b for b, a in zip(before, after))
+        row["judge_worse"] = sum(a > b for b, a in zip(before, after))
+    args.output.mkdir(parents=True, exist_ok=True)
+    suffix = f"-{args.only}" if args.only else ""
+    (args.output / f"defaults{suffix}.json").write_text(json.dumps({"rows": rows, "texts": texts}, indent=1) + "\n")
+    header = ("| split | strength | K | verify weight | proposals | kept | texts changed | toward / away | ref. words in / out "
+              "| unigram F1 draft -> refined | judge better / worse | refine s per batch |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['split']} | {r['strength']:g} | {r['steps']} | {r['verify_weight']:g} | {r['proposals']} | {r['accepted']} "
+                     f"| {r['texts_changed']} / {r['drafts']} | {r['toward_reference']} / {r['away_from_reference']} "
+                     f"| {r['reference_words_in']} / {r['reference_words_out']} | {r['unigram_f1_draft']:.4f} -> {r['unigram_f1_refined']:.4f} "
+                     f"| {r['judge_better']} / {r['judge_worse']} | {r['refine_s']} |")
+    (args.output / f"defaults{suffix}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
