@@ -69,8 +69,7 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
     scores, probability_scores, labels = [], [], []
     random_scores, random_probability_scores, random_labels = [], [], []
     restored = broken = substituted_total = original_total = 0
-    product_generators = {rate: torch.Generator().manual_seed(seed + 3 + i) for i, rate in enumerate((0.15, 0.3))}
-    product = {rate: [0, 0, 0, 0] for rate in product_generators}  # combined, refiner, drafter hits; positions
+    product_generators, product = _product_counters(seed)
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id, end_id, slack=0)
         device = refiner.mask_embedding.device
@@ -88,15 +87,7 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         light_hits += int(((light_logits.argmax(-1) == batch.target_ids) & light).sum())
         light_drafter_hits += int(((ar.argmax(-1) == batch.target_ids) & light).sum())
         light_total += int(light.sum())
-        # (a') the proposal distribution against either expert alone, on the same positions
-        drafter_logp = ar.float().log_softmax(-1)
-        for rate, rate_generator in product_generators.items():
-            chosen = _draw_positions(batch.valid, rate, rate_generator)
-            alone = _fill(refiner, batch, ar, chosen).float().log_softmax(-1)
-            combined = drafter_logp + refiner.residual_weight * alone
-            for slot, logp in enumerate((combined, alone, drafter_logp)):
-                product[rate][slot] += int(((logp.argmax(-1) == batch.target_ids) & chosen).sum())
-            product[rate][3] += int(chosen.sum())
+        _count_product_hits(refiner, batch, ar, product_generators, product)
         # (b) error detection on visible substitutions
         substitutes = drafter_substitutes(refiner, batch, 20, generator, logits=ar)
         replaced = _draw_positions(batch.valid, 0.1, generator)
@@ -128,7 +119,7 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
     if tokenizer is not None:
         real = _real_drafts(refiner, tokenizer, examples)
     refiner.train(was_training)
-    share = {rate: [hits / max(counts[3], 1) for hits in counts[:3]] for rate, counts in product.items()}
+    share = _shares(product)
     return ValidationFigures(
         examples=len(examples), masked_accuracy=hits / max(masked_total, 1),
         drafter_accuracy_same_positions=drafter_hits / max(masked_total, 1), masked_accuracy_15=light_hits / max(light_total, 1),
@@ -163,6 +154,51 @@ def _doubts(logits, keep, canvas, replaced, valid, scores: list, probability_sco
     probability_scores += (1 - probs)[valid].tolist()
     scores += (1 - (probs if keep is None else torch.sigmoid(keep)))[valid].tolist()
     labels += replaced[valid].long().tolist()
+
+
+@dataclass
+class ProductFigures:
+    """Fill accuracy of the proposal distribution and of either expert alone on the same masked positions."""
+
+    rate: float
+    positions: int
+    combined: float
+    refiner: float
+    drafter: float
+    residual_weight: float
+
+
+@torch.no_grad()
+def product_accuracy(refiner, examples, pad_id: int, end_id: int, batch_size: int = 8, seed: int = 1234) -> list[ProductFigures]:
+    """`ProductFigures` at 15% and 30% masking (the same draws as validate_refiner's for the same examples and seed)."""
+    generators, counts = _product_counters(seed)
+    device = refiner.mask_embedding.device
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size], pad_id, end_id, slack=0)
+        for name in ("prompt_ids", "prompt_mask", "target_ids", "valid"):
+            setattr(batch, name, getattr(batch, name).to(device))
+        _count_product_hits(refiner, batch, drafter_logits(refiner, batch), generators, counts)
+    return [ProductFigures(rate, counts[rate][3], *share, refiner.residual_weight) for rate, share in _shares(counts).items()]
+
+
+def _product_counters(seed: int):
+    generators = {rate: torch.Generator().manual_seed(seed + 3 + i) for i, rate in enumerate((0.15, 0.3))}
+    return generators, {rate: [0, 0, 0, 0] for rate in generators}  # combined, refiner, drafter hits; positions
+
+
+def _count_product_hits(refiner, batch, ar, generators, counts) -> None:
+    drafter_logp = ar.float().log_softmax(-1)
+    for rate, generator in generators.items():
+        chosen = _draw_positions(batch.valid, rate, generator)
+        alone = _fill(refiner, batch, ar, chosen).float().log_softmax(-1)
+        combined = drafter_logp + refiner.residual_weight * alone
+        for slot, logp in enumerate((combined, alone, drafter_logp)):
+            counts[rate][slot] += int(((logp.argmax(-1) == batch.target_ids) & chosen).sum())
+        counts[rate][3] += int(chosen.sum())
+
+
+def _shares(counts) -> dict:
+    return {rate: [hits / max(c[3], 1) for hits in c[:3]] for rate, c in counts.items()}
 
 
 def _fill(refiner, batch, drafter_logits, masked):

