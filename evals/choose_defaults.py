@@ -2,7 +2,7 @@
 
 * continue-validation: the last windows of the held-out plays (the committed continue report uses the first 24),
   general refiner;
-* summarize-validation: ACLSum's validation split (training uses train, the report test), summarize refiner.
+* summarize-validation: ACLSum's validation split ("val"; training uses train, the report test), summarize refiner.
 
 For every setting the same greedy drafts are refined; printed per setting: proposals, kept groups, texts changed, kept
 edits toward / away from the reference, reference words put in / taken out, unigram F1 draft -> refined, and the
@@ -28,7 +28,7 @@ def splits(continue_size: int, summarize_size: int):
 
     suite, base = load_suite("continue")
     windows = load_examples(suite, base)[-continue_size:]
-    papers = aclsum_pairs("validation")[:summarize_size]
+    papers = aclsum_pairs("val")[:summarize_size]
     return {
         "continue-validation": ("general", [w.prompt for w in windows], [w.reference for w in windows], suite.max_new_tokens),
         "summarize-validation": ("summarize", [SUMMARY_TEMPLATE.format(prompt=p.prompt) for p in papers], [p.target for p in papers], 96),
@@ -69,7 +69,7 @@ def main() -> None:
             key = f"{name} s{strength:g} K{steps} w{weight:g}"
             texts[key] = [(r.draft_text, r.text) for r in results]
             rows.append({"split": name, "strength": strength, "steps": steps, "verify_weight": weight,
-                         "refine_s": round(sum(r.timings.refine_s for r in results) / len(drafts), 2)} | figures)
+                         "refine_s": round(sum(r.timings.refine_s for r in results) / len(results), 2)} | figures)
             print(key, json.dumps(figures), file=sys.stderr, flush=True)
         del pipe
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -84,7 +84,7 @@ def main() -> None:
     suffix = f"-{args.only}" if args.only else ""
     (args.output / f"defaults{suffix}.json").write_text(json.dumps({"rows": rows, "texts": texts}, indent=1) + "\n")
     header = ("| split | strength | K | verify weight | proposals | kept | texts changed | toward / away | ref. words in / out "
-              "| unigram F1 draft -> refined | judge better / worse | refine s per batch |")
+              "| unigram F1 draft -> refined | judge better / worse | refine s per batch of 8 |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['split']} | {r['strength']:g} | {r['steps']} | {r['verify_weight']:g} | {r['proposals']} | {r['accepted']} "

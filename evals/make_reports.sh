@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Rebuilds the committed reports in evals/reports/ for the shipped defaults (~25 min on 2 CPU cores):
+# Rebuilds the committed reports in evals/reports/ for the shipped defaults (hybrid at K=2, the default, and K=8):
 # summarize on 16 ACLSum test papers (summarize refiner), continue on 24 held-out Shakespeare windows and all 185
 # fact probes (general refiner), each with the metric validations in its header.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hybrid=${HYBRID:-.venv/bin/hybrid}
-"$hybrid" eval summarize --limit 16 --validate
-"$hybrid" eval continue --limit 24 --validate
-"$hybrid" eval facts --validate
+"$hybrid" eval summarize --limit 16 --steps 2,8 --validate
+"$hybrid" eval continue --limit 24 --steps 2,8 --validate
+"$hybrid" eval facts --steps 2,8 --validate

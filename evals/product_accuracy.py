@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("refiners", nargs="+")
     parser.add_argument("--windows", type=int, default=64, help="windows from each source (plays, papers)")
+    parser.add_argument("--weights", default="", help="comma-separated residual weights to try (default: the refiner's own)")
     args = parser.parse_args()
 
     from hybrid.finetune.validation import product_accuracy
@@ -42,7 +43,8 @@ def main() -> None:
         model, tokenizer = load_causal_lm("smollm2-135m", "float32")
         examples = held_out_examples(tokenizer, args.windows)
         refiner = Refiner.load(folder, model).eval()
-        for figures in product_accuracy(refiner, examples, tokenizer.pad_token_id, tokenizer.eos_token_id):
+        weights = tuple(float(w) for w in args.weights.split(",") if w.strip()) or None
+        for figures in product_accuracy(refiner, examples, tokenizer.pad_token_id, tokenizer.eos_token_id, weights=weights):
             print(json.dumps({"folder": folder, "windows": len(examples)} | vars(figures)), flush=True)
 
 

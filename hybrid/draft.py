@@ -28,6 +28,9 @@ class DraftConfig:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks force an exact length
+    # Keep the drafter's whole log-distribution at every step (Draft.distributions): the refine stage's proposal prior
+    # and the verifier's baseline then cost no extra pass. B x N x vocab floats.
+    keep_distributions: bool = False
 
     def validate(self) -> None:
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
@@ -64,6 +67,7 @@ class Draft:
     lengths: list[int]  # generated tokens per row, the end token excluded
     texts: list[str]
     timings: DraftTimings = field(default_factory=DraftTimings)
+    distributions: torch.Tensor | None = None  # (B, N, V) log-probs of every step, with DraftConfig.keep_distributions
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -186,7 +190,7 @@ class Drafter:
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         lengths = [config.max_new_tokens] * batch
-        tokens, logprobs, generated = [], [], [[] for _ in range(batch)]
+        tokens, logprobs, generated, distributions = [], [], [[] for _ in range(batch)], []
 
         start = time.perf_counter()
         out = self.model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1,
@@ -198,7 +202,10 @@ class Drafter:
             logits = out.logits[:, -1, :].float()
             token = self._choose(logits, config, generator)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
-            logprob = torch.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
+            log_distribution = torch.log_softmax(logits, dim=-1)
+            logprob = log_distribution.gather(-1, token[:, None]).squeeze(-1)
+            if config.keep_distributions:
+                distributions.append(log_distribution)
             tokens.append(token)
             logprobs.append(logprob.masked_fill(finished, 0.0))
             ended = torch.isin(token, end_ids) & ~finished if not config.ignore_eos else torch.zeros_like(finished)
@@ -221,7 +228,8 @@ class Drafter:
         token_ids = torch.stack(tokens, dim=1)
         texts = [self._finish_text(token_ids[row, : lengths[row]].tolist(), config.stop) for row in range(batch)]
         timings = DraftTimings(prefill_s=prefill_s, decode_s=decode_s, new_tokens=sum(lengths))
-        return Draft(prompt_ids, prompt_mask, token_ids, torch.stack(logprobs, dim=1), lengths, texts, timings)
+        return Draft(prompt_ids, prompt_mask, token_ids, torch.stack(logprobs, dim=1), lengths, texts, timings,
+                     torch.stack(distributions, dim=1) if distributions else None)
 
     def _finish_text(self, ids: list[int], stop: tuple[str, ...]) -> str:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)

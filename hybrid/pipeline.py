@@ -151,7 +151,8 @@ class HybridPipeline:
             min_change_confidence=min_change_confidence, product=product, verify=verify and mode == "hybrid",
             verify_window=verify_window, verify_weight=verify_weight,
         ).validate()
-        draft_config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos)
+        keep = sampler_config.steps > 0 and mode == "hybrid" and (product or verify)
+        draft_config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos, keep_distributions=keep)
         draft_config.validate()
         if refine_steps > 0 and self.refiner is None:
             raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
@@ -167,7 +168,8 @@ class HybridPipeline:
     def draft(self, prompts: str | list[str], max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
               seed: int | None = None, stop: tuple[str, ...] = (), ignore_eos: bool = False) -> Draft:
         """Only the autoregressive stage (the refiner's LoRA is off), for reuse through `pipe(..., draft=...)`."""
-        config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos)
+        # With a refiner, keep the drafter's distributions: refining this draft later then needs no extra drafter pass.
+        config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos, keep_distributions=self.refiner is not None)
         with self._drafting(), torch.inference_mode():
             return self.drafter.generate(prompts, config)
 
@@ -222,15 +224,18 @@ class HybridPipeline:
             anchor[torch.arange(canvas.shape[1], device=canvas.device)[None] >= torch.tensor(draft.lengths, device=canvas.device)[:, None]] = -1
             if refiner.config.renoised_input == "draft":
                 state.shown = anchor  # a re-noised slot shows its draft token (marked); the slack shows the mask
+            if sampler_config.verify:  # a verified text keeps the asked length: only a draft that ended may grow
+                cut = torch.tensor(draft.lengths, device=canvas.device) >= draft_config.max_new_tokens
+                editable &= ~(cut[:, None] & (anchor < 0))
         total = prompt_ids.shape[1] + canvas.shape[1]
         if total > self.drafter.context_length:
             raise HybridError(f"prompt plus canvas is {total} tokens, beyond the model's context of {self.drafter.context_length}")
         scorer = prior = original = original_logp = None
         if draft is not None and (sampler_config.product or sampler_config.verify):
             scorer = DrafterScorer(refiner.model, refiner.adapter_disabled)
-            drafter_state = scorer.encode_prompt(prompt_ids, prompt_mask)
+            drafter_state = scorer.encode_prompt(prompt_ids, prompt_mask)  # the verify pass needs it in any case
             original = torch.where(anchor >= 0, anchor, torch.full_like(anchor, eos))
-            prior = scorer.logprobs(drafter_state, original)
+            prior = self._drafter_prior(draft, original, scorer, drafter_state)
             original_logp = gather_tokens(prior, original)
             # The drafter knows the slot after each draft (its end, or its next word); later slack slots follow a text
             # that ended, so there the refiner proposes alone.
@@ -240,12 +245,23 @@ class HybridPipeline:
         del prior
         if sampler_config.verify:
             output.canvas = torch.where(output.canvas == refiner.mask_token_id, original, output.canvas)
+        if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
             proposed_logp = gather_tokens(scorer.logprobs(drafter_state, output.canvas), output.canvas)
             output.canvas, output.proposals = verify_changes(
                 original, output.canvas, original_logp, proposed_logp, output.refiner_gain, editable, self.drafter.end_ids,
                 sampler_config.verify_window, sampler_config.verify_weight)
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
+
+    @staticmethod
+    def _drafter_prior(draft: Draft, original: torch.Tensor, scorer: DrafterScorer, drafter_state) -> torch.Tensor:
+        """(B, L, V) the drafter's log-distribution of every canvas slot given the draft before it: kept from drafting
+        where the draft has it (zeros for the slots drafting never reached), else one teacher-forced pass."""
+        if draft.distributions is None:
+            return scorer.logprobs(drafter_state, original)
+        kept = draft.distributions
+        missing = original.shape[1] - kept.shape[1]
+        return torch.cat([kept, kept.new_zeros(kept.shape[0], missing, kept.shape[2])], dim=1) if missing > 0 else kept[:, : original.shape[1]]
 
     def _until_end(self, ids: list[int]) -> list[int]:
         ends = self.drafter.end_ids | {self.refiner.mask_token_id}

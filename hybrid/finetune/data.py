@@ -49,7 +49,7 @@ def _detokenize(sentence: str) -> str:
 def aclsum_pairs(split: str, source_words: int = 220) -> list[TextPair]:
     path = package_folder("aclsum", "aclsum==0.1.2") / "dataset" / f"{split}.jsonl"
     if not path.is_file():
-        raise HybridError(f"ACLSum has no split '{split}' (train, validation, test)")
+        raise HybridError(f"ACLSum has no split '{split}' (train, val, test)")
     pairs = []
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)

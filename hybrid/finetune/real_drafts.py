@@ -82,7 +82,7 @@ def refine_real_drafts(pipe, prompt_ids: list[list[int]], references: list[str],
     for start in range(0, len(prompt_ids), batch_size):
         rows = prompt_ids[start : start + batch_size]
         with pipe._drafting():
-            draft = pipe.drafter.generate_ids(rows, DraftConfig(max_new_tokens=max_new_tokens))
+            draft = pipe.drafter.generate_ids(rows, DraftConfig(max_new_tokens=max_new_tokens, keep_distributions=True))
         prompts = [pipe.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
         results += pipe(prompts, max_new_tokens=max_new_tokens, draft=draft, trace=True, **settings)
     return score_refinements(results, references), results

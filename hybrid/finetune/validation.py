@@ -130,7 +130,7 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         repair_restored=restored / max(substituted_total, 1), repair_broken=broken / max(original_total, 1),
         substituted_tokens=substituted_total, combined_accuracy_15=share[0.15][0], refiner_accuracy_15=share[0.15][1],
         drafter_accuracy_15_combined_positions=share[0.15][2], combined_accuracy_30=share[0.3][0],
-        refiner_accuracy_30=share[0.3][1], drafter_accuracy_30=share[0.3][2], combined_positions=product[0.15][3],
+        refiner_accuracy_30=share[0.3][1], drafter_accuracy_30=share[0.3][2], combined_positions=product[(0.15, None)][3],
         residual_weight=refiner.residual_weight, real_drafts=real,
     )
 
@@ -169,21 +169,26 @@ class ProductFigures:
 
 
 @torch.no_grad()
-def product_accuracy(refiner, examples, pad_id: int, end_id: int, batch_size: int = 8, seed: int = 1234) -> list[ProductFigures]:
-    """`ProductFigures` at 15% and 30% masking (the same draws as validate_refiner's for the same examples and seed)."""
-    generators, counts = _product_counters(seed)
+def product_accuracy(refiner, examples, pad_id: int, end_id: int, batch_size: int = 8, seed: int = 1234,
+                     weights: tuple[float, ...] | None = None) -> list[ProductFigures]:
+    """`ProductFigures` at 15% and 30% masking (the same draws as validate_refiner's for the same examples and seed),
+    for the refiner's own residual weight or for each of `weights` (all from the same passes)."""
+    weights = tuple(weights) if weights else (refiner.residual_weight,)
+    generators, counts = _product_counters(seed, weights)
     device = refiner.mask_embedding.device
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id, end_id, slack=0)
         for name in ("prompt_ids", "prompt_mask", "target_ids", "valid"):
             setattr(batch, name, getattr(batch, name).to(device))
         _count_product_hits(refiner, batch, drafter_logits(refiner, batch), generators, counts)
-    return [ProductFigures(rate, counts[rate][3], *share, refiner.residual_weight) for rate, share in _shares(counts).items()]
+    return [ProductFigures(rate, c[3], *share, weight) for (rate, weight), c in counts.items()
+            for share in [[hits / max(c[3], 1) for hits in c[:3]]]]
 
 
-def _product_counters(seed: int):
+def _product_counters(seed: int, weights: tuple[float, ...] | None = None):
     generators = {rate: torch.Generator().manual_seed(seed + 3 + i) for i, rate in enumerate((0.15, 0.3))}
-    return generators, {rate: [0, 0, 0, 0] for rate in generators}  # combined, refiner, drafter hits; positions
+    # (rate, weight) -> combined, refiner, drafter hits; positions. weights None: the refiner's own (key None).
+    return generators, {(rate, weight): [0, 0, 0, 0] for rate in generators for weight in (weights or (None,))}
 
 
 def _count_product_hits(refiner, batch, ar, generators, counts) -> None:
@@ -191,14 +196,18 @@ def _count_product_hits(refiner, batch, ar, generators, counts) -> None:
     for rate, generator in generators.items():
         chosen = _draw_positions(batch.valid, rate, generator)
         alone = _fill(refiner, batch, ar, chosen).float().log_softmax(-1)
-        combined = drafter_logp + refiner.residual_weight * alone
-        for slot, logp in enumerate((combined, alone, drafter_logp)):
-            counts[rate][slot] += int(((logp.argmax(-1) == batch.target_ids) & chosen).sum())
-        counts[rate][3] += int(chosen.sum())
+        for (counted_rate, weight), tally in counts.items():
+            if counted_rate != rate:
+                continue
+            combined = drafter_logp + (refiner.residual_weight if weight is None else weight) * alone
+            for slot, logp in enumerate((combined, alone, drafter_logp)):
+                tally[slot] += int(((logp.argmax(-1) == batch.target_ids) & chosen).sum())
+            tally[3] += int(chosen.sum())
 
 
 def _shares(counts) -> dict:
-    return {rate: [hits / max(c[3], 1) for hits in c[:3]] for rate, c in counts.items()}
+    """rate -> [combined, refiner, drafter] accuracy, for counters of the refiner's own weight."""
+    return {rate: [hits / max(c[3], 1) for hits in c[:3]] for (rate, _), c in counts.items()}
 
 
 def _fill(refiner, batch, drafter_logits, masked):
