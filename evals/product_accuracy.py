@@ -32,6 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("refiners", nargs="+")
     parser.add_argument("--windows", type=int, default=64, help="windows from each source (plays, papers)")
+    parser.add_argument("--renoised-input", choices=["mask", "draft"], default=None,
+                        help="override what re-noised slots show the lower layers (to measure a refiner untrained for it)")
     parser.add_argument("--weights", default="", help="comma-separated residual weights to try (default: the refiner's own)")
     args = parser.parse_args()
 
@@ -43,9 +45,12 @@ def main() -> None:
         model, tokenizer = load_causal_lm("smollm2-135m", "float32")
         examples = held_out_examples(tokenizer, args.windows)
         refiner = Refiner.load(folder, model).eval()
+        if args.renoised_input:
+            refiner.config.renoised_input = args.renoised_input
+            refiner.check_renoised_input()
         weights = tuple(float(w) for w in args.weights.split(",") if w.strip()) or None
         for figures in product_accuracy(refiner, examples, tokenizer.pad_token_id, tokenizer.eos_token_id, weights=weights):
-            print(json.dumps({"folder": folder, "windows": len(examples)} | vars(figures)), flush=True)
+            print(json.dumps({"folder": folder, "windows": len(examples), "renoised_input": refiner.config.renoised_input} | vars(figures)), flush=True)
 
 
 if __name__ == "__main__":

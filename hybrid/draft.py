@@ -68,6 +68,7 @@ class Draft:
     texts: list[str]
     timings: DraftTimings = field(default_factory=DraftTimings)
     distributions: torch.Tensor | None = None  # (B, N, V) log-probs of every step, with DraftConfig.keep_distributions
+    cache: object = None  # the drafter's KV cache of prompt and draft (with keep_distributions): the verifier reuses its prompt part
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -229,7 +230,7 @@ class Drafter:
         texts = [self._finish_text(token_ids[row, : lengths[row]].tolist(), config.stop) for row in range(batch)]
         timings = DraftTimings(prefill_s=prefill_s, decode_s=decode_s, new_tokens=sum(lengths))
         return Draft(prompt_ids, prompt_mask, token_ids, torch.stack(logprobs, dim=1), lengths, texts, timings,
-                     torch.stack(distributions, dim=1) if distributions else None)
+                     torch.stack(distributions, dim=1) if distributions else None, cache if config.keep_distributions else None)
 
     def _finish_text(self, ids: list[int], stop: tuple[str, ...]) -> str:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -233,7 +233,7 @@ class HybridPipeline:
         scorer = prior = original = original_logp = None
         if draft is not None and (sampler_config.product or sampler_config.verify):
             scorer = DrafterScorer(refiner.model, refiner.adapter_disabled)
-            drafter_state = scorer.encode_prompt(prompt_ids, prompt_mask)  # the verify pass needs it in any case
+            drafter_state = DrafterScorer.prompt_from_draft(draft) or scorer.encode_prompt(prompt_ids, prompt_mask)
             original = torch.where(anchor >= 0, anchor, torch.full_like(anchor, eos))
             prior = self._drafter_prior(draft, original, scorer, drafter_state)
             original_logp = gather_tokens(prior, original)

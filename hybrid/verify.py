@@ -72,6 +72,19 @@ class DrafterScorer:
                              logits_to_keep=1, **{self._keyword: cache})
         return DrafterPrompt(cache, prompt_mask, positions[:, -1:] + 1, out.logits[:, -1].float())
 
+    @staticmethod
+    def prompt_from_draft(draft) -> DrafterPrompt | None:
+        """The prompt state from a draft's own KV cache (cropped to the prompt), so the verifier needs no prefill; None
+        when the draft kept no cache. The prompt's last logits are the first draft step's distribution."""
+        if draft.cache is None or draft.distributions is None:
+            return None
+        prompt_len = draft.prompt_ids.shape[1]
+        extra = draft.cache.get_seq_length() - prompt_len
+        if extra > 0:
+            draft.cache.crop(-extra)
+        positions = (draft.prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return DrafterPrompt(draft.cache, draft.prompt_attention_mask, positions[:, -1:] + 1, draft.distributions[:, 0])
+
     def logprobs(self, state: DrafterPrompt, canvas: torch.Tensor) -> torch.Tensor:
         """(B, L, V): [b, i] is the drafter's log-distribution of canvas token i given the prompt and canvas[:i]."""
         batch, length = canvas.shape

@@ -78,11 +78,13 @@ def test_drafter_scorer_gives_the_drafts_own_log_probs(tiny_pipeline):
     draft = pipe.draft(["a b c", "a much longer prompt here"], max_new_tokens=6, ignore_eos=True)
     scorer = DrafterScorer(pipe.refiner.model, pipe.refiner.adapter_disabled)
     with torch.inference_mode():
-        state = scorer.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask)
-        for _ in range(2):  # the cache holds only the prompt after each pass
-            logp = scorer.logprobs(state, draft.token_ids)
-            assert torch.allclose(gather_tokens(logp, draft.token_ids), draft.logprobs, atol=1e-4)
-            assert torch.equal(logp.argmax(-1), draft.token_ids)  # greedy: the draft is the drafter's argmax
+        # its own prefill, or the prompt part of the draft's KV cache (no prefill): the same figures
+        for state in (scorer.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask), DrafterScorer.prompt_from_draft(draft)):
+            for _ in range(2):  # the cache holds only the prompt after each pass
+                logp = scorer.logprobs(state, draft.token_ids)
+                assert torch.allclose(gather_tokens(logp, draft.token_ids), draft.logprobs, atol=1e-4)
+                assert torch.equal(logp.argmax(-1), draft.token_ids)  # greedy: the draft is the drafter's argmax
+                assert torch.allclose(logp, draft.distributions, atol=1e-4)  # the prior kept from drafting is the same
 
 
 def test_zero_residual_returns_the_greedy_draft(tiny_pipeline):
