@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, resolve_device, synchronize
+from hybrid.options import DEFAULT_REFINE_STEPS, DEFAULT_STRENGTH
 from hybrid.pipeline import HybridPipeline, resolve_refiner
 from hybrid.refiner import Refiner
 
@@ -42,14 +43,14 @@ PROMPTS = [
 @dataclass
 class BenchConfig:
     lengths: list[int] = field(default_factory=lambda: [128])
-    steps: list[int] = field(default_factory=lambda: [8])
+    steps: list[int] = field(default_factory=lambda: [DEFAULT_REFINE_STEPS, 8])  # the default K, and K 8
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     dtypes: list[str] = field(default_factory=lambda: ["float32", "bfloat16"])
     repeats: int = 3
     warmup: int = 1
     budget_s: float = 0.0  # > 0: stop repeating a cell once its timed runs exceed this (at least one run; long runs are steady)
     reuse_draft: bool = False  # True: hybrid = the draft's median + refining that same draft (timed apart), instead of end to end
-    strength: float = 0.5
+    strength: float = DEFAULT_STRENGTH
     draft_model: str = DEFAULT_DRAFTER
     refiner: str | None = None  # None: the shipped general refiner, or an untrained one if none is installed
     measure_memory: bool = True

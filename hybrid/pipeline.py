@@ -240,7 +240,7 @@ class HybridPipeline:
             # The drafter knows the slot after each draft (its end, or its next word); later slack slots follow a text
             # that ended, so there the refiner proposes alone.
             beyond = torch.arange(canvas.shape[1], device=canvas.device)[None] > torch.tensor(draft.lengths, device=canvas.device)[:, None]
-            prior = prior.masked_fill(beyond[..., None], 0.0) if sampler_config.product else None
+            prior = prior.masked_fill_(beyond[..., None], 0.0) if sampler_config.product else None
         output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos, prior=prior)
         del prior
         if sampler_config.verify:
@@ -256,12 +256,14 @@ class HybridPipeline:
     @staticmethod
     def _drafter_prior(draft: Draft, original: torch.Tensor, scorer: DrafterScorer, drafter_state) -> torch.Tensor:
         """(B, L, V) the drafter's log-distribution of every canvas slot given the draft before it: kept from drafting
-        where the draft has it (zeros for the slots drafting never reached), else one teacher-forced pass."""
+        where the draft has it (zeros for the slots drafting never reached), else one teacher-forced pass. Always a new
+        tensor (the caller edits it in place; a draft may be refined again)."""
         if draft.distributions is None:
             return scorer.logprobs(drafter_state, original)
-        kept = draft.distributions
-        missing = original.shape[1] - kept.shape[1]
-        return torch.cat([kept, kept.new_zeros(kept.shape[0], missing, kept.shape[2])], dim=1) if missing > 0 else kept[:, : original.shape[1]]
+        kept = draft.distributions[:, : original.shape[1]]
+        prior = kept.new_zeros(kept.shape[0], original.shape[1], kept.shape[2])
+        prior[:, : kept.shape[1]] = kept
+        return prior
 
     def _until_end(self, ids: list[int]) -> list[int]:
         ends = self.drafter.end_ids | {self.refiner.mask_token_id}

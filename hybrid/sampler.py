@@ -235,8 +235,9 @@ def refine(
         need = masked | (~masked & editable) if threshold is not None else masked
         refiner_logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas, need), mask_id).log_softmax(-1)
         logp = refiner_logp
-        if prior is not None and config.product:
-            logp = _clean_logits(prior + weight * refiner_logp, mask_id).log_softmax(-1)
+        if prior is not None and config.product:  # one (B, L, V) temporary, normalised in place
+            logp = _clean_logits(torch.add(prior, refiner_logp, alpha=weight), mask_id)
+            logp -= logp.logsumexp(-1, keepdim=True)
         tokens, confidence = _predict(logp, masked, config.temperature, generator)
         commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
         if anchor is not None and (config.min_change_confidence > 0 or config.verify):
@@ -245,7 +246,9 @@ def refine(
                 keep_draft |= (anchor >= 0) & (tokens == end_token_id)
             tokens = torch.where(keep_draft, anchor, tokens)
         if old is not None:
-            gain = token_logprob(refiner_logp, tokens) - token_logprob(refiner_logp, old.clamp(min=0))
+            vocab = refiner_logp.shape[-1] - 1
+            gain = (refiner_logp.gather(-1, tokens.clamp(max=vocab)[..., None])
+                    - refiner_logp.gather(-1, old.clamp(min=0, max=vocab)[..., None])).squeeze(-1)
             out.refiner_gain = torch.where(commit, gain, out.refiner_gain)
         edit = torch.zeros_like(masked)
         if threshold is not None and k < steps - 1:

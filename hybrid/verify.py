@@ -15,7 +15,8 @@ proposes is scored before it is kept:
   committed it, summed over the group. At weight 0 nothing the drafter dislikes gets through.
 
 A group is kept when its score is above 0; otherwise the draft's tokens come back. This holds for the slack too:
-text is appended only when it scores.
+text is appended only when it scores. One pass serves all groups, so a group's figure is taken with the earlier
+groups as proposed (kept or not); groups are more than `window` tokens apart, so none scores another's changed tokens.
 """
 
 from __future__ import annotations
