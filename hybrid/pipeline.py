@@ -243,8 +243,8 @@ class HybridPipeline:
             prior = prior.masked_fill_(beyond[..., None], 0.0) if sampler_config.product else None
         output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos, prior=prior)
         del prior
-        if sampler_config.verify:
-            output.canvas = torch.where(output.canvas == refiner.mask_token_id, original, output.canvas)
+        if sampler_config.verify:  # what may not change (masks left, padding, a cut draft's slack) is the draft's again
+            output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
         if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
             proposed_logp = gather_tokens(scorer.logprobs(drafter_state, output.canvas), output.canvas)
             output.canvas, output.proposals = verify_changes(
