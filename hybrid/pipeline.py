@@ -247,6 +247,8 @@ class HybridPipeline:
             output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
         if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
             proposed_logp = gather_tokens(scorer.logprobs(drafter_state, output.canvas), output.canvas)
+            # Only what may change is scored: a cut draft's slack (and its end slot, which drafting never scored) is not text.
+            original_logp, proposed_logp = original_logp.masked_fill(~editable, 0.0), proposed_logp.masked_fill(~editable, 0.0)
             output.canvas, output.proposals = verify_changes(
                 original, output.canvas, original_logp, proposed_logp, output.refiner_gain, editable, self.drafter.end_ids,
                 sampler_config.verify_window, sampler_config.verify_weight)
@@ -286,7 +288,7 @@ class HybridPipeline:
 
     def _proposals(self, output, row) -> list[dict]:
         decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
-        return [{"start": p.start, "end": p.end, "old": decode(p.old_ids), "new": decode(p.new_ids),
+        return [{"start": p.start, "end": p.end, "old": decode(p.old_ids), "new": decode(p.new_ids), "old_ids": p.old_ids, "new_ids": p.new_ids,
                  "drafter_gain": round(p.drafter_gain, 4), "refiner_gain": round(p.refiner_gain, 4), "score": round(p.score, 4),
                  "accepted": p.accepted} for p in output.proposals if p.row == row]
 

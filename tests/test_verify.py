@@ -108,8 +108,40 @@ def test_trace_lists_every_proposal_with_its_verdict(tiny_pipeline):
     result = tiny_pipeline("a b c", max_new_tokens=8, refine_steps=4, strength=1.0, trace=True, product=False, seed=0)
     assert result.proposals, "a random refiner proposes changes"
     for proposal in result.proposals:
-        assert set(proposal) == {"start", "end", "old", "new", "drafter_gain", "refiner_gain", "score", "accepted"}
+        assert set(proposal) == {"start", "end", "old", "new", "old_ids", "new_ids", "drafter_gain", "refiner_gain", "score", "accepted"}
         assert proposal["accepted"] == (proposal["score"] > 0)
     kept = [p for p in result.proposals if p["accepted"]]
     changed = [i for i, t in enumerate(result.token_ids) if i >= len(result.draft_token_ids) or t != result.draft_token_ids[i]]
     assert all(any(p["start"] <= i <= p["end"] for p in kept) for i in changed)  # every change in the text was verified
+
+
+def test_a_cut_drafts_slack_is_put_back_before_scoring(tiny_pipeline):
+    """A draft cut at max_new_tokens does not grow, and its proposals are scored on the draft's own slots only: not on
+    the refiner's fills of the slack, nor on an end slot the draft never chose."""
+    from hybrid.verify import DrafterScorer, gather_tokens
+
+    pipe = tiny_pipeline
+    n, window = 10, 4
+    draft = pipe.draft(["a b c"], max_new_tokens=n, ignore_eos=True)
+    result = pipe("a b c", max_new_tokens=n, refine_steps=2, strength=1.0, draft=draft, trace=True, product=False,
+                  verify_window=window, seed=0)
+    assert result.proposals and len(result.token_ids) <= n
+    eos = pipe.tokenizer.eos_token_id
+    original = torch.tensor([draft.token_ids[0].tolist() + [eos] * 4])
+    proposed = original.clone()
+    for p in result.proposals:
+        proposed[0, p["start"] : p["end"] + 1] = torch.tensor(p["new_ids"])
+    scorer = DrafterScorer(pipe.refiner.model, pipe.refiner.adapter_disabled)
+    with torch.inference_mode():
+        state = scorer.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask)
+        old = gather_tokens(scorer.logprobs(state, original), original)[0]
+        new = gather_tokens(scorer.logprobs(state, proposed), proposed)[0]
+    ends = pipe.drafter.end_ids
+
+    def stop(canvas, p):  # the window: up to `window` tokens after the group, and up to the version's end token
+        first_end = next(i for i in range(p["start"], canvas.shape[1]) if int(canvas[0, i]) in ends or i == canvas.shape[1] - 1)
+        return min(p["end"] + window, first_end, n - 1)  # a cut draft's end slot is not scored: it never ended there
+
+    for p in result.proposals:
+        expected = float(new[p["start"] : stop(proposed, p) + 1].sum() - old[p["start"] : stop(original, p) + 1].sum())
+        assert abs(p["drafter_gain"] - expected) < 1e-2, (p["start"], p["end"], p["drafter_gain"], expected)
