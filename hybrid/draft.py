@@ -169,6 +169,41 @@ class Drafter:
         generator = torch.Generator(device=self.model.device).manual_seed(config.seed) if config.seed is not None else None
         return self._decode_loop(ids, mask, config, generator)
 
+    @torch.inference_mode()
+    def teacher_forced(self, prompts: str | list[str], texts: str | list[str], keep_distributions: bool = True) -> Draft:
+        """A Draft of given continuations instead of generated ones (one parallel pass): each text's tokens, their
+        log-probs under the model and, with `keep_distributions`, every slot's distribution and the KV cache, as
+        `generate` gives. Refine it with `pipe(prompts, draft=...)`, e.g. to repair a planted error in a known text."""
+        from transformers import DynamicCache
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if len(prompts) != len(texts) or not prompts:
+            raise HybridError(f"got {len(prompts)} prompts and {len(texts)} texts: pass one text per prompt")
+        rows = [self.tokenizer(text, add_special_tokens=False).input_ids for text in texts]
+        if not all(rows):
+            raise HybridError("an empty text cannot be refined: give each prompt some text")
+        width = max(len(r) for r in rows) + 1  # room for the end token
+        prompt_ids, prompt_mask = self.encode_prompts(prompts, width)
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        token_ids = torch.tensor([r + [eos] + [pad] * (width - len(r) - 1) for r in rows], dtype=torch.long, device=prompt_ids.device)
+        start = time.perf_counter()
+        cache = DynamicCache(config=self.model.config)
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        ids = torch.cat([prompt_ids, token_ids], dim=1)
+        mask = torch.cat([prompt_mask, torch.ones_like(token_ids)], dim=1)
+        every = torch.cat([positions, positions[:, -1:] + 1 + torch.arange(width, device=ids.device)], dim=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=every, use_cache=True, logits_to_keep=width + 1,
+                         **{self.cache_keyword: cache})
+        distributions = out.logits[:, :-1].float().log_softmax(-1)  # slot i's distribution comes from the token before it
+        logprobs = distributions.gather(-1, token_ids[..., None]).squeeze(-1)
+        lengths = [len(r) for r in rows]
+        logprobs = logprobs.masked_fill(torch.arange(width, device=ids.device)[None] > torch.tensor(lengths, device=ids.device)[:, None], 0.0)
+        timings = DraftTimings(prefill_s=time.perf_counter() - start, new_tokens=sum(lengths))
+        return Draft(prompt_ids, prompt_mask, token_ids, logprobs, lengths,
+                     [self.tokenizer.decode(r, skip_special_tokens=True) for r in rows], timings,
+                     distributions if keep_distributions else None, cache if keep_distributions else None)
+
     def _choose(self, logits: torch.Tensor, config: DraftConfig, generator) -> torch.Tensor:
         if config.temperature == 0.0:
             return logits.argmax(dim=-1)

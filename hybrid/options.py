@@ -11,4 +11,8 @@ DEFAULT_STRENGTH = 0.5  # share of draft tokens re-noised
 DEFAULT_MIN_CHANGE_CONFIDENCE = 0.0
 DEFAULT_VERIFY_WEIGHT = 0.0  # weight of the refiner's log-prob gain beside the drafter's in the verify score
 DEFAULT_VERIFY_WINDOW = 8  # tokens after a change whose drafter log-likelihood the change is charged with
-SELECT_CHOICES = ("auto", "logprob", "confidence", "random")  # auto: the detection head where the refiner has one
+# auto: the detection head where the refiner has one; unsupported: the tokens the source does not support (hybrid.grounded)
+SELECT_CHOICES = ("auto", "logprob", "confidence", "random", "unsupported")
+GROUND_KINDS = ("entity", "number", "word")  # what `unsupported` checks against the source (word: content words)
+DEFAULT_GROUND_KINDS = ("entity", "number")
+DEFAULT_GROUND_WEIGHT = 0.0  # verify-score bonus per unsupported token a change makes supported (minus those it adds)

@@ -19,10 +19,11 @@ import torch
 from hybrid.draft import Draft, DraftConfig, Drafter
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
-from hybrid.options import (DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS, DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT,
-                            DEFAULT_VERIFY_WINDOW)
+from hybrid.grounded import grounding_source, source_tokens, unsupported_mask
+from hybrid.options import (DEFAULT_GROUND_KINDS, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
+                            DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW)
 from hybrid.refiner import Refiner
-from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft
+from hybrid.sampler import SamplerConfig, SamplerOutput, build_canvas, refine, score_draft
 from hybrid.verify import DrafterScorer, gather_tokens, verify_changes
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,12 @@ class HybridPipeline:
 
     def __call__(self, prompts: str | list[str], max_new_tokens: int = 128, refine_steps: int | None = None, mode: str = "hybrid",
                  strength: float = DEFAULT_STRENGTH, select: str | None = None, schedule: str = "cosine", edit_threshold: float | None = None,
-                 slack: int = 4, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                 slack: int | None = None, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                  stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False, draft: Draft | None = None,
                  cache_refresh: int = 0, min_change_confidence: float = DEFAULT_MIN_CHANGE_CONFIDENCE, verify: bool = True,
-                 verify_weight: float = DEFAULT_VERIFY_WEIGHT, verify_window: int = DEFAULT_VERIFY_WINDOW, product: bool = True):
+                 verify_weight: float = DEFAULT_VERIFY_WEIGHT, verify_window: int = DEFAULT_VERIFY_WINDOW, product: bool = True,
+                 source: str | list[str] | None = None, ground_kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS,
+                 ground_weight: float = DEFAULT_GROUND_WEIGHT):
         """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
 
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
@@ -132,6 +135,10 @@ class HybridPipeline:
         `product` proposes from the drafter's distribution times the refiner's; `verify` keeps a group of changes only
         when the drafter's log-likelihood of the `verify_window` tokens it affects, plus `verify_weight` x the
         refiner's log-prob gain, rises (hybrid.verify); with `verify` off every proposal stays.
+        `select="unsupported"` re-noises exactly the draft tokens of claims (`ground_kinds`) that the source does not
+        support (hybrid.grounded): `source` (one per prompt), else each prompt's text after its first blank line; a
+        change then also earns `ground_weight` per unsupported token it makes supported. `slack` None is 4 positions
+        after the draft, and 0 under 'unsupported' (only unsupported tokens change).
         """
         single = isinstance(prompts, str)
         batch = [prompts] if single else list(prompts)
@@ -145,11 +152,21 @@ class HybridPipeline:
             raise HybridError("diffusion mode needs --refine-steps of at least 1")
         if select in (None, "auto"):
             select = self.default_select
+        sources = None
+        if select == "unsupported" and refine_steps > 0:
+            if mode != "hybrid":
+                raise HybridError("--select unsupported refines a draft: use it in hybrid mode")
+            given = source if isinstance(source, list) else [source] * len(batch)
+            if len(given) != len(batch):
+                raise HybridError(f"got {len(given)} sources for {len(batch)} prompts: pass one source per prompt")
+            sources = [grounding_source(p, s) for p, s in zip(batch, given)]
+        if slack is None:
+            slack = 0 if select == "unsupported" else 4
         sampler_config = SamplerConfig(
             steps=refine_steps, schedule=schedule, strength=1.0 if mode == "diffusion" else strength, select=select,
             slack=slack, edit_threshold=edit_threshold, temperature=temperature, trace=trace,
             min_change_confidence=min_change_confidence, product=product, verify=verify and mode == "hybrid",
-            verify_window=verify_window, verify_weight=verify_weight,
+            verify_window=verify_window, verify_weight=verify_weight, ground_kinds=tuple(ground_kinds), ground_weight=ground_weight,
         ).validate()
         keep = sampler_config.steps > 0 and mode == "hybrid" and (product or verify)
         draft_config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos, keep_distributions=keep)
@@ -162,7 +179,7 @@ class HybridPipeline:
             self.refiner.cache_refresh = cache_refresh
         if draft is not None and (mode == "diffusion" or len(draft.texts) != len(batch)):
             raise HybridError("a given draft must come from the same prompts, and diffusion mode takes none")
-        results = self._run(batch, draft_config, sampler_config, mode, draft)
+        results = self._run(batch, draft_config, sampler_config, mode, draft, sources)
         return results[0] if single else results
 
     def draft(self, prompts: str | list[str], max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
@@ -173,9 +190,15 @@ class HybridPipeline:
         with self._drafting(), torch.inference_mode():
             return self.drafter.generate(prompts, config)
 
+    def draft_from_text(self, prompts: str | list[str], texts: str | list[str]) -> Draft:
+        """A Draft of given texts (teacher-forced by the drafter, no generation), for `pipe(prompts, draft=...)`: refine a
+        text that was written elsewhere, e.g. repair a planted error in a reference summary."""
+        with self._drafting():
+            return self.drafter.teacher_forced(prompts, texts, keep_distributions=self.refiner is not None)
+
     @torch.inference_mode()
     def _run(self, prompts: list[str], draft_config: DraftConfig, sampler_config: SamplerConfig, mode: str,
-             draft: Draft | None = None) -> list[GenerationResult]:
+             draft: Draft | None = None, sources: list[str] | None = None) -> list[GenerationResult]:
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(draft_config.seed) if draft_config.seed is not None else None
         timings = StageTimings(load_s=self.load_s)
@@ -193,7 +216,7 @@ class HybridPipeline:
             output = None
         else:
             refine_start = time.perf_counter()
-            output, final_ids = self._refine(prompts, draft, draft_config, sampler_config, generator)
+            output, final_ids = self._refine(prompts, draft, draft_config, sampler_config, generator, sources)
             timings.refine_s = time.perf_counter() - refine_start
         timings.total_s = time.perf_counter() - start + (draft.timings.total_s if reused else 0.0)
         return [self._result(row, prompts[row], draft, final_ids[row], output, mode, sampler_config, timings) for row in range(len(prompts))]
@@ -202,9 +225,14 @@ class HybridPipeline:
         """The context drafting runs in: the shared backbone without the refiner's LoRA."""
         return self.refiner.adapter_disabled() if self.refiner is not None else nullcontext()
 
-    def _refine(self, prompts, draft, draft_config: DraftConfig, sampler_config: SamplerConfig, generator):
+    def _refine(self, prompts, draft, draft_config: DraftConfig, sampler_config: SamplerConfig, generator, sources=None):
         refiner = self.refiner
         eos = self.tokenizer.eos_token_id
+        chosen = None
+        if sources is not None:  # grounded: re-noise what the source does not support, and nothing when all is supported
+            chosen = unsupported_mask(self.tokenizer, draft.token_ids, draft.lengths, sources, sampler_config.ground_kinds)
+            if not chosen.any():
+                return SamplerOutput(canvas=draft.token_ids.clone()), [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(prompts))]
         if draft is None:  # diffusion only: the whole canvas is masks
             prompt_ids, prompt_mask = self.drafter.encode_prompts(prompts, draft_config.max_new_tokens)
             canvas = torch.full((len(prompts), draft_config.max_new_tokens), refiner.mask_token_id, dtype=torch.long, device=prompt_ids.device)
@@ -215,7 +243,8 @@ class HybridPipeline:
         editable = anchor = None
         if canvas is None:
             scores = score_draft(refiner, state, draft.token_ids) if sampler_config.select == "confidence" else None
-            canvas, _ = build_canvas(draft.token_ids, draft.logprobs, draft.lengths, sampler_config, eos, refiner.mask_token_id, generator, scores=scores)
+            canvas, _ = build_canvas(draft.token_ids, draft.logprobs, draft.lengths, sampler_config, eos, refiner.mask_token_id, generator,
+                                     scores=scores, chosen=chosen)
             # Only each row's own draft and slack may change; what follows is batch padding.
             lengths = torch.tensor(draft.lengths, device=canvas.device) + sampler_config.slack
             editable = torch.arange(canvas.shape[1], device=canvas.device)[None] < lengths[:, None]
@@ -241,7 +270,13 @@ class HybridPipeline:
             # that ended, so there the refiner proposes alone.
             beyond = torch.arange(canvas.shape[1], device=canvas.device)[None] > torch.tensor(draft.lengths, device=canvas.device)[:, None]
             prior = prior.masked_fill_(beyond[..., None], 0.0) if sampler_config.product else None
-        output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos, prior=prior)
+        allowed = restricted = None
+        if chosen is not None:  # an unsupported slot is refilled from the source's own tokens
+            vocab = refiner.model.get_output_embeddings().weight.shape[0]
+            allowed, restricted = source_tokens(self.tokenizer, sources, vocab, canvas.device), torch.zeros_like(editable)
+            restricted[:, : chosen.shape[1]] = chosen
+        output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos, prior=prior,
+                        allowed=allowed, restricted=restricted)
         del prior
         if sampler_config.verify:  # what may not change (masks left, padding, a cut draft's slack) is the draft's again
             output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
@@ -249,11 +284,20 @@ class HybridPipeline:
             proposed_logp = gather_tokens(scorer.logprobs(drafter_state, output.canvas), output.canvas)
             # Only what may change is scored: a cut draft's slack (and its end slot, which drafting never scored) is not text.
             original_logp, proposed_logp = original_logp.masked_fill(~editable, 0.0), proposed_logp.masked_fill(~editable, 0.0)
+            grounding_gain = self._grounding_gain(chosen, output.canvas, sources, sampler_config) if chosen is not None else None
             output.canvas, output.proposals = verify_changes(
                 original, output.canvas, original_logp, proposed_logp, output.refiner_gain, editable, self.drafter.end_ids,
-                sampler_config.verify_window, sampler_config.verify_weight)
+                sampler_config.verify_window, sampler_config.verify_weight, grounding_gain, sampler_config.ground_weight)
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
+
+    def _grounding_gain(self, chosen: torch.Tensor, proposed: torch.Tensor, sources: list[str], config: SamplerConfig) -> torch.Tensor:
+        """(B, L): 1 where a draft token carried an unsupported claim, minus 1 where the proposal's token does."""
+        lengths = [len(self._until_end(row)) for row in proposed.tolist()]
+        after = unsupported_mask(self.tokenizer, proposed, lengths, sources, config.ground_kinds)
+        before = torch.zeros_like(after)
+        before[:, : chosen.shape[1]] = chosen[:, : after.shape[1]]
+        return before.float() - after.float()
 
     @staticmethod
     def _drafter_prior(draft: Draft, original: torch.Tensor, scorer: DrafterScorer, drafter_state) -> torch.Tensor:
@@ -289,7 +333,8 @@ class HybridPipeline:
     def _proposals(self, output, row) -> list[dict]:
         decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
         return [{"start": p.start, "end": p.end, "old": decode(p.old_ids), "new": decode(p.new_ids), "old_ids": p.old_ids, "new_ids": p.new_ids,
-                 "drafter_gain": round(p.drafter_gain, 4), "refiner_gain": round(p.refiner_gain, 4), "score": round(p.score, 4),
+                 "drafter_gain": round(p.drafter_gain, 4), "refiner_gain": round(p.refiner_gain, 4),
+                 "grounding_gain": p.grounding_gain, "score": round(p.score, 4),
                  "accepted": p.accepted} for p in output.proposals if p.row == row]
 
     def _trace(self, output, row) -> list[TraceStep]:

@@ -31,11 +31,12 @@ from typing import NamedTuple, Optional, Protocol, Sequence, Union
 import torch
 
 from hybrid.errors import HybridError
+from hybrid.options import DEFAULT_GROUND_KINDS, DEFAULT_GROUND_WEIGHT, GROUND_KINDS
 from hybrid.schedule import SCHEDULES, get_schedule
 
 logger = logging.getLogger(__name__)
 
-SELECT_RULES = ("logprob", "confidence", "random")
+SELECT_RULES = ("logprob", "confidence", "random", "unsupported")
 MAX_STEPS = 256
 MAX_VERIFY_WINDOW = 64
 
@@ -63,7 +64,9 @@ class SamplerConfig:
     steps: int = 8  # K denoising steps; 0 = draft only
     schedule: str = "cosine"  # see hybrid.schedule
     strength: float = 0.5  # fraction of draft positions re-masked, in (0, 1]
-    select: str = "logprob"  # which draft positions to re-mask: lowest draft logprob / refiner confidence / random
+    # Which draft positions to re-mask: lowest draft logprob / refiner confidence / random, or exactly the tokens the
+    # source does not support (`unsupported`: the caller passes them as `chosen`, see hybrid.grounded; strength unused).
+    select: str = "logprob"
     slack: int = 4  # masked positions appended after the draft so the text can grow
     edit_threshold: Optional[float] = None  # re-mask visible tokens with p(current) below this (None = off)
     temperature: float = 0.0  # 0 = argmax; > 0 samples masked positions with the given torch.Generator
@@ -79,6 +82,10 @@ class SamplerConfig:
     verify: bool = True
     verify_window: int = 8
     verify_weight: float = 0.0
+    # Grounded refinement (select "unsupported"): which claims count, and the verify-score bonus per unsupported token
+    # a change makes supported (hybrid.grounded, hybrid.verify).
+    ground_kinds: tuple = DEFAULT_GROUND_KINDS
+    ground_weight: float = DEFAULT_GROUND_WEIGHT
 
     def validate(self) -> "SamplerConfig":
         if not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
@@ -99,6 +106,11 @@ class SamplerConfig:
             raise HybridError(f"verify_window must be an integer in [0, {MAX_VERIFY_WINDOW}], got {self.verify_window!r}")
         if not 0.0 <= self.verify_weight <= 100.0:
             raise HybridError(f"verify_weight must be in [0, 100], got {self.verify_weight!r}")
+        if not 0.0 <= self.ground_weight <= 100.0:
+            raise HybridError(f"ground_weight must be in [0, 100], got {self.ground_weight!r}")
+        unknown = [kind for kind in self.ground_kinds if kind not in GROUND_KINDS]
+        if unknown or not self.ground_kinds:
+            raise HybridError(f"ground kinds must be some of {', '.join(GROUND_KINDS)}, got {', '.join(self.ground_kinds) or 'none'}")
         if self.temperature < 0.0:
             raise HybridError(f"temperature must be >= 0, got {self.temperature!r}")
         return self
@@ -156,11 +168,13 @@ def build_canvas(
     mask_id: int,
     generator: Optional[torch.Generator] = None,
     scores: Optional[torch.FloatTensor] = None,
+    chosen: Optional[torch.BoolTensor] = None,
 ) -> tuple[torch.LongTensor, torch.BoolTensor]:
     """Draft [B, L] -> (canvas [B, L + slack], noise_mask [B, L + slack]).
 
     Row b keeps its first draft_lengths[b] tokens, re-masks num_to_mask(strength, length_b) of them (lowest
-    draft logprob, lowest refiner `scores` or random, per `config.select`; ties go to the earlier position),
+    draft logprob, lowest refiner `scores` or random, per `config.select`; ties go to the earlier position; with
+    select 'unsupported', exactly the positions marked in `chosen` [B, >= L]),
     and masks the `slack` positions right after its draft. Everything after that is eos_id (batch padding).
     strength 0 is accepted here as an edge case meaning "mask no draft token"; `validate()` rejects it.
     """
@@ -172,11 +186,16 @@ def build_canvas(
         raise HybridError("select='logprob' needs the drafter's token log-probs")
     if config.select == "confidence" and scores is None:
         raise HybridError("select='confidence' needs refiner scores (see score_draft)")
+    if config.select == "unsupported" and chosen is None:
+        raise HybridError("select='unsupported' needs the unsupported draft tokens (see hybrid.grounded)")
     canvas = draft_ids.new_full((batch, length + config.slack), eos_id)
     noise = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
     for b, n in enumerate(lengths):
         canvas[b, :n] = draft_ids[b, :n]
-        noise[b, _pick(b, n, config, draft_logprobs, scores, generator).to(canvas.device)] = True
+        if config.select == "unsupported":
+            noise[b, :n] = chosen[b, :n].to(canvas.device)
+        else:
+            noise[b, _pick(b, n, config, draft_logprobs, scores, generator).to(canvas.device)] = True
         noise[b, n : n + config.slack] = True
     return canvas.masked_fill(noise, mask_id), noise
 
@@ -201,6 +220,8 @@ def refine(
     anchor: Optional[torch.LongTensor] = None,
     end_token_id: Optional[int] = None,
     prior: Optional[torch.FloatTensor] = None,
+    allowed: Optional[torch.BoolTensor] = None,
+    restricted: Optional[torch.BoolTensor] = None,
 ) -> SamplerOutput:
     """Denoise `canvas` in config.steps steps (see the module docstring). The input tensor is not modified.
 
@@ -211,7 +232,9 @@ def refine(
     end the text inside the draft: only the drafter's own end and the slack decide where a guarded text stops (the
     same holds with config.verify). `prior` [B, L, V], when given with config.product, holds the drafter's log-probs
     of every canvas slot (zeros where it has none): each step then proposes from log_softmax(prior + w log p_refiner),
-    w the denoiser's `residual_weight` (1 when it has none). The caller validates `config`.
+    w the denoiser's `residual_weight` (1 when it has none). `allowed` [B, V] and `restricted` [B, L], when given: a
+    restricted slot draws only from its row's allowed tokens (grounded refinement refills from the source's tokens).
+    The caller validates `config`.
     """
     mask_id, threshold, steps = denoiser.mask_token_id, config.edit_threshold, config.steps
     canvas = canvas.clone()
@@ -238,6 +261,9 @@ def refine(
         if prior is not None and config.product:  # one (B, L, V) temporary, normalised in place
             logp = _clean_logits(torch.add(prior, refiner_logp, alpha=weight), mask_id)
             logp -= logp.logsumexp(-1, keepdim=True)
+        if allowed is not None:
+            logp = logp.masked_fill(restricted[..., None] & ~allowed[:, None, : logp.shape[-1]], float("-inf"))
+            logp = logp - logp.logsumexp(-1, keepdim=True)
         tokens, confidence = _predict(logp, masked, config.temperature, generator)
         commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
         if anchor is not None and (config.min_change_confidence > 0 or config.verify):

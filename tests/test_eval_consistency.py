@@ -131,7 +131,7 @@ def test_classifier_separates_held_out_corruptions():
 
 
 def test_in_window_swaps_make_hard_negatives():
-    from hybrid.evaluation.text_units import word_tokens
+    from hybrid.text.units import word_tokens
 
     pairs = build_pairs(training_documents(), random.Random(0), max_sentences=400, in_window_share=1.0)
     hidden = [p for p in pairs if p.kind in ("entity_swap", "number_swap")

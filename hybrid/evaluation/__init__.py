@@ -25,7 +25,7 @@ from hybrid.evaluation.grounding import (
 from hybrid.evaluation.judge import DEFAULT_JUDGE, Judge, JudgeConfig
 from hybrid.evaluation.similarity import CoherenceResult, SentenceEncoder, score_coherence
 from hybrid.evaluation.summaries import BertScorer, BertScoreResult, RougeResult, bert_scores, rouge_scores
-from hybrid.evaluation.text_units import split_sentences
+from hybrid.text.units import split_sentences
 from hybrid.evaluation.validate import (
     ClassifierValidation,
     GroundingValidation,

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from hybrid.errors import HybridError
 from hybrid.evaluation.consistency_model import ConsistencyNet
-from hybrid.evaluation.text_units import split_sentences, word_tokens
+from hybrid.text.units import split_sentences, word_tokens
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 from hybrid.errors import HybridError
 from hybrid.evaluation.consistency_corruptions import CONSISTENT_TRANSFORMS, CORRUPTIONS
-from hybrid.evaluation.text_units import split_sentences
+from hybrid.text.units import split_sentences
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLAIN_PASSAGES = REPO_ROOT / "evals" / "passages" / "plain_english.txt"

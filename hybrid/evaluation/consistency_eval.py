@@ -14,7 +14,7 @@ from typing import Sequence
 
 from hybrid.auc import roc_auc
 from hybrid.evaluation.consistency_data import ClaimPair, build_pairs, held_out_documents
-from hybrid.evaluation.text_units import word_tokens
+from hybrid.text.units import word_tokens
 
 
 @dataclass(frozen=True)

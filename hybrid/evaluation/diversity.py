@@ -1,6 +1,6 @@
 """Lexical diversity of generated text: unigram entropy and repeated n-gram rates.
 
-Tokens are lower-cased words plus punctuation marks (``text_units.tokens_with_punctuation``).
+Tokens are lower-cased words plus punctuation marks (``hybrid.text.units.tokens_with_punctuation``).
 The repeated n-gram rate for n is the share of the text's n-grams that repeat an n-gram seen earlier in the
 same text: 0 for text without repetition, approaching 1 for a loop.
 """
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.text_units import mean_or_none, ngrams, tokens_with_punctuation
+from hybrid.text.units import mean_or_none, ngrams, tokens_with_punctuation
 
 REPEAT_ORDERS = (2, 3, 4)
 

@@ -12,28 +12,15 @@ A precision is ``None`` when the output has no item of that kind.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.text_units import ngrams, split_sentences, word_tokens
+from hybrid.text.claims import NUMBER, entity_supported, extract_entities, extract_numbers, normalise_number, number_values
+from hybrid.text.units import ngrams, word_tokens
 
-_CAP_WORD = r"[A-Z][\w'’-]*"
-_CAP_SPAN = re.compile(rf"(?<![\w'’-]){_CAP_WORD}(?:\s+{_CAP_WORD})*")
-_ACRONYM = re.compile(r"(?<![\w-])[A-Z][A-Z0-9&-]*[A-Z0-9](?:s)?(?![\w-])")
-_NUMBER = re.compile(
-    r"(?<![\w.,])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:\s?(%|percent\b|per cent\b))?(?!\d)"
-)
-_NUMBER_WORDS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
-    "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
-    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
-    "million": 1000000, "billion": 1000000000, "dozen": 12, "half": 0.5, "twice": 2,
-}
-# Capitalised words that are not names when they open a span mid-sentence (e.g. after a colon).
-_NOT_NAMES = {"i", "i'm", "i've", "i'd", "i'll"}
+__all__ = ["GroundingResult", "aggregate_grounding", "extract_entities", "extract_numbers", "normalise_number", "number_values",
+           "score_grounding", "score_grounding_batch"]
 
 
 @dataclass(frozen=True)
@@ -66,76 +53,6 @@ class GroundingResult:
         return out
 
 
-def normalise_number(raw: str) -> str:
-    """Canonical string of a number: no thousands separators, no trailing decimal zeros (``1,000.50`` -> ``1000.5``)."""
-    text = raw.replace(",", "").strip()
-    if text.startswith("."):
-        text = "0" + text
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    text = text.lstrip("0") or "0"
-    if text.startswith("."):
-        text = "0" + text
-    return text
-
-
-def extract_numbers(text: str) -> list[str]:
-    """Distinct numbers in order of first appearance, as written (``"1,000"``, ``"20%"``, ``"3.5"``, ``"1969"``)."""
-    seen: dict[str, str] = {}
-    for match in _NUMBER.finditer(text):
-        value = normalise_number(match.group(1))
-        seen.setdefault(value, match.group(0).strip())
-    return list(seen.values())
-
-
-def number_values(text: str, include_words: bool = False) -> set[str]:
-    """Canonical values of all numbers in ``text``; with ``include_words``, also small number words (``three``)."""
-    values = {normalise_number(m.group(1)) for m in _NUMBER.finditer(text)}
-    if include_words:
-        for word in word_tokens(text):
-            if word in _NUMBER_WORDS:
-                values.add(normalise_number(str(_NUMBER_WORDS[word])))
-    return values
-
-
-def extract_entities(text: str) -> list[str]:
-    """Distinct entity strings: capitalised spans not at a sentence start, and acronyms anywhere."""
-    found: dict[str, str] = {}
-    for sentence in split_sentences(text):
-        first_word = re.search(r"[A-Za-z0-9]", sentence)
-        opening = first_word.start() if first_word else 0
-        for match in _CAP_SPAN.finditer(sentence):
-            words = match.group(0).split()
-            if match.start() == opening:
-                words = words[1:]  # the sentence's first word is capitalised anyway
-            while words and words[0].lower() in _NOT_NAMES:
-                words = words[1:]
-            if words:
-                span = " ".join(words)
-                found.setdefault(span.lower(), span)
-        for match in _ACRONYM.finditer(sentence):
-            found.setdefault(match.group(0).lower(), match.group(0))
-    # An acronym already covered by a longer span is not counted twice.
-    spans = list(found.values())
-    kept = [s for s in spans if not (" " not in s and any(s in other.split() for other in spans if other != s))]
-    return kept
-
-
-def _entity_supported(entity: str, source_words: set[str]) -> bool:
-    words = word_tokens(entity)
-    if not words:
-        return True
-    for word in words:
-        if word in source_words:
-            continue
-        if word.endswith("s") and word[:-1] in source_words:  # "GPUs" vs "GPU"
-            continue
-        if word.endswith("'s") and word[:-2] in source_words:
-            continue
-        return False
-    return True
-
-
 def score_grounding(output: str, source: str, ngram_n: int = 3) -> GroundingResult:
     """Grounding of one output in one source text."""
     if ngram_n < 1:
@@ -143,11 +60,11 @@ def score_grounding(output: str, source: str, ngram_n: int = 3) -> GroundingResu
     source_words = set(word_tokens(source))
 
     entities = extract_entities(output)
-    bad_entities = tuple(e for e in entities if not _entity_supported(e, source_words))
+    bad_entities = tuple(e for e in entities if not entity_supported(e, source_words))
 
     numbers = extract_numbers(output)
     source_values = number_values(source, include_words=True)
-    bad_numbers = tuple(n for n in numbers if normalise_number(_NUMBER.match(n).group(1)) not in source_values)
+    bad_numbers = tuple(n for n in numbers if normalise_number(NUMBER.match(n).group(1)) not in source_values)
 
     out_ngrams = set(ngrams(word_tokens(output), ngram_n))
     source_ngrams = set(ngrams(word_tokens(source), ngram_n))

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from hybrid.evaluation.minilm import load_minilm, mean_pool
-from hybrid.evaluation.text_units import mean_or_none, split_sentences
+from hybrid.text.units import mean_or_none, split_sentences
 
 logger = logging.getLogger(__name__)
 

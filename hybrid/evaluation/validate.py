@@ -122,7 +122,7 @@ def plant_unsupported(text: str, rng: random.Random) -> str:
 
 def validate_grounding(passages: Sequence[str] | None = None, seed: int = 0) -> GroundingValidation:
     """Grounding of a passage's own first sentences in the passage, before and after planting unsupported facts."""
-    from hybrid.evaluation.text_units import split_sentences
+    from hybrid.text.units import split_sentences
 
     passages = list(passages) if passages is not None else held_out_passages()
     rng = random.Random(seed)

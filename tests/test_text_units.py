@@ -1,6 +1,6 @@
 """Sentence splitting and n-grams used by the metrics."""
 
-from hybrid.evaluation.text_units import ngrams, split_sentences, word_tokens
+from hybrid.text.units import ngrams, split_sentences, word_tokens
 
 
 def test_split_sentences_handles_abbreviations_and_initials():

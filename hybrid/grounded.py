@@ -1,0 +1,75 @@
+"""Grounded refinement: which draft tokens the source does not support (`select="unsupported"`).
+
+The units are those of the grounding metric (hybrid.text.claims): an entity word, a number or (when asked) a
+content word of the draft that the source lacks. Their characters are mapped back to the draft's tokens, and
+exactly those tokens are re-noised; the refiner refills them given the prompt, which holds the source, and the
+drafter verifies each change.
+
+Where the source comes from: passed explicitly (`source=`, `hybrid generate --source FILE`), or the prompt's text
+after its first blank line (an instruction, a blank line, then the document, as in "Summarize this.\\n\\n<text>").
+A prompt with neither has nothing to ground against, which is an error.
+"""
+
+from __future__ import annotations
+
+from hybrid.errors import HybridError
+from hybrid.options import DEFAULT_GROUND_KINDS
+from hybrid.text.claims import unsupported_claims
+
+NO_SOURCE = ("--select unsupported has nothing to ground against: put the source after a blank line in the prompt "
+             "(\"Summarize this.\\n\\n<text>\") or pass it with --source FILE")
+
+
+def grounding_source(prompt: str, source: str | None = None) -> str:
+    """The text a draft of `prompt` is grounded in: `source` when given, else the prompt after its first blank line."""
+    if source is None:
+        head, blank, body = prompt.strip().partition("\n\n")
+        source = body if blank else ""
+    if not source.strip():
+        raise HybridError(NO_SOURCE)
+    return source
+
+
+def token_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
+    """Character span of each token in `tokenizer.decode(ids, skip_special_tokens=True)` (from prefix decodes)."""
+    spans, previous = [], 0
+    for i in range(len(ids)):
+        end = len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True))
+        spans.append((previous, max(previous, end)))
+        previous = max(previous, end)
+    return spans
+
+
+def unsupported_tokens(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[bool]:
+    """For each token of `ids`: does it carry part of a claim `source` does not support?"""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    claims = unsupported_claims(text, source, kinds)
+    if not claims:
+        return [False] * len(ids)
+    return [any(start < c.end and c.start < end for c in claims) for start, end in token_spans(tokenizer, ids)]
+
+
+def unsupported_mask(tokenizer, token_ids, lengths: list[int], sources: list[str],
+                     kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS, width: int | None = None):
+    """(B, width or N) bool tensor: the unsupported tokens of each row's first lengths[b] tokens."""
+    import torch
+
+    batch, length = token_ids.shape
+    mask = torch.zeros(batch, width or length, dtype=torch.bool, device=token_ids.device)
+    for row, (n, source) in enumerate(zip(lengths, sources)):
+        flags = unsupported_tokens(tokenizer, token_ids[row, :n].tolist(), source, kinds)
+        mask[row, :n] = torch.tensor(flags, dtype=torch.bool)
+    return mask
+
+
+def source_tokens(tokenizer, sources: list[str], vocab_size: int, device=None):
+    """(B, vocab_size) bool tensor: the token ids that occur in each source, tokenised as running text and word by word
+    with a leading space, so a word at the start of a line is allowed in its mid-sentence form too."""
+    import torch
+
+    allowed = torch.zeros(len(sources), vocab_size, dtype=torch.bool, device=device)
+    for row, source in enumerate(sources):
+        ids = set(tokenizer(source, add_special_tokens=False).input_ids)
+        ids.update(tokenizer(" " + " ".join(source.split()), add_special_tokens=False).input_ids)
+        allowed[row, torch.tensor(sorted(i for i in ids if i < vocab_size), dtype=torch.long)] = True
+    return allowed
