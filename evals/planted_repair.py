@@ -1,7 +1,7 @@
 """Planted-error repair: can grounded refinement put back a name or number the source supports?
 
-Each reference summary gets one planted error that its source does not support: a number changed to another of the
-same digit count, or a name word swapped for a capitalised word of another document. The planted text is given to
+Each reference summary whose claims its source all supports gets one planted error that its source does not support: a number the source holds changed to
+another of the same digit count (a year shifted by 1-15 years), or a name word the source holds swapped for a capitalised word of another document. The planted text is given to
 the pipeline as a draft (teacher-forced, `pipe.draft_from_text`) and refined with `--select unsupported`, verified.
 A repair is exact when the refined text equals the reference; "other tokens changed" counts every token outside the
 planted span that the refinement changed.
@@ -13,6 +13,7 @@ planted span that the refinement changed.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import random
 import re
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hybrid.evaluation.suite import load_examples, load_suite  # noqa: E402
-from hybrid.text.claims import NUMBER, entity_mentions, unsupported_claims  # noqa: E402
+from hybrid.text.claims import NUMBER, entity_mentions, normalise_number, number_values, unsupported_claims  # noqa: E402
 from hybrid.text.units import word_tokens  # noqa: E402
 
 SPLITS = {"test": [("news", "test", 60), ("summarize", "test", 40)],
@@ -50,10 +51,16 @@ def plant(example, others, rng: random.Random, kind: str) -> Plant | None:
     if kind == "number":
         options = [m for m in NUMBER.finditer(ref)]
         rng.shuffle(options)
+        supported = number_values(source, include_words=True)
         for match in options:
             digits = match.group(1)
+            if normalise_number(digits) not in supported:  # the source must hold what the repair should put back
+                continue
             for _ in range(20):
-                new = "".join(str(rng.randrange(1 if i == 0 and len(digits) > 1 else 0, 10)) if c.isdigit() else c for i, c in enumerate(digits))
+                if re.fullmatch(r"(1[5-9]|20)\d\d", digits):  # a year stays a year
+                    new = str(int(digits) + rng.choice([-1, 1]) * rng.randint(1, 15))
+                else:
+                    new = "".join(str(rng.randrange(1 if i == 0 and len(digits) > 1 else 0, 10)) if c.isdigit() else c for i, c in enumerate(digits))
                 candidate = ref[: match.start(1)] + new + ref[match.end(1):]
                 if new != digits and _only_new(candidate, source, match.start(1), match.start(1) + len(new)):
                     return Plant(example.id, kind, example.prompt, source, ref, candidate, digits, new, match.start(1), match.start(1) + len(new))
@@ -64,6 +71,8 @@ def plant(example, others, rng: random.Random, kind: str) -> Plant | None:
     words = [(m.start + w.start(), m.start + w.end(), w.group(0)) for m in entity_mentions(ref) for w in re.finditer(r"[A-Z][a-z]{2,}", m.text)]
     rng.shuffle(words)
     for start, end, old in words:
+        if old.lower() not in source_words or not pool:
+            continue
         new = rng.choice(pool)
         candidate = ref[:start] + new + ref[end:]
         if _only_new(candidate, source, start, start + len(new)):
@@ -89,6 +98,8 @@ def load_plants(split: str, seed: int = 0) -> list[Plant]:
         for index, example in enumerate(examples):
             if taken == count:
                 break
+            if unsupported_claims(example.reference, example.source):  # the planted error is to be the one unsupported claim
+                continue
             kinds = ["number", "name"] if taken % 2 == 0 else ["name", "number"]
             others = examples[:index] + examples[index + 1:]
             made = next((p for p in (plant(example, others, rng, k) for k in kinds) if p is not None), None)
@@ -141,12 +152,15 @@ def main() -> None:
 def _case(tokenizer, p: Plant, planted_ids: list[int], result) -> dict:
     from hybrid.grounded import token_spans
 
-    spans = token_spans(tokenizer, planted_ids)
-    inside = [s < p.end and p.start < e for s, e in spans]
-    final = result.token_ids
-    changed_outside = sum(1 for i, flag in enumerate(inside) if not flag and (i >= len(final) or final[i] != planted_ids[i]))
+    inside = [s < p.end and p.start < e for s, e in token_spans(tokenizer, planted_ids)]
+    touched = [False] * len(planted_ids)  # planted tokens replaced or deleted, or next to an insertion
+    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, planted_ids, result.token_ids, autojunk=False).get_opcodes():
+        if tag != "equal":
+            for i in range(i1, max(i2, i1 + 1)):
+                touched[min(i, len(planted_ids) - 1)] = True
+    changed_outside = sum(t and not f for t, f in zip(touched, inside))
     return {"id": p.id, "kind": p.kind, "old": p.old, "new": p.new, "repaired": result.text.strip() == p.reference.strip(),
-            "planted_changed": any(i < len(final) and final[i] != planted_ids[i] for i, f in enumerate(inside) if f),
+            "planted_changed": any(t and f for t, f in zip(touched, inside)),
             "other_tokens": len(inside) - sum(inside), "other_changed": changed_outside, "text": result.text,
             "refine_s": result.timings.refine_s, "proposals": result.proposals}
 

@@ -40,13 +40,18 @@ def token_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def unsupported_tokens(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[bool]:
-    """For each token of `ids`: does it carry part of a claim `source` does not support?"""
+def unsupported_kinds(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[str | None]:
+    """For each token of `ids`: the kind of the unsupported claim it carries part of, or None."""
     text = tokenizer.decode(ids, skip_special_tokens=True)
     claims = unsupported_claims(text, source, kinds)
     if not claims:
-        return [False] * len(ids)
-    return [any(start < c.end and c.start < end for c in claims) for start, end in token_spans(tokenizer, ids)]
+        return [None] * len(ids)
+    return [next((c.kind for c in claims if start < c.end and c.start < end), None) for start, end in token_spans(tokenizer, ids)]
+
+
+def unsupported_tokens(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[bool]:
+    """For each token of `ids`: does it carry part of a claim `source` does not support?"""
+    return [kind is not None for kind in unsupported_kinds(tokenizer, ids, source, kinds)]
 
 
 def unsupported_mask(tokenizer, token_ids, lengths: list[int], sources: list[str],

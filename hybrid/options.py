@@ -15,4 +15,5 @@ DEFAULT_VERIFY_WINDOW = 8  # tokens after a change whose drafter log-likelihood 
 SELECT_CHOICES = ("auto", "logprob", "confidence", "random", "unsupported")
 GROUND_KINDS = ("entity", "number", "word")  # what `unsupported` checks against the source (word: content words)
 DEFAULT_GROUND_KINDS = ("entity", "number")
+DEFAULT_GROUND_CANDIDATES = 3  # copies of the source's own claims tried per unsupported span, beside the refiner's fill
 DEFAULT_GROUND_WEIGHT = 0.0  # verify-score bonus per unsupported token a change makes supported (minus those it adds)

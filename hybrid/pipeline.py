@@ -20,7 +20,8 @@ from hybrid.draft import Draft, DraftConfig, Drafter
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
 from hybrid.grounded import grounding_source, source_tokens, unsupported_mask
-from hybrid.options import (DEFAULT_GROUND_KINDS, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
+from hybrid.grounded_repair import repair
+from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
                             DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW)
 from hybrid.refiner import Refiner
 from hybrid.sampler import SamplerConfig, SamplerOutput, build_canvas, refine, score_draft
@@ -124,7 +125,7 @@ class HybridPipeline:
                  cache_refresh: int = 0, min_change_confidence: float = DEFAULT_MIN_CHANGE_CONFIDENCE, verify: bool = True,
                  verify_weight: float = DEFAULT_VERIFY_WEIGHT, verify_window: int = DEFAULT_VERIFY_WINDOW, product: bool = True,
                  source: str | list[str] | None = None, ground_kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS,
-                 ground_weight: float = DEFAULT_GROUND_WEIGHT):
+                 ground_weight: float = DEFAULT_GROUND_WEIGHT, ground_candidates: int = DEFAULT_GROUND_CANDIDATES):
         """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
 
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
@@ -137,7 +138,8 @@ class HybridPipeline:
         refiner's log-prob gain, rises (hybrid.verify); with `verify` off every proposal stays.
         `select="unsupported"` re-noises exactly the draft tokens of claims (`ground_kinds`) that the source does not
         support (hybrid.grounded): `source` (one per prompt), else each prompt's text after its first blank line; a
-        change then also earns `ground_weight` per unsupported token it makes supported. `slack` None is 4 positions
+        span is then also offered `ground_candidates` copies of the source's own claims of its kind, and a change earns
+        `ground_weight` per unsupported token it makes supported (hybrid.grounded_repair). `slack` None is 4 positions
         after the draft, and 0 under 'unsupported' (only unsupported tokens change).
         """
         single = isinstance(prompts, str)
@@ -167,6 +169,7 @@ class HybridPipeline:
             slack=slack, edit_threshold=edit_threshold, temperature=temperature, trace=trace,
             min_change_confidence=min_change_confidence, product=product, verify=verify and mode == "hybrid",
             verify_window=verify_window, verify_weight=verify_weight, ground_kinds=tuple(ground_kinds), ground_weight=ground_weight,
+            ground_candidates=ground_candidates,
         ).validate()
         keep = sampler_config.steps > 0 and mode == "hybrid" and (product or verify)
         draft_config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos, keep_distributions=keep)
@@ -269,6 +272,7 @@ class HybridPipeline:
             # The drafter knows the slot after each draft (its end, or its next word); later slack slots follow a text
             # that ended, so there the refiner proposes alone.
             beyond = torch.arange(canvas.shape[1], device=canvas.device)[None] > torch.tensor(draft.lengths, device=canvas.device)[:, None]
+            drafter_prior = prior  # grounded repair ranks the source's copies by it (slots inside the drafts are untouched)
             prior = prior.masked_fill_(beyond[..., None], 0.0) if sampler_config.product else None
         allowed = restricted = None
         if chosen is not None:  # an unsupported slot is refilled from the source's own tokens
@@ -278,26 +282,29 @@ class HybridPipeline:
         output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos, prior=prior,
                         allowed=allowed, restricted=restricted)
         del prior
+        if chosen is not None and sampler_config.verify:
+            return output, self._repair(draft, output, chosen, sources, sampler_config, scorer, drafter_state, original_logp, drafter_prior)
         if sampler_config.verify:  # what may not change (masks left, padding, a cut draft's slack) is the draft's again
             output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
         if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
             proposed_logp = gather_tokens(scorer.logprobs(drafter_state, output.canvas), output.canvas)
             # Only what may change is scored: a cut draft's slack (and its end slot, which drafting never scored) is not text.
             original_logp, proposed_logp = original_logp.masked_fill(~editable, 0.0), proposed_logp.masked_fill(~editable, 0.0)
-            grounding_gain = self._grounding_gain(chosen, output.canvas, sources, sampler_config) if chosen is not None else None
             output.canvas, output.proposals = verify_changes(
                 original, output.canvas, original_logp, proposed_logp, output.refiner_gain, editable, self.drafter.end_ids,
-                sampler_config.verify_window, sampler_config.verify_weight, grounding_gain, sampler_config.ground_weight)
+                sampler_config.verify_window, sampler_config.verify_weight)
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
 
-    def _grounding_gain(self, chosen: torch.Tensor, proposed: torch.Tensor, sources: list[str], config: SamplerConfig) -> torch.Tensor:
-        """(B, L): 1 where a draft token carried an unsupported claim, minus 1 where the proposal's token does."""
-        lengths = [len(self._until_end(row)) for row in proposed.tolist()]
-        after = unsupported_mask(self.tokenizer, proposed, lengths, sources, config.ground_kinds)
-        before = torch.zeros_like(after)
-        before[:, : chosen.shape[1]] = chosen[:, : after.shape[1]]
-        return before.float() - after.float()
+    def _repair(self, draft, output, chosen, sources, config: SamplerConfig, scorer, drafter_state, original_logp, drafter_prior):
+        """Grounded: each unsupported span takes its best verified candidate, the refiner's fill or a source copy."""
+        rows = [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(sources))]
+        refilled = torch.where(output.canvas == self.refiner.mask_token_id, draft.token_ids[:, : output.canvas.shape[1]], output.canvas)
+        ended = [n < draft.token_ids.shape[1] for n in draft.lengths]
+        final, output.proposals = repair(self.tokenizer, scorer, drafter_state, rows, ended, original_logp, drafter_prior, refilled, sources,
+                                         config.ground_kinds, config.ground_candidates, config.verify_window, config.ground_weight,
+                                         self.tokenizer.eos_token_id)
+        return final
 
     @staticmethod
     def _drafter_prior(draft: Draft, original: torch.Tensor, scorer: DrafterScorer, drafter_state) -> torch.Tensor:
@@ -334,7 +341,7 @@ class HybridPipeline:
         decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
         return [{"start": p.start, "end": p.end, "old": decode(p.old_ids), "new": decode(p.new_ids), "old_ids": p.old_ids, "new_ids": p.new_ids,
                  "drafter_gain": round(p.drafter_gain, 4), "refiner_gain": round(p.refiner_gain, 4),
-                 "grounding_gain": p.grounding_gain, "score": round(p.score, 4),
+                 "grounding_gain": p.grounding_gain, "origin": p.origin, "score": round(p.score, 4),
                  "accepted": p.accepted} for p in output.proposals if p.row == row]
 
     def _trace(self, output, row) -> list[TraceStep]:

@@ -31,7 +31,7 @@ from typing import NamedTuple, Optional, Protocol, Sequence, Union
 import torch
 
 from hybrid.errors import HybridError
-from hybrid.options import DEFAULT_GROUND_KINDS, DEFAULT_GROUND_WEIGHT, GROUND_KINDS
+from hybrid.options import DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_WEIGHT, GROUND_KINDS
 from hybrid.schedule import SCHEDULES, get_schedule
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class SamplerConfig:
     # a change makes supported (hybrid.grounded, hybrid.verify).
     ground_kinds: tuple = DEFAULT_GROUND_KINDS
     ground_weight: float = DEFAULT_GROUND_WEIGHT
+    ground_candidates: int = DEFAULT_GROUND_CANDIDATES  # copies of the source's claims tried per unsupported span
 
     def validate(self) -> "SamplerConfig":
         if not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
@@ -108,6 +109,8 @@ class SamplerConfig:
             raise HybridError(f"verify_weight must be in [0, 100], got {self.verify_weight!r}")
         if not 0.0 <= self.ground_weight <= 100.0:
             raise HybridError(f"ground_weight must be in [0, 100], got {self.ground_weight!r}")
+        if not isinstance(self.ground_candidates, int) or not 0 <= self.ground_candidates <= 32:
+            raise HybridError(f"ground_candidates must be an integer in [0, 32], got {self.ground_candidates!r}")
         unknown = [kind for kind in self.ground_kinds if kind not in GROUND_KINDS]
         if unknown or not self.ground_kinds:
             raise HybridError(f"ground kinds must be some of {', '.join(GROUND_KINDS)}, got {', '.join(self.ground_kinds) or 'none'}")

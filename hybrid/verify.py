@@ -4,7 +4,7 @@ A greedy draft sits close to the drafter's own optimum, and a refiner that re-pr
 worse predictor than the drafter, so an unchecked refine pass makes drafts worse. Here every change the refine loop
 proposes is scored before it is kept:
 
-    score = drafter gain + weight x refiner gain (+ ground weight x grounding gain, in grounded refinement)
+    score = drafter gain + weight x refiner gain
 
 * drafter gain: the drafter's teacher-forced log-likelihood of the tokens the change affects, minus the same for the
   draft. Changes closer than `window` tokens to each other form one group (they interact), and a group affects its
@@ -13,8 +13,9 @@ proposes is scored before it is kept:
   proposed canvas gives every group's figure (the draft's comes from the pass that built the proposal prior).
 * refiner gain: the refiner's log-prob of each new token minus that of the token it replaces, at the step that
   committed it, summed over the group. At weight 0 nothing the drafter dislikes gets through.
-* grounding gain (only with `select="unsupported"`, hybrid.grounded): the tokens of the group that carried a claim
-  the source does not support, minus those that do after the change.
+
+Grounded refinement (`select="unsupported"`) scores its candidates the same way, plus a grounding term
+(hybrid.grounded_repair).
 
 A group is kept when its score is above 0; otherwise the draft's tokens come back. This holds for the slack too:
 text is appended only when it scores. One pass serves all groups, so a group's figure is taken with the earlier
@@ -45,6 +46,7 @@ class Proposal:
     score: float
     accepted: bool
     grounding_gain: float = 0.0  # unsupported tokens the change removed minus those it added (grounded refinement)
+    origin: str = "refiner"  # who proposed it: the refiner, or a copy from the source (hybrid.grounded_repair)
 
 
 @dataclass
@@ -53,6 +55,15 @@ class DrafterPrompt:
     attention_mask: torch.Tensor  # (B, P)
     next_position: torch.Tensor  # (B, 1)
     last_logits: torch.Tensor  # (B, V)
+
+    def select(self, rows: torch.Tensor, config) -> "DrafterPrompt":
+        """A new prompt state holding rows `rows` of this one (repeats allowed), e.g. one per candidate to score."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=config)
+        for index, layer in enumerate(self.cache.layers):
+            cache.update(layer.keys[rows], layer.values[rows], index)
+        return DrafterPrompt(cache, self.attention_mask[rows], self.next_position[rows], self.last_logits[rows])
 
 
 class DrafterScorer:
@@ -110,13 +121,11 @@ def gather_tokens(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def verify_changes(original: torch.Tensor, proposed: torch.Tensor, original_logp: torch.Tensor, proposed_logp: torch.Tensor,
                    refiner_gain: torch.Tensor, editable: torch.Tensor, end_ids: set[int], window: int,
-                   weight: float, grounding_gain: torch.Tensor | None = None,
-                   ground_weight: float = 0.0) -> tuple[torch.Tensor, list[Proposal]]:
+                   weight: float) -> tuple[torch.Tensor, list[Proposal]]:
     """Keep the groups of changes whose score is above 0 (see the module docstring); return (canvas, proposals).
 
     `original_logp`/`proposed_logp` (B, L): the drafter's log-prob of each version's token; `refiner_gain` (B, L):
-    the refiner's log-prob of the proposed token minus that of the original one; `grounding_gain` (B, L), when given: 1
-    where an unsupported token became supported, -1 for the reverse, weighted by `ground_weight` per token."""
+    the refiner's log-prob of the proposed token minus that of the original one."""
     final = torch.where(editable, proposed, original)
     changed = (proposed != original) & editable
     proposals = []
@@ -129,13 +138,12 @@ def verify_changes(original: torch.Tensor, proposed: torch.Tensor, original_logp
             drafter_gain = float(proposed_logp[row, start : new_to + 1].sum() - original_logp[row, start : old_to + 1].sum())
             group = changed[row, start : end + 1]
             refiner = float((refiner_gain[row, start : end + 1] * group).sum())
-            grounded = float(grounding_gain[row, start : end + 1].sum()) if grounding_gain is not None else 0.0
-            score = drafter_gain + weight * refiner + ground_weight * grounded
+            score = drafter_gain + weight * refiner
             accepted = score > 0
             if not accepted:
                 final[row, start : end + 1] = original[row, start : end + 1]
             proposals.append(Proposal(row, start, end, original[row, start : end + 1].tolist(), proposed[row, start : end + 1].tolist(),
-                                      drafter_gain, refiner, score, accepted, grounded))
+                                      drafter_gain, refiner, score, accepted))
     return final, proposals
 
 
