@@ -11,8 +11,8 @@ import click
 
 from hybrid import __version__
 from hybrid.errors import HybridError
-from hybrid.options import (DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW,
-                            SELECT_CHOICES)
+from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE,
+                            DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW, GROUND_KINDS, SELECT_CHOICES)
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -92,7 +92,12 @@ def cli(verbose: bool) -> None:
 @click.option("--refine-steps", type=click.IntRange(0, 256), default=None, help="Denoising steps K; 0 is draft only. Default: 8 when a refiner is loaded, else 0.")
 @click.option("--mode", type=click.Choice(["hybrid", "draft", "diffusion"]), default="hybrid", show_default=True, help="hybrid: refine a draft; draft: AR only; diffusion: refiner only from an all-mask canvas.")
 @click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_STRENGTH, show_default=True, help="Share of draft tokens re-noised before refining.")
-@click.option("--select", type=click.Choice(SELECT_CHOICES), default="auto", show_default=True, help="Which draft tokens to re-noise: auto (the detection head's doubt where the refiner has one, else log-prob), lowest draft log-prob, lowest refiner confidence, or random.")
+@click.option("--select", type=click.Choice(SELECT_CHOICES), default="auto", show_default=True, help="Which draft tokens to re-noise: auto (the detection head's doubt where the refiner has one, else log-prob), lowest draft log-prob, lowest refiner confidence, random, or unsupported (the names and numbers the source does not support).")
+@click.option("--source", "source_file", type=str, default=None, help="With --select unsupported: the file holding the source to ground against (default: the prompt's text after its first blank line).")
+@click.option("--ground-weight", type=click.FloatRange(0, 100), default=DEFAULT_GROUND_WEIGHT, show_default=True, help="With --select unsupported: verify-score bonus per unsupported token a change makes supported.")
+@click.option("--ground-candidates", type=click.IntRange(0, 32), default=DEFAULT_GROUND_CANDIDATES, show_default=True, help="With --select unsupported: copies of the source's own names/numbers tried per unsupported span, beside the refiner's fill.")
+@click.option("--ground-refill/--no-ground-refill", default=DEFAULT_GROUND_REFILL, show_default=True, help="With --select unsupported: also offer the refiner's own fill of each span (K refine steps).")
+@click.option("--ground-kinds", default=",".join(DEFAULT_GROUND_KINDS), show_default=True, help=f"With --select unsupported: what is checked against the source, some of {','.join(GROUND_KINDS)}.")
 @click.option("--schedule", type=click.Choice(["linear", "cosine", "loglinear"]), default="cosine", show_default=True, help="Noise schedule: how many tokens each step commits.")
 @click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Re-mask visible tokens whose refiner probability falls under this (editing); off by default.")
 @click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CHANGE_CONFIDENCE, show_default=True, help="Also replace a re-noised draft token only when the refiner is at least this sure of its choice (the old guard; 0 = off).")
@@ -110,18 +115,29 @@ def cli(verbose: bool) -> None:
 @click.option("--no-chat-template", is_flag=True, help="Feed the prompt as raw text even if the model has a chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
 @click.option("--show-trace", is_flag=True, help="Show the draft beside the refined text and every step's changes.")
-def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, mode, strength, select, schedule,
+def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, mode, strength, select, source_file, ground_weight,
+             ground_candidates, ground_refill, ground_kinds, schedule,
              edit_threshold, min_change_confidence, verify, verify_weight, verify_window, product, cache_refresh, temperature, top_p, seed, stop, dtype, device, no_chat_template, as_json, show_trace):
     """Generate text for PROMPT.
 
     \b
     hybrid generate "The history of Rome" --refine-steps 0 --max-new-tokens 32 --json
     hybrid generate "The history of Rome" --refine-steps 8 --refiner runs/tiny --show-trace
+    hybrid generate --file report.txt --select unsupported --refiner summarize
     """
     from hybrid.display import render_trace
+    from hybrid.grounded import grounding_source
     from hybrid.pipeline import DEFAULT_REFINE_STEPS, HybridPipeline, resolve_refiner
 
     text = _read_prompt(prompt, file)
+    source = None
+    if source_file is not None:
+        source = _read_prompt(None, source_file)
+    kinds = tuple(k.strip() for k in ground_kinds.split(",") if k.strip())
+    if select == "unsupported":
+        grounding_source(text, source)  # fails here, before any model loads, when there is nothing to ground against
+        if unknown := [k for k in kinds if k not in GROUND_KINDS]:
+            raise click.BadParameter(f"unknown kind {unknown[0]!r}: choose from {', '.join(GROUND_KINDS)}", param_hint="--ground-kinds")
     if mode == "draft" or refine_steps == 0:
         refiner = "none"
     elif refine_steps is not None and refiner is None and resolve_refiner(None) is None:
@@ -133,7 +149,8 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
                   strength=strength, select=select, schedule=schedule, edit_threshold=edit_threshold, temperature=temperature,
                   top_p=top_p, seed=seed, stop=stop, trace=show_trace, cache_refresh=cache_refresh,
                   min_change_confidence=min_change_confidence, verify=verify, verify_weight=verify_weight,
-                  verify_window=verify_window, product=product)
+                  verify_window=verify_window, product=product, source=source, ground_weight=ground_weight,
+                  ground_candidates=ground_candidates, ground_refill=ground_refill, ground_kinds=kinds)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     elif show_trace:

@@ -21,7 +21,7 @@ from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
 from hybrid.grounded import grounding_source, source_tokens, unsupported_mask
 from hybrid.grounded_repair import repair
-from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
+from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
                             DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW)
 from hybrid.refiner import Refiner
 from hybrid.sampler import SamplerConfig, SamplerOutput, build_canvas, refine, score_draft
@@ -125,7 +125,8 @@ class HybridPipeline:
                  cache_refresh: int = 0, min_change_confidence: float = DEFAULT_MIN_CHANGE_CONFIDENCE, verify: bool = True,
                  verify_weight: float = DEFAULT_VERIFY_WEIGHT, verify_window: int = DEFAULT_VERIFY_WINDOW, product: bool = True,
                  source: str | list[str] | None = None, ground_kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS,
-                 ground_weight: float = DEFAULT_GROUND_WEIGHT, ground_candidates: int = DEFAULT_GROUND_CANDIDATES):
+                 ground_weight: float = DEFAULT_GROUND_WEIGHT, ground_candidates: int = DEFAULT_GROUND_CANDIDATES,
+                 ground_refill: bool = DEFAULT_GROUND_REFILL):
         """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
 
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
@@ -139,7 +140,8 @@ class HybridPipeline:
         `select="unsupported"` re-noises exactly the draft tokens of claims (`ground_kinds`) that the source does not
         support (hybrid.grounded): `source` (one per prompt), else each prompt's text after its first blank line; a
         span is then also offered `ground_candidates` copies of the source's own claims of its kind, and a change earns
-        `ground_weight` per unsupported token it makes supported (hybrid.grounded_repair). `slack` None is 4 positions
+        `ground_weight` per unsupported token it makes supported (hybrid.grounded_repair); `ground_refill` also offers
+        the refiner's own fill of each span. `slack` None is 4 positions
         after the draft, and 0 under 'unsupported' (only unsupported tokens change).
         """
         single = isinstance(prompts, str)
@@ -169,7 +171,7 @@ class HybridPipeline:
             slack=slack, edit_threshold=edit_threshold, temperature=temperature, trace=trace,
             min_change_confidence=min_change_confidence, product=product, verify=verify and mode == "hybrid",
             verify_window=verify_window, verify_weight=verify_weight, ground_kinds=tuple(ground_kinds), ground_weight=ground_weight,
-            ground_candidates=ground_candidates,
+            ground_candidates=ground_candidates, ground_refill=ground_refill,
         ).validate()
         keep = sampler_config.steps > 0 and mode == "hybrid" and (product or verify)
         draft_config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos, keep_distributions=keep)
@@ -242,7 +244,8 @@ class HybridPipeline:
         else:
             prompt_ids, prompt_mask = draft.prompt_ids, draft.prompt_attention_mask
             canvas = None
-        state = refiner.encode_prompt(prompt_ids, prompt_mask)
+        copies_only = chosen is not None and sampler_config.verify and not sampler_config.ground_refill
+        state = None if copies_only else refiner.encode_prompt(prompt_ids, prompt_mask)
         editable = anchor = None
         if canvas is None:
             scores = score_draft(refiner, state, draft.token_ids) if sampler_config.select == "confidence" else None
@@ -254,7 +257,7 @@ class HybridPipeline:
             anchor = torch.full_like(canvas, -1)
             anchor[:, : draft.token_ids.shape[1]] = draft.token_ids
             anchor[torch.arange(canvas.shape[1], device=canvas.device)[None] >= torch.tensor(draft.lengths, device=canvas.device)[:, None]] = -1
-            if refiner.config.renoised_input == "draft":
+            if refiner.config.renoised_input == "draft" and state is not None:
                 state.shown = anchor  # a re-noised slot shows its draft token (marked); the slack shows the mask
             if sampler_config.verify:  # a verified text keeps the asked length: only a draft that ended may grow
                 cut = torch.tensor(draft.lengths, device=canvas.device) >= draft_config.max_new_tokens
@@ -279,8 +282,11 @@ class HybridPipeline:
             vocab = refiner.model.get_output_embeddings().weight.shape[0]
             allowed, restricted = source_tokens(self.tokenizer, sources, vocab, canvas.device), torch.zeros_like(editable)
             restricted[:, : chosen.shape[1]] = chosen
-        output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos, prior=prior,
-                        allowed=allowed, restricted=restricted)
+        if copies_only:  # source copies only: no refiner pass at all
+            output = SamplerOutput(canvas=canvas)
+        else:
+            output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos,
+                            prior=prior, allowed=allowed, restricted=restricted)
         del prior
         if chosen is not None and sampler_config.verify:
             return output, self._repair(draft, output, chosen, sources, sampler_config, scorer, drafter_state, original_logp, drafter_prior)
@@ -299,7 +305,9 @@ class HybridPipeline:
     def _repair(self, draft, output, chosen, sources, config: SamplerConfig, scorer, drafter_state, original_logp, drafter_prior):
         """Grounded: each unsupported span takes its best verified candidate, the refiner's fill or a source copy."""
         rows = [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(sources))]
-        refilled = torch.where(output.canvas == self.refiner.mask_token_id, draft.token_ids[:, : output.canvas.shape[1]], output.canvas)
+        refilled = None
+        if config.ground_refill:
+            refilled = torch.where(output.canvas == self.refiner.mask_token_id, draft.token_ids[:, : output.canvas.shape[1]], output.canvas)
         ended = [n < draft.token_ids.shape[1] for n in draft.lengths]
         final, output.proposals = repair(self.tokenizer, scorer, drafter_state, rows, ended, original_logp, drafter_prior, refilled, sources,
                                          config.ground_kinds, config.ground_candidates, config.verify_window, config.ground_weight,

@@ -31,7 +31,7 @@ from typing import NamedTuple, Optional, Protocol, Sequence, Union
 import torch
 
 from hybrid.errors import HybridError
-from hybrid.options import DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_WEIGHT, GROUND_KINDS
+from hybrid.options import DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, GROUND_KINDS
 from hybrid.schedule import SCHEDULES, get_schedule
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class SamplerConfig:
     ground_kinds: tuple = DEFAULT_GROUND_KINDS
     ground_weight: float = DEFAULT_GROUND_WEIGHT
     ground_candidates: int = DEFAULT_GROUND_CANDIDATES  # copies of the source's claims tried per unsupported span
+    ground_refill: bool = DEFAULT_GROUND_REFILL  # also offer the refiner's own fill of each unsupported span (K steps)
 
     def validate(self) -> "SamplerConfig":
         if not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:

@@ -108,7 +108,7 @@ def test_trace_lists_every_proposal_with_its_verdict(tiny_pipeline):
     result = tiny_pipeline("a b c", max_new_tokens=8, refine_steps=4, strength=1.0, trace=True, product=False, seed=0)
     assert result.proposals, "a random refiner proposes changes"
     for proposal in result.proposals:
-        assert set(proposal) == {"start", "end", "old", "new", "old_ids", "new_ids", "drafter_gain", "refiner_gain", "grounding_gain", "score", "accepted"}
+        assert set(proposal) == {"start", "end", "old", "new", "old_ids", "new_ids", "drafter_gain", "refiner_gain", "grounding_gain", "origin", "score", "accepted"}
         assert proposal["accepted"] == (proposal["score"] > 0)
     kept = [p for p in result.proposals if p["accepted"]]
     changed = [i for i, t in enumerate(result.token_ids) if i >= len(result.draft_token_ids) or t != result.draft_token_ids[i]]

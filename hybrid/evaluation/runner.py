@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from hybrid.evaluation.suite import Example, Suite
-from hybrid.options import DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW
+from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
+                            DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW)
 from hybrid.pipeline import HybridPipeline
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ class EvalConfig:
     verify_weight: float = DEFAULT_VERIFY_WEIGHT  # hybrid systems are verified, as `hybrid generate` runs them
     verify_window: int = DEFAULT_VERIFY_WINDOW
     unverified: bool = True  # also score hybrid at K=8 with every proposal kept, to show what verification does
+    # Also score grounded repair (select "unsupported", at the default K) on suites whose prompts carry a source.
+    grounded: bool = True
+    ground_weight: float = DEFAULT_GROUND_WEIGHT
+    ground_candidates: int = DEFAULT_GROUND_CANDIDATES
 
 
 @dataclass
@@ -50,16 +55,24 @@ class Sample:
 
 
 UNVERIFIED_STEPS = 8
+GROUNDED = f"hybrid-K{DEFAULT_REFINE_STEPS}-grounded"
 
 
-def system_names(config: EvalConfig) -> list[str]:
+def system_names(config: EvalConfig, grounded: bool = True) -> list[str]:
+    """The systems a run scores; `grounded`: whether the suite's prompts carry sources to ground against."""
     names = ["draft", f"diffusion-K{config.diffusion_steps}", *[f"hybrid-K{k}" for k in config.hybrid_steps]]
-    return names + ([f"hybrid-K{UNVERIFIED_STEPS}-unverified"] if config.unverified else [])
+    names += [f"hybrid-K{UNVERIFIED_STEPS}-unverified"] if config.unverified else []
+    return names + ([GROUNDED] if config.grounded and grounded else [])
+
+
+def has_sources(suite: Suite, examples: list[Example]) -> bool:
+    return suite.task == "summarize" and all(e.source for e in examples)
 
 
 def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example], config: EvalConfig) -> list[Sample]:
     samples: list[Sample] = []
-    systems = 1 + (pipe.refiner is not None) * (len(system_names(config)) - 1)
+    grounded = has_sources(suite, examples)
+    systems = 1 + (pipe.refiner is not None) * (len(system_names(config, grounded)) - 1)
     bar = tqdm(total=len(examples) * systems, desc=f"generate {suite.name}", unit="sample")
     common = dict(max_new_tokens=suite.max_new_tokens, seed=config.seed)
     refine = dict(strength=config.strength, select=config.select, edit_threshold=config.edit_threshold,
@@ -75,7 +88,12 @@ def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example]
             for steps in config.hybrid_steps:
                 runs.append((f"hybrid-K{steps}", pipe(prompts, refine_steps=steps, draft=draft, **common, **refine)))
             if config.unverified:
-                runs.append((system_names(config)[-1], pipe(prompts, refine_steps=UNVERIFIED_STEPS, draft=draft, verify=False, **common, **refine)))
+                runs.append((f"hybrid-K{UNVERIFIED_STEPS}-unverified", pipe(prompts, refine_steps=UNVERIFIED_STEPS, draft=draft, verify=False,
+                                                                         **common, **refine)))
+            if config.grounded and grounded:
+                runs.append((GROUNDED, pipe(prompts, refine_steps=DEFAULT_REFINE_STEPS, draft=draft, select="unsupported",
+                                            source=[e.source for e in batch], ground_weight=config.ground_weight,
+                                            ground_candidates=config.ground_candidates, verify_window=config.verify_window, **common)))
         for system, results in runs:
             for example, result in zip(batch, results):
                 t, n = result.timings, len(batch)
