@@ -5,7 +5,8 @@
 
 The same greedy drafts (summarize refiner) are refined with `select="unsupported"` for every setting; printed per
 setting and split (ground weight x source copies per span x whether the refiner's own fill is offered): texts changed, entity and number precision against the source (micro), ROUGE-L to the
-reference, and the refine stage's time as a share of drafting. Run from the repository root:
+reference, the consistency classifier's mean P(consistent) against the source, and the refine stage's time as a
+share of drafting. Run from the repository root:
 
     .venv/bin/python evals/choose_grounding.py --output evals/defaults/grounding.json    # ~8 min on 2 CPU cores
 """
@@ -45,12 +46,14 @@ def main() -> None:
 
     import torch
 
+    from hybrid.evaluation.consistency import ConsistencyClassifier
     from hybrid.evaluation.grounding import aggregate_grounding, score_grounding
     from hybrid.evaluation.summaries import rouge_scores
     from hybrid.pipeline import HybridPipeline
 
     torch.set_num_threads(2)
     pipe = HybridPipeline.from_pretrained(refiner="summarize")
+    classifier = ConsistencyClassifier()
     rows = []
     for name, (suite, examples) in splits(args.news_size, args.summarize_size).items():
         drafts, draft_s = [], 0.0
@@ -77,7 +80,8 @@ def main() -> None:
             row = {"split": name, "ground_weight": weight, "candidates": count, "refill": refill, "changed": sum(o != t for o, t in zip(outputs, texts)),
                    "texts": len(texts), "entity_precision": grounding.entity_precision, "number_precision": grounding.number_precision,
                    "entities": grounding.entities, "numbers": grounding.numbers,
-                   "rougeL": rouge_scores(outputs, [e.reference for e in examples]).rougeL, "refine_over_draft": refine_s / draft_s}
+                   "rougeL": rouge_scores(outputs, [e.reference for e in examples]).rougeL,
+                   "consistency": sum(classifier.score_text(o, e.source).mean for o, e in zip(outputs, examples)) / len(examples), "refine_over_draft": refine_s / draft_s}
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.output:

@@ -12,7 +12,8 @@ import click
 from hybrid import __version__
 from hybrid.errors import HybridError
 from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE,
-                            DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW, GROUND_KINDS, SELECT_CHOICES)
+                            DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW, GROUND_KINDS, SCHEDULE_NAMES,
+                            SELECT_CHOICES)
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -76,7 +77,8 @@ def cli(verbose: bool) -> None:
 
     \b
     generate  write text for a prompt (draft only, diffusion only, or hybrid)
-    finetune  train a refiner from a YAML recipe
+    finetune  train a refiner from a YAML recipe (a file or a shipped name)
+    recipes   list, copy and check the shipped recipes
     eval      score draft / diffusion / hybrid on a suite: factuality, coherence, cost
     bench     time draft / diffusion / hybrid side by side and print the ratios
     """
@@ -98,7 +100,7 @@ def cli(verbose: bool) -> None:
 @click.option("--ground-candidates", type=click.IntRange(0, 32), default=DEFAULT_GROUND_CANDIDATES, show_default=True, help="With --select unsupported: copies of the source's own names/numbers tried per unsupported span, beside the refiner's fill.")
 @click.option("--ground-refill/--no-ground-refill", default=DEFAULT_GROUND_REFILL, show_default=True, help="With --select unsupported: also offer the refiner's own fill of each span (K refine steps).")
 @click.option("--ground-kinds", default=",".join(DEFAULT_GROUND_KINDS), show_default=True, help=f"With --select unsupported: what is checked against the source, some of {','.join(GROUND_KINDS)}.")
-@click.option("--schedule", type=click.Choice(["linear", "cosine", "loglinear"]), default="cosine", show_default=True, help="Noise schedule: how many tokens each step commits.")
+@click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="cosine", show_default=True, help="Noise schedule: how many tokens each step commits.")
 @click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Re-mask visible tokens whose refiner probability falls under this (editing); off by default.")
 @click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CHANGE_CONFIDENCE, show_default=True, help="Also replace a re-noised draft token only when the refiner is at least this sure of its choice (the old guard; 0 = off).")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Keep a proposed change only when the drafter's log-likelihood of what it affects (plus the weighted refiner gain) rises.")
@@ -115,9 +117,10 @@ def cli(verbose: bool) -> None:
 @click.option("--no-chat-template", is_flag=True, help="Feed the prompt as raw text even if the model has a chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
 @click.option("--show-trace", is_flag=True, help="Show the draft beside the refined text and every step's changes.")
+@click.option("--stream", is_flag=True, help="Print the draft token by token as it is written, then redraw it as the refined text.")
 def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, mode, strength, select, source_file, ground_weight,
              ground_candidates, ground_refill, ground_kinds, schedule,
-             edit_threshold, min_change_confidence, verify, verify_weight, verify_window, product, cache_refresh, temperature, top_p, seed, stop, dtype, device, no_chat_template, as_json, show_trace):
+             edit_threshold, min_change_confidence, verify, verify_weight, verify_window, product, cache_refresh, temperature, top_p, seed, stop, dtype, device, no_chat_template, as_json, show_trace, stream):
     """Generate text for PROMPT.
 
     \b
@@ -145,7 +148,10 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
     pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template, device=device)
     if refine_steps is None:
         refine_steps = DEFAULT_REFINE_STEPS if pipe.refiner is not None else 0
-    result = pipe(text, max_new_tokens=max_new_tokens, refine_steps=refine_steps, mode=mode if refine_steps else "draft",
+    if stream and (as_json or show_trace):
+        raise click.UsageError("--stream prints text as it comes: it does not combine with --json or --show-trace")
+    run = (lambda prompt, **kw: _stream_to_terminal(pipe, prompt, **kw)) if stream else pipe
+    result = run(text, max_new_tokens=max_new_tokens, refine_steps=refine_steps, mode=mode if refine_steps else "draft",
                   strength=strength, select=select, schedule=schedule, edit_threshold=edit_threshold, temperature=temperature,
                   top_p=top_p, seed=seed, stop=stop, trace=show_trace, cache_refresh=cache_refresh,
                   min_change_confidence=min_change_confidence, verify=verify, verify_weight=verify_weight,
@@ -155,8 +161,30 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     elif show_trace:
         click.echo(render_trace(result, pipe.tokenizer))
-    else:
+    elif not stream:
         click.echo(result.text)
+
+
+def _stream_to_terminal(pipe, prompt: str, **settings):
+    """Echo the draft as it is written; then, in a terminal, erase it and print the refined text in its place (elsewhere,
+    print the refined text on a new line when it differs). Returns the GenerationResult."""
+    import shutil
+
+    printed = ""
+    for event in pipe.stream(prompt, **settings):
+        if event.kind == "draft":
+            click.echo(event.text, nl=False)
+            sys.stdout.flush()
+            printed += event.text
+        elif event.kind == "done":
+            result = event.result
+    if sys.stdout.isatty() and result.text != printed:
+        width = max(1, shutil.get_terminal_size().columns)
+        rows = sum(max(1, -(-len(line) // width)) for line in printed.split("\n"))
+        click.echo("\r" + (f"\x1b[{rows - 1}A" if rows > 1 else "") + "\x1b[J" + result.text)
+    else:
+        click.echo("" if result.text == printed else "\n" + result.text)
+    return result
 
 
 @cli.command()
@@ -264,8 +292,10 @@ def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_th
 
 
 from hybrid.finetune.command import finetune  # noqa: E402
+from hybrid.finetune.recipes_command import recipes  # noqa: E402
 
 cli.add_command(finetune)
+cli.add_command(recipes)
 
 
 def main() -> None:

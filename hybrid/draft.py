@@ -144,7 +144,9 @@ class Drafter:
         return ids.to(self.model.device), mask.to(self.model.device)
 
     @torch.inference_mode()
-    def generate(self, prompts: str | list[str], config: DraftConfig | None = None) -> Draft:
+    def generate(self, prompts: str | list[str], config: DraftConfig | None = None, on_token=None) -> Draft:
+        """Draft every prompt. `on_token(tokens)`, when given, is called after each decode step with the step's token of
+        every row (LongTensor[B]; rows that already ended hold the pad id), e.g. to stream the draft."""
         config = config or DraftConfig()
         config.validate()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -154,7 +156,7 @@ class Drafter:
         if config.seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(config.seed)
         prompt_ids, prompt_mask = self.encode_prompts(prompts, config.max_new_tokens)
-        return self._decode_loop(prompt_ids, prompt_mask, config, generator)
+        return self._decode_loop(prompt_ids, prompt_mask, config, generator, on_token)
 
     @torch.inference_mode()
     def generate_ids(self, prompts: list[list[int]], config: DraftConfig | None = None) -> Draft:
@@ -214,7 +216,7 @@ class Drafter:
         tail = self.tokenizer.decode(generated[row][-16:], skip_special_tokens=True)
         return any(s in tail for s in stop)
 
-    def _decode_loop(self, prompt_ids, prompt_mask, config: DraftConfig, generator) -> Draft:
+    def _decode_loop(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token=None) -> Draft:
         from transformers import DynamicCache
 
         batch = prompt_ids.shape[0]
@@ -243,6 +245,8 @@ class Drafter:
             if config.keep_distributions:
                 distributions.append(log_distribution)
             tokens.append(token)
+            if on_token is not None:
+                on_token(token)
             logprobs.append(logprob.masked_fill(finished, 0.0))
             ended = torch.isin(token, end_ids) & ~finished if not config.ignore_eos else torch.zeros_like(finished)
             if config.stop:

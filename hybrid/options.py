@@ -22,3 +22,4 @@ DEFAULT_GROUND_KINDS = ("entity", "number")
 DEFAULT_GROUND_CANDIDATES = 3  # copies of the source's own claims tried per unsupported span
 DEFAULT_GROUND_WEIGHT = 2.0  # verify-score bonus per unsupported token a change makes supported (minus those it adds)
 DEFAULT_GROUND_REFILL = False  # also offer the refiner's own fill of each unsupported span (K refine steps)
+SCHEDULE_NAMES = ("linear", "cosine", "loglinear")  # hybrid.schedule implements each (a test checks they agree)

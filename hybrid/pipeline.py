@@ -126,7 +126,7 @@ class HybridPipeline:
                  verify_weight: float = DEFAULT_VERIFY_WEIGHT, verify_window: int = DEFAULT_VERIFY_WINDOW, product: bool = True,
                  source: str | list[str] | None = None, ground_kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS,
                  ground_weight: float = DEFAULT_GROUND_WEIGHT, ground_candidates: int = DEFAULT_GROUND_CANDIDATES,
-                 ground_refill: bool = DEFAULT_GROUND_REFILL):
+                 ground_refill: bool = DEFAULT_GROUND_REFILL, callback_on_step_end=None, callback_on_token=None):
         """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
 
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
@@ -184,7 +184,8 @@ class HybridPipeline:
             self.refiner.cache_refresh = cache_refresh
         if draft is not None and (mode == "diffusion" or len(draft.texts) != len(batch)):
             raise HybridError("a given draft must come from the same prompts, and diffusion mode takes none")
-        results = self._run(batch, draft_config, sampler_config, mode, draft, sources)
+        hooks = {"on_token": callback_on_token, "on_step": callback_on_step_end}
+        results = self._run(batch, draft_config, sampler_config, mode, draft, sources, hooks)
         return results[0] if single else results
 
     def draft(self, prompts: str | list[str], max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
@@ -195,6 +196,12 @@ class HybridPipeline:
         with self._drafting(), torch.inference_mode():
             return self.drafter.generate(prompts, config)
 
+    def stream(self, prompt: str, **settings):
+        """Yield the draft as it is written, the canvas after each refine step, then the result (hybrid.streaming)."""
+        from hybrid.streaming import stream
+
+        return stream(self, prompt, **settings)
+
     def draft_from_text(self, prompts: str | list[str], texts: str | list[str]) -> Draft:
         """A Draft of given texts (teacher-forced by the drafter, no generation), for `pipe(prompts, draft=...)`: refine a
         text that was written elsewhere, e.g. repair a planted error in a reference summary."""
@@ -203,7 +210,8 @@ class HybridPipeline:
 
     @torch.inference_mode()
     def _run(self, prompts: list[str], draft_config: DraftConfig, sampler_config: SamplerConfig, mode: str,
-             draft: Draft | None = None, sources: list[str] | None = None) -> list[GenerationResult]:
+             draft: Draft | None = None, sources: list[str] | None = None, hooks: dict | None = None) -> list[GenerationResult]:
+        hooks = hooks or {}
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(draft_config.seed) if draft_config.seed is not None else None
         timings = StageTimings(load_s=self.load_s)
@@ -211,7 +219,7 @@ class HybridPipeline:
         if mode != "diffusion":
             if not reused:
                 with self._drafting():
-                    draft = self.drafter.generate(prompts, draft_config)
+                    draft = self.drafter.generate(prompts, draft_config, on_token=hooks.get("on_token"))
             timings.draft_s = draft.timings.total_s
             timings.draft_prefill_s = draft.timings.prefill_s
             timings.draft_decode_s = draft.timings.decode_s
@@ -221,7 +229,7 @@ class HybridPipeline:
             output = None
         else:
             refine_start = time.perf_counter()
-            output, final_ids = self._refine(prompts, draft, draft_config, sampler_config, generator, sources)
+            output, final_ids = self._refine(prompts, draft, draft_config, sampler_config, generator, sources, hooks.get("on_step"))
             timings.refine_s = time.perf_counter() - refine_start
         timings.total_s = time.perf_counter() - start + (draft.timings.total_s if reused else 0.0)
         return [self._result(row, prompts[row], draft, final_ids[row], output, mode, sampler_config, timings) for row in range(len(prompts))]
@@ -230,7 +238,7 @@ class HybridPipeline:
         """The context drafting runs in: the shared backbone without the refiner's LoRA."""
         return self.refiner.adapter_disabled() if self.refiner is not None else nullcontext()
 
-    def _refine(self, prompts, draft, draft_config: DraftConfig, sampler_config: SamplerConfig, generator, sources=None):
+    def _refine(self, prompts, draft, draft_config: DraftConfig, sampler_config: SamplerConfig, generator, sources=None, on_step=None):
         refiner = self.refiner
         eos = self.tokenizer.eos_token_id
         chosen = None
@@ -286,7 +294,7 @@ class HybridPipeline:
             output = SamplerOutput(canvas=canvas)
         else:
             output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos,
-                            prior=prior, allowed=allowed, restricted=restricted)
+                            prior=prior, allowed=allowed, restricted=restricted, on_step=on_step)
         del prior
         if chosen is not None and sampler_config.verify:
             return output, self._repair(draft, output, chosen, sources, sampler_config, scorer, drafter_state, original_logp, drafter_prior)

@@ -26,7 +26,7 @@ mask is left). With temperature 0 rows are independent: a batch gives exactly th
 
 import logging
 from dataclasses import dataclass, field
-from typing import NamedTuple, Optional, Protocol, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Protocol, Sequence, Union
 
 import torch
 
@@ -226,6 +226,7 @@ def refine(
     prior: Optional[torch.FloatTensor] = None,
     allowed: Optional[torch.BoolTensor] = None,
     restricted: Optional[torch.BoolTensor] = None,
+    on_step: Optional[Callable[[int, torch.Tensor, torch.Tensor], None]] = None,
 ) -> SamplerOutput:
     """Denoise `canvas` in config.steps steps (see the module docstring). The input tensor is not modified.
 
@@ -238,6 +239,8 @@ def refine(
     of every canvas slot (zeros where it has none): each step then proposes from log_softmax(prior + w log p_refiner),
     w the denoiser's `residual_weight` (1 when it has none). `allowed` [B, V] and `restricted` [B, L], when given: a
     restricted slot draws only from its row's allowed tokens (grounded refinement refills from the source's tokens).
+    `on_step(step, canvas, changed)`, when given, is called after every step with its number (from 1), the canvas
+    after it and the positions it committed or re-masked [B, L] (read-only views: copy what you keep).
     The caller validates `config`.
     """
     mask_id, threshold, steps = denoiser.mask_token_id, config.edit_threshold, config.steps
@@ -291,6 +294,8 @@ def refine(
         out.edits_per_step.append(int(edit.sum()))
         if config.trace:
             out.trace.append(_trace_step(before, canvas, commit, edit, confidence, logp))
+        if on_step is not None:
+            on_step(k + 1, canvas, commit | edit)
         logger.debug("step %d/%d: committed %d, re-masked %d", k + 1, steps, out.committed_per_step[-1],
                      out.edits_per_step[-1])
         if not (canvas == mask_id).any() and not commit.any() and not edit.any():

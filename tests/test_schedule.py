@@ -69,3 +69,10 @@ def test_shapes_differ_as_documented():
                 # cosine and loglinear are back-loaded: never ahead of linear
                 assert done["cosine"] <= done["linear"] and done["loglinear"] <= done["linear"]
     assert cosine.tokens_per_step(100, 4)[0] < cosine.tokens_per_step(100, 4)[-1]
+
+
+def test_the_declared_schedule_names_are_the_implemented_ones():
+    from hybrid.options import SCHEDULE_NAMES
+    from hybrid.schedule import SCHEDULES
+
+    assert tuple(SCHEDULE_NAMES) == tuple(SCHEDULES)

@@ -12,16 +12,18 @@ import click
 @click.argument("overrides", nargs=-1)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the recipe's output_dir.")
 @click.option("--output", default=None, help="Output folder (overrides train.output_dir).")
-@click.option("--validate", "validate", default=None, metavar="REFINER",
-              help="Train nothing: print the validation figures of the refiner folder REFINER on this recipe's held-out examples.")
+@click.option("--score-refiner", "--validate", "validate", default=None, metavar="REFINER",
+              help="Train nothing: score the refiner folder REFINER on this recipe's held-out examples and print the figures.")
 def finetune(recipe, overrides, resume, output, validate):
-    """Train a refiner from RECIPE (a YAML file); OVERRIDES are dotted key=value pairs.
+    """Train a refiner from RECIPE (a YAML file, or a shipped recipe's name: see `hybrid recipes ls`); OVERRIDES are
+    dotted key=value pairs.
 
     \b
+    hybrid finetune summarize
     hybrid finetune recipes/summarize.yaml
     hybrid finetune recipes/continue.yaml train.steps=50 --output runs/quick
     hybrid finetune recipes/continue.yaml --resume
-    hybrid finetune recipes/continue.yaml --validate checkpoints/general
+    hybrid finetune recipes/continue.yaml --score-refiner checkpoints/general
     """
     from hybrid.finetune.recipe import load_recipe
     from hybrid.finetune.trainer import run_recipe, validate_saved_refiner

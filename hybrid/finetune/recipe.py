@@ -182,17 +182,38 @@ def validate(recipe: Recipe) -> Recipe:
     for ok, message in checks:
         if not ok:
             raise HybridError(f"recipe: {message}")
-    from hybrid.schedule import get_schedule
+    from hybrid.options import SCHEDULE_NAMES  # not hybrid.schedule: validating a recipe imports no torch
 
-    get_schedule(recipe.objective.schedule)
+    if recipe.objective.schedule not in SCHEDULE_NAMES:
+        raise HybridError(f"unknown noise schedule {recipe.objective.schedule!r}; choose one of: {', '.join(SCHEDULE_NAMES)}")
     return recipe
 
 
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """The recipes that ship with hybrid, by name (the file name without .yaml)."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def resolve_recipe(name: str | Path) -> Path:
+    """A recipe file, or the name of a shipped one (`summarize` -> recipes/summarize.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = shipped_recipes()
+    if str(name) in shipped:
+        return shipped[str(name)]
+    close = difflib.get_close_matches(str(name), list(shipped), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f": give a YAML file or one of {', '.join(shipped)}"
+    raise HybridError(f"recipe {name} does not exist{hint}")
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, override and validate a recipe. Relative data files resolve against the recipe's folder, then the cwd."""
-    path = Path(path)
-    if not path.is_file():
-        raise HybridError(f"recipe {path} does not exist")
+    """Read, override and validate a recipe (a file, or a shipped recipe's name). Relative data files resolve against
+    the recipe's folder, then the cwd."""
+    path = resolve_recipe(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -202,7 +223,11 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     recipe = _build(Recipe, raw, "")
     recipe.data.files = [_resolve_file(f, path.parent) for f in recipe.data.files]
     if recipe.model.init_refiner:
-        recipe.model.init_refiner = _resolve_file(recipe.model.init_refiner, path.parent)
+        shipped = RECIPES_DIR.parent / "checkpoints" / recipe.model.init_refiner
+        if "/" not in recipe.model.init_refiner and (shipped / "refiner_config.json").is_file():
+            recipe.model.init_refiner = str(shipped)  # a shipped refiner's name, as --refiner takes it
+        else:
+            recipe.model.init_refiner = _resolve_file(recipe.model.init_refiner, path.parent)
     return validate(recipe)
 
 
