@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from hybrid.errors import HybridError
 from hybrid.options import DEFAULT_GROUND_KINDS
-from hybrid.text.claims import unsupported_claims
+from hybrid.text.claims import supported_claims, unsupported_claims
 
 NO_SOURCE = ("--select unsupported has nothing to ground against: put the source after a blank line in the prompt "
              "(\"Summarize this.\\n\\n<text>\") or pass it with --source FILE")
@@ -47,6 +47,13 @@ def unsupported_kinds(tokenizer, ids: list[int], source: str, kinds: tuple[str, 
     if not claims:
         return [None] * len(ids)
     return [next((c.kind for c in claims if start < c.end and c.start < end), None) for start, end in token_spans(tokenizer, ids)]
+
+
+def supported_claim_tokens(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[bool]:
+    """For each token of `ids`: does it carry part of a name or number that `source` supports? (grounded training)"""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    claims = supported_claims(text, source, kinds)
+    return [any(start < c.end and c.start < end for c in claims) for start, end in token_spans(tokenizer, ids)] if claims else [False] * len(ids)
 
 
 def unsupported_tokens(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[bool]:

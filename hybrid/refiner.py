@@ -40,7 +40,9 @@ from hybrid.sampler import token_logprob
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "refiner_config.json"
-WEIGHTS_NAME = "refiner.safetensors"
+WEIGHTS_NAME = "refiner.safetensors"  # what peft does not know: the mask embedding and marker, the detection head
+ADAPTER_CONFIG_NAME = "adapter_config.json"  # the LoRA weights in peft's own layout, beside ours
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 MASK_EMBEDDING_KEY = "mask_embedding"
 MASK_MARKER_KEY = "mask_marker"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -183,9 +185,6 @@ class Refiner(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, base_model) -> "Refiner":
         """Load a saved refiner onto `base_model`, refusing a backbone it was not trained for."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         folder = Path(path)
         config = read_config(folder)
         actual = fingerprint(base_model)
@@ -195,10 +194,7 @@ class Refiner(nn.Module):
                 f"({config.base_fingerprint.get('model_type')}, {config.base_fingerprint.get('num_hidden_layers')} layers, "
                 f"vocab {config.base_fingerprint.get('vocab_size')}) and does not fit this drafter: use --draft-model {config.base_model}"
             )
-        try:
-            tensors = load_file(str(folder / WEIGHTS_NAME))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise HybridError(f"refiner weights {folder / WEIGHTS_NAME} are corrupt or truncated ({exc}): retrain or re-download them") from exc
+        tensors = read_tensors(folder)
         refiner = cls(base_model, config)
         refiner.load_tensors(tensors, source=str(folder))
         return refiner
@@ -239,11 +235,27 @@ class Refiner(nn.Module):
         set_peft_model_state_dict(self.model, tensors)
 
     def write_to(self, folder: Path) -> None:
-        """Write config and weights into an existing folder (not atomic: see `save`)."""
+        """Write config and weights into an existing folder (not atomic: see `save`): the LoRA weights in peft's layout
+        (adapter_config.json naming the real base model, adapter_model.safetensors), the rest in refiner.safetensors."""
+        import copy
+
         from safetensors.torch import save_file
 
-        save_file(self.trainable_state(), str(folder / WEIGHTS_NAME), metadata={"format": "hybrid-refiner"})
+        from hybrid.models import hub_name
+
+        state = self.trainable_state()
+        ours = {k: state.pop(k) for k in list(state) if k in (MASK_EMBEDDING_KEY, MASK_MARKER_KEY) or k not in self._lora_keys()}
+        save_file(ours, str(folder / WEIGHTS_NAME), metadata={"format": "hybrid-refiner"})
+        save_file(state, str(folder / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+        peft_config = copy.deepcopy(self.model.peft_config["default"])
+        peft_config.base_model_name_or_path = hub_name(self.config.base_model)
+        peft_config.save_pretrained(str(folder))
         (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    def _lora_keys(self) -> set[str]:
+        from peft import get_peft_model_state_dict
+
+        return set(get_peft_model_state_dict(self.model))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write config and weights into `path` atomically: a crash leaves the previous checkpoint intact."""
@@ -255,6 +267,26 @@ class Refiner(nn.Module):
             replace_folder(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload hybrid refiner") -> str:
+        """Upload this refiner (peft adapter + our tensors + config + a model card) to the hub repo `repo_id`; returns
+        the commit URL. `from_pretrained`/`--refiner` take the same id back."""
+        from huggingface_hub import HfApi
+
+        from hybrid.finetune.model_card import write_card
+
+        with tempfile.TemporaryDirectory(prefix="hybrid-push-") as tmp:
+            folder = Path(tmp) / repo_id.split("/")[-1]
+            folder.mkdir()
+            self.write_to(folder)
+            write_card(folder)
+            try:
+                api = HfApi(token=token)
+                api.create_repo(repo_id, private=private, exist_ok=True)
+                return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message))
+            except Exception as exc:  # offline, no token, no rights: one line for the user
+                raise HybridError(f"could not push to the hub repo '{repo_id}' ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from exc
 
     # ---- the two views of the backbone --------------------------------------------------------------------------
 
@@ -438,6 +470,21 @@ class Refiner(nn.Module):
         # The head reads each canvas position's own states (they have seen the token) and the token's log-prob.
         canvas_taps = {index: tapped[:, prompt_len:] for index, tapped in taps.items()}
         return logits, self._detection_features(hidden[:, prompt_len:], canvas_taps, logits, canvas)
+
+
+def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a saved refiner: refiner.safetensors, plus peft's adapter file where there is one (refiners
+    saved before it hold their LoRA weights in refiner.safetensors)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for name in (WEIGHTS_NAME, ADAPTER_WEIGHTS_NAME) if (folder / ADAPTER_WEIGHTS_NAME).exists() else (WEIGHTS_NAME,):
+        try:
+            tensors |= load_file(str(folder / name))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise HybridError(f"refiner weights {folder / name} are corrupt or truncated ({exc}): retrain or re-download them") from exc
+    return tensors
 
 
 def read_config(folder: Path) -> RefinerConfig:

@@ -11,7 +11,7 @@ from hybrid.cli import cli
 from hybrid.errors import HybridError
 from hybrid.finetune.data import TokenisedExample
 from hybrid.finetune.objective import Corruption, collate, loss_terms
-from hybrid.refiner import WEIGHTS_NAME, Refiner
+from hybrid.refiner import WEIGHTS_NAME, Refiner, read_tensors
 from hybrid.sampler import score_draft
 from test_finetune import TINY, tiny_overrides
 from test_refiner import PROMPT, PROMPT_MASK, make_refiner
@@ -202,7 +202,7 @@ def test_interrupted_head_fit_resumes_to_the_same_head(tiny_model_dir, tmp_path,
     trainer.setup()
     assert trainer.step == 3
     trainer.cleanup(trainer.train())
-    a, b = (load_file(str(tmp_path / name / WEIGHTS_NAME)) for name in ("straight", "resumed"))
+    a, b = (read_tensors(tmp_path / name) for name in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished fit dropped its features: resuming it with more steps is refused instead of fitting on half the data
     trainer = RefinerTrainer(load_recipe(TINY, overrides(tmp_path / "resumed") + ["train.steps=8"]), resume=True)
@@ -230,7 +230,7 @@ def test_head_trained_with_the_lora_gets_its_standardisation_from_the_first_batc
     out = tmp_path / "joint"
     extra = ["objective.detection_weight=1.0", "objective.detection_layers=[0,-1]", "objective.detection_neighbours=1"]
     run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, out, steps=2) + extra))
-    tensors = load_file(str(out / WEIGHTS_NAME))
+    tensors = read_tensors(out)
     assert tensors["detection_head.scale"].ne(1).any() and tensors["detection_head.shift"].ne(0).any()
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items())  # the LoRA trained too
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]

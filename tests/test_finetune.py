@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from hybrid.cli import cli
@@ -24,7 +25,7 @@ def tiny_overrides(model_dir, out, steps=4):
 def test_shipped_recipes_validate():
     for name in ("tiny", "continue", "summarize", "continue-gpu", "summarize-gpu", "continue-detector", "summarize-detector"):
         recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
-        assert recipe.train.steps >= 1
+        assert recipe.train.steps == yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text())["train"]["steps"]
 
 
 @pytest.mark.parametrize(
@@ -206,3 +207,18 @@ def test_random_substitutes_are_wrong_uniform_tokens():
     assert int(mixed[uniform].max()) < 50 and len(set(mixed[uniform].tolist())) > 30  # spread over the vocabulary
     none = random_substitutes(batch, drafter, vocab=50, share=0.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(none, drafter)
+
+
+def test_training_metrics_also_go_to_a_tracker(tiny_model_dir, tmp_path):
+    from hybrid.finetune.trainer import run_recipe
+
+    out = tmp_path / "tracked"
+    run_recipe(load_recipe(ROOT / "recipes" / "tiny.yaml", tiny_overrides(tiny_model_dir, out, steps=2) + ["train.log_with=[tensorboard]"]))
+    events = list((out / "trackers").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert (out / "train_log.jsonl").read_text().strip()  # the run's own log stays
+
+
+def test_an_unknown_tracker_is_refused():
+    with pytest.raises(HybridError, match="log_with"):
+        load_recipe(ROOT / "recipes" / "tiny.yaml", ["train.log_with=[nosuchtracker]"])

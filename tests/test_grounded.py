@@ -132,3 +132,19 @@ def test_cli_grounds_against_a_source_file(tiny_model_dir, tiny_refiner_dir, tmp
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["mode"] == "hybrid"
+
+
+def test_grounded_training_blanks_the_supported_names_and_numbers(default_tokenizer):
+    from hybrid.finetune.data import TokenisedExample
+    from hybrid.finetune.objective import collate, corrupt
+    from hybrid.finetune.recipe import ObjectiveSection
+    from hybrid.grounded import supported_claim_tokens
+
+    target = default_tokenizer("Plans say Marta Kowalczyk will repair 1,250 pipes in Paris.", add_special_tokens=False).input_ids
+    claims = supported_claim_tokens(default_tokenizer, target, SOURCE)
+    marked = "".join(default_tokenizer.decode([t]) for t, c in zip(target, claims) if c)
+    assert marked.replace(" ", "") == "MartaKowalczyk1,250"  # Paris is not in the source: not a supported claim
+    batch = collate([TokenisedExample([1, 2, 3], target, claims)], pad_id=0, end_id=2, slack=2)
+    config = ObjectiveSection(min_mask_rate=0.0, max_mask_rate=0.0, substitution_rate=0.0, claim_mask_rate=1.0)
+    corruption = corrupt(batch, batch.target_ids, 99, config, torch.Generator().manual_seed(0))
+    assert corruption.masked[0, : len(target)].tolist() == claims

@@ -224,3 +224,76 @@ def test_partial_checkpoint_does_not_load_as_a_full_one(tmp_path):
 def test_bidirectional_layers_beyond_the_model_refused():
     with pytest.raises(HybridError, match="bidirectional_layers"):
         Refiner.create(build_tiny_llama(100), "tiny", bidirectional_layers=3)
+
+
+def test_a_saved_refiner_is_a_peft_adapter_naming_the_real_base(tiny_model, tmp_path):
+    from peft import PeftConfig, PeftModel
+    from safetensors.torch import load_file
+
+    from hybrid.refiner import ADAPTER_WEIGHTS_NAME, WEIGHTS_NAME, Refiner
+
+    model, _ = tiny_model
+    refiner = Refiner.create(model, "smollm2-135m", lora_r=4, lora_alpha=8)
+    refiner.save(tmp_path / "r")
+    config = PeftConfig.from_pretrained(str(tmp_path / "r"))
+    assert config.base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct" and config.r == 4
+    ours, lora = load_file(str(tmp_path / "r" / WEIGHTS_NAME)), load_file(str(tmp_path / "r" / ADAPTER_WEIGHTS_NAME))
+    assert "mask_embedding" in ours and not any("lora" in k for k in ours) and all("lora" in k for k in lora)
+    plain = build_tiny_llama(model.config.vocab_size)
+    peft_model = PeftModel.from_pretrained(plain, str(tmp_path / "r"))  # peft reads the LoRA weights as its own
+    assert sum("lora_A" in n for n, _ in peft_model.named_parameters()) == len([k for k in lora if "lora_A" in k])
+
+
+def test_a_refiner_saved_before_the_peft_layout_still_loads(tiny_model, tmp_path):
+    from safetensors.torch import save_file
+
+    from hybrid.refiner import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, WEIGHTS_NAME, Refiner
+
+    model, _ = tiny_model
+    refiner = Refiner.create(model, "tiny", lora_r=4, lora_alpha=8)
+    folder = tmp_path / "old"
+    refiner.save(folder)
+    save_file(refiner.trainable_state(), str(folder / WEIGHTS_NAME))  # the old layout: everything in one file
+    (folder / ADAPTER_WEIGHTS_NAME).unlink()
+    (folder / ADAPTER_CONFIG_NAME).unlink()
+    again = Refiner.load(folder, model)
+    assert all(torch.equal(a, b) for a, b in zip(again.trainable_state().values(), refiner.trainable_state().values()))
+
+
+def test_push_to_hub_uploads_a_peft_folder_with_a_model_card(tiny_model, monkeypatch):
+    import huggingface_hub
+    import yaml
+
+    from hybrid.refiner import Refiner
+
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            uploaded["repo"] = repo_id
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            from pathlib import Path
+
+            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            uploaded["card"] = (Path(folder_path) / "README.md").read_text()
+            return "https://huggingface.co/user/r/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    model, _ = tiny_model
+    url = Refiner.create(model, "smollm2-135m", lora_r=4, lora_alpha=8).push_to_hub("user/r")
+    assert url.endswith("/commit/1") and uploaded["repo"] == "user/r"
+    assert {"adapter_config.json", "adapter_model.safetensors", "refiner.safetensors", "refiner_config.json", "README.md"} <= set(uploaded["files"])
+    meta = yaml.safe_load(uploaded["card"].split("---\n")[1])
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["library_name"] == "peft"
+
+
+def test_a_hub_id_offline_is_one_clear_error(monkeypatch):
+    from hybrid.pipeline import resolve_refiner
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HybridError, match="could not give it"):
+        resolve_refiner("nobody-here/no-such-refiner")

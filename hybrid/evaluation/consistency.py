@@ -16,10 +16,11 @@ from typing import Sequence
 from hybrid.errors import HybridError
 from hybrid.evaluation.consistency_model import ConsistencyNet
 from hybrid.text.units import split_sentences, word_tokens
+from hybrid.resources import shipped
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "consistency"
+DEFAULT_CHECKPOINT = shipped("checkpoints/consistency")
 _STOP = {"the", "a", "an", "of", "in", "on", "and", "or", "to", "is", "are", "was", "were", "for", "with", "by",
          "that", "this", "it", "as", "at", "be", "we", "our", "from"}
 

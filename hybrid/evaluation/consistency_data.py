@@ -19,9 +19,9 @@ from typing import Iterable, Sequence
 from hybrid.errors import HybridError
 from hybrid.evaluation.consistency_corruptions import CONSISTENT_TRANSFORMS, CORRUPTIONS
 from hybrid.text.units import split_sentences
+from hybrid.resources import shipped
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PLAIN_PASSAGES = REPO_ROOT / "evals" / "passages" / "plain_english.txt"
+PLAIN_PASSAGES = shipped("evals/passages/plain_english.txt")
 HELD_OUT_MARKER = "## held-out"
 ACLSUM_TRAIN_SPLITS = ("train", "test")
 ACLSUM_HELD_OUT_SPLITS = ("val",)

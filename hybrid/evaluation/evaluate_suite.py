@@ -11,7 +11,8 @@ from hybrid.evaluation.report import summarise, write_report, verdicts
 from hybrid.evaluation.runner import GROUNDED, EvalConfig, generate_samples, has_sources, system_names
 from hybrid.options import DEFAULT_GROUND_KINDS
 from hybrid.evaluation.scoring import score_samples
-from hybrid.evaluation.suite import REPO_ROOT, load_examples, load_suite
+from hybrid.evaluation.suite import load_examples, load_suite
+from hybrid.resources import output_root
 from hybrid.sampler import SamplerConfig
 
 log = logging.getLogger(__name__)
@@ -68,5 +69,5 @@ def run_suite(suite_name: str, *, limit=None, draft_model="smollm2-135m", refine
     }
     if validate_metrics:
         header["metric validations"] = metric_validations(suite.task)
-    folder = output or (REPO_ROOT / "evals" / "reports" / suite.name)
+    folder = output or (output_root() / "evals" / "reports" / suite.name)
     return write_report(folder, suite.name, samples, summaries, header), verdicts(summaries)

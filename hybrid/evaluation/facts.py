@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Sequence
 
 from hybrid.errors import HybridError
+from hybrid.resources import shipped
 
-DEFAULT_FACTS = Path(__file__).resolve().parents[2] / "evals" / "facts.yaml"
+DEFAULT_FACTS = shipped("evals/facts.yaml")
 DEFAULT_WINDOW = 10
 _WORD = re.compile(r"\w+(?:\.\d+)?")
 

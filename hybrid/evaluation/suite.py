@@ -24,9 +24,9 @@ from pathlib import Path
 import yaml
 
 from hybrid.errors import HybridError
+from hybrid.resources import shipped
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SUITES_DIR = REPO_ROOT / "evals" / "suites"
+SUITES_DIR = shipped("evals/suites")
 TASKS = ("summarize", "continue", "facts")
 DATA_KINDS = ("aclsum", "jsonl", "facts", "passages", "shakespeare")
 
@@ -181,7 +181,7 @@ def _data_path(suite: Suite, base: Path) -> Path:
     path = Path(suite.data.path)
     path = path if path.is_absolute() else (base / path)
     if not path.is_file():
-        path = REPO_ROOT / suite.data.path
+        path = shipped(suite.data.path)
     if not path.is_file():
         raise HybridError(f"suite '{suite.name}': data file {suite.data.path} does not exist")
     return path

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from hybrid.evaluation.consistency_data import Document, load_aclsum_documents, load_plain_passages
 from hybrid.evaluation.grounding import score_grounding
+from hybrid.resources import shipped
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class HallucinationValidation:
         return asdict(self)
 
 
-HALLUCINATIONS_DIR = Path(__file__).resolve().parents[2] / "evals" / "hallucinations"
+HALLUCINATIONS_DIR = shipped("evals/hallucinations")
 
 
 def held_out_passages(aclsum_abstracts: int = 4) -> list[str]:

@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hybrid.errors import HybridError
-from hybrid.refiner import WEIGHTS_NAME, replace_folder
+from hybrid.refiner import read_tensors, replace_folder
 
 LATEST = "checkpoint-latest"
 OPTIMIZER_NAME = "optimizer.safetensors"
@@ -56,6 +56,6 @@ def load_checkpoint(output_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise HybridError(f"nothing to resume: {folder} holds no checkpoint (run without --resume to start)")
     try:
         state = json.loads((folder / STATE_NAME).read_text())
-        return load_file(str(folder / WEIGHTS_NAME)), load_file(str(folder / OPTIMIZER_NAME)), state
-    except (SafetensorError, OSError, ValueError) as exc:
+        return read_tensors(folder), load_file(str(folder / OPTIMIZER_NAME)), state
+    except (SafetensorError, OSError, ValueError, HybridError) as exc:
         raise HybridError(f"checkpoint {folder} is corrupt or truncated ({exc})") from exc

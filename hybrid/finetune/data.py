@@ -32,6 +32,7 @@ class TextPair:
 class TokenisedExample:
     prompt_ids: list[int]
     target_ids: list[int]
+    claims: list[bool] | None = None  # per target token: part of a name or number the prompt supports (objective.claim_mask_rate)
 
 
 def package_folder(module: str, pip_spec: str) -> Path:

@@ -29,6 +29,7 @@ class Batch:
     prompt_mask: torch.Tensor  # (B, P)
     target_ids: torch.Tensor  # (B, L): target, then end tokens
     valid: torch.Tensor  # (B, L) bool: target plus `slack` end tokens; the rest is padding with no loss
+    claims: torch.Tensor | None = None  # (B, L) bool: target tokens of names and numbers the prompt supports
 
 
 @dataclass
@@ -47,7 +48,10 @@ def collate(examples, pad_id: int, end_id: int, slack: int) -> Batch:
     prompt_mask = torch.tensor([[0] * (prompt_len - len(e.prompt_ids)) + [1] * len(e.prompt_ids) for e in examples])
     target_ids = torch.tensor([e.target_ids + [end_id] * (target_len - len(e.target_ids)) for e in examples])
     valid = torch.tensor([[i < len(e.target_ids) + slack for i in range(target_len)] for e in examples])
-    return Batch(prompt_ids, prompt_mask, target_ids, valid)
+    claims = None
+    if any(e.claims is not None for e in examples):
+        claims = torch.tensor([list(e.claims or []) + [False] * (target_len - len(e.claims or [])) for e in examples])
+    return Batch(prompt_ids, prompt_mask, target_ids, valid, claims)
 
 
 @torch.no_grad()
@@ -79,6 +83,8 @@ def corrupt(batch: Batch, substitutes: torch.Tensor, mask_id: int, config: Objec
     t = config.min_mask_rate + (config.max_mask_rate - config.min_mask_rate) * torch.rand(rows, 1, generator=generator)
     mask_rate = 1 - get_schedule(config.schedule).alpha(t)
     masked = (torch.rand(rows, length, generator=generator) < mask_rate).to(batch.valid.device) & batch.valid
+    if batch.claims is not None and config.claim_mask_rate > 0:  # grounded: blank the supported names and numbers
+        masked |= (torch.rand(rows, length, generator=generator) < config.claim_mask_rate).to(masked.device) & batch.claims.to(masked.device)
     substituted = (torch.rand(rows, length, generator=generator) < config.substitution_rate).to(batch.valid.device) & batch.valid & ~masked
     canvas = torch.where(substituted, substitutes, batch.target_ids).masked_fill(masked, mask_id)
     return Corruption(canvas, masked, substituted)

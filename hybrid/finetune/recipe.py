@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from hybrid.errors import HybridError
+from hybrid.resources import shipped
 
 
 @dataclass
@@ -59,6 +60,9 @@ class ObjectiveSection:
     detection_neighbours: int = 0  # the head also reads this many positions on each side of a token
     residual_weight: float = 0.0  # > 0: the loss is taken on log p_drafter + w log p_refiner (0: on the refiner alone)
     renoised_input: str = "mask"  # what a masked slot shows the lower layers: mask | draft (the drafter's guess, marked)
+    # Grounded training: this share of the target's name and number tokens that the prompt supports is masked besides
+    # the random masking, so that the refiner learns to fill them from the source (hybrid.grounded).
+    claim_mask_rate: float = 0.0
 
 
 @dataclass
@@ -83,6 +87,9 @@ class TrainSection:
     eval_every: int = 50
     save_every: int = 50
     max_minutes: float = 0.0  # stop (and save) after this wall-clock budget; 0 = no budget
+    # Also send the training metrics to these trackers (accelerate's log_with: tensorboard, wandb, mlflow, ...); the
+    # run's train_log.jsonl is written either way. Tensorboard logs go under output_dir/trackers.
+    log_with: list[str] = field(default_factory=list)
     train_lora: bool = True  # false: only the detection head trains (the refiner's LoRA weights stay as they are)
     head_epochs: int = 60  # with train_lora false: epochs of fitting the head on the features of the encoded windows
 
@@ -153,6 +160,7 @@ def validate(recipe: Recipe) -> Recipe:
         (recipe.data.source != "files" or recipe.data.files, "data.files must list at least one file (data.source is files)"),
         (recipe.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
         (recipe.train.mixed_precision in ("no", "bf16"), "train.mixed_precision must be no or bf16"),
+        (all(t in TRACKERS for t in recipe.train.log_with), f"train.log_with must name trackers among {', '.join(TRACKERS)}"),
         (recipe.train.steps >= 1, "train.steps must be at least 1"),
         (recipe.train.batch_size >= 1, "train.batch_size must be at least 1"),
         (recipe.train.grad_accumulation >= 1, "train.grad_accumulation must be at least 1"),
@@ -172,6 +180,7 @@ def validate(recipe: Recipe) -> Recipe:
          "objective.detection_layers must be a list of layer indices (integers)"),
         (recipe.objective.detection_neighbours >= 0, "objective.detection_neighbours must be 0 or more"),
         (0 <= recipe.objective.residual_weight <= 10, "objective.residual_weight must be in [0, 10] (0: the refiner alone)"),
+        (0 <= recipe.objective.claim_mask_rate <= 1, "objective.claim_mask_rate must be in [0, 1]"),
         (recipe.objective.renoised_input in ("mask", "draft"), "objective.renoised_input must be mask or draft"),
         (recipe.train.head_epochs >= 1, "train.head_epochs must be at least 1"),
         (recipe.train.train_lora or recipe.objective.detection_weight > 0,
@@ -189,7 +198,8 @@ def validate(recipe: Recipe) -> Recipe:
     return recipe
 
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = shipped("recipes")
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "trackio", "swanlab")
 
 
 def shipped_recipes() -> dict[str, Path]:
@@ -223,9 +233,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     recipe = _build(Recipe, raw, "")
     recipe.data.files = [_resolve_file(f, path.parent) for f in recipe.data.files]
     if recipe.model.init_refiner:
-        shipped = RECIPES_DIR.parent / "checkpoints" / recipe.model.init_refiner
-        if "/" not in recipe.model.init_refiner and (shipped / "refiner_config.json").is_file():
-            recipe.model.init_refiner = str(shipped)  # a shipped refiner's name, as --refiner takes it
+        named = shipped(f"checkpoints/{recipe.model.init_refiner}")
+        if "/" not in recipe.model.init_refiner and (named / "refiner_config.json").is_file():
+            recipe.model.init_refiner = str(named)  # a shipped refiner's name, as --refiner takes it
         else:
             recipe.model.init_refiner = _resolve_file(recipe.model.init_refiner, path.parent)
     return validate(recipe)

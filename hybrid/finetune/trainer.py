@@ -59,7 +59,10 @@ class RefinerTrainer:
 
         recipe = self.recipe
         self.accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
-                                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+                                       log_with=recipe.train.log_with or None, project_dir=str(self.output_dir / "trackers"))
+        if recipe.train.log_with:
+            self.accelerator.init_trackers(self.output_dir.name, config=_flat(recipe_dict(recipe)))
         torch.manual_seed(recipe.train.seed)
         model, self.tokenizer = load_causal_lm(recipe.model.base, recipe.model.dtype)
         self.train_examples, self.validation_examples = recipe_examples(recipe, self.tokenizer)
@@ -230,6 +233,9 @@ class RefinerTrainer:
     def _log(self, record: dict) -> None:
         with (self.output_dir / "train_log.jsonl").open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.recipe.train.log_with:
+            numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+            self.accelerator.log(numbers, step=record.get("step"))
 
     def _truncate_log(self, step: int) -> None:
         path = self.output_dir / "train_log.jsonl"
@@ -259,11 +265,33 @@ class RefinerTrainer:
         summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
                    "final_loss": result.final_loss, "validation": result.validation}
         (self.output_dir / "validation.json").write_text(json.dumps(summary, indent=2) + "\n")
+        from hybrid.finetune.model_card import write_card
+
+        write_card(self.output_dir)
+        if self.recipe.train.log_with:
+            self.accelerator.end_training()
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """A nested recipe as one level of dotted keys with tracker-friendly values (lists become strings)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
 
 
 def recipe_examples(recipe: Recipe, tokenizer) -> tuple[list, list]:
     """The recipe's (training, held-out validation) examples: the same split for the same data and seed."""
     examples = tokenise(load_pairs(recipe.data), tokenizer, recipe.data)
+    if recipe.objective.claim_mask_rate > 0:
+        from hybrid.grounded import supported_claim_tokens
+
+        for example in examples:
+            source = tokenizer.decode(example.prompt_ids, skip_special_tokens=True)
+            example.claims = supported_claim_tokens(tokenizer, example.target_ids, source)
     return split_examples(examples, recipe.data.validation_size, recipe.train.seed)
 
 
