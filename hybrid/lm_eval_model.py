@@ -17,12 +17,16 @@ In Python, `lm_eval.simple_evaluate(model=HybridLM(...), tasks=[...])` works onc
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
 from hybrid.pipeline import HybridPipeline
+
+log = logging.getLogger(__name__)
 
 
 @register_model("hybrid")
@@ -31,6 +35,9 @@ class HybridLM(LM):
                  select: str | None = None, max_gen_toks: int = 128, use_chat_template: bool = False, dtype: str = "float32",
                  device: str = "cpu", batch_size: int | str = 4, pipeline: HybridPipeline | None = None, **_ignored) -> None:
         super().__init__()
+        if str(device).startswith("cuda") and not torch.cuda.is_available():  # lm-eval's default device is cuda
+            log.warning("lm-eval asked for device %s but there is no CUDA GPU: running on the CPU", device)
+            device = "cpu"
         self.pipe = pipeline or HybridPipeline.from_pretrained(draft_model, refiner, dtype, _flag(use_chat_template), str(device))
         self.refine_steps = None if refine_steps in (None, "") else int(refine_steps)
         self.select = select
