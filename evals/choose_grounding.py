@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--news-size", type=int, default=24)
     parser.add_argument("--summarize-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--refiner", default="summarize")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
@@ -52,7 +53,7 @@ def main() -> None:
     from hybrid.pipeline import HybridPipeline
 
     torch.set_num_threads(2)
-    pipe = HybridPipeline.from_pretrained(refiner="summarize")
+    pipe = HybridPipeline.from_pretrained(refiner=args.refiner)
     classifier = ConsistencyClassifier()
     rows = []
     for name, (suite, examples) in splits(args.news_size, args.summarize_size).items():

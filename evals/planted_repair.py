@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--ground-weights", default="0", help="comma-separated verify bonuses per token made supported")
     parser.add_argument("--kinds", default="entity,number")
+    parser.add_argument("--refill", action="store_true", help="also offer the refiner's own fill of each span (--ground-refill)")
+    parser.add_argument("--candidates", type=int, default=3, help="source copies per span (0: the refiner's fill only)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--output", default=None, help="write the figures and every case as JSON here")
@@ -138,7 +140,8 @@ def main() -> None:
             draft = pipe.draft_from_text([p.prompt for p in batch], [p.planted for p in batch])
             results = pipe([p.prompt for p in batch], max_new_tokens=draft.token_ids.shape[1], draft=draft, refine_steps=args.steps,
                            select="unsupported", source=[p.source for p in batch], ground_weight=weight,
-                           ground_kinds=tuple(args.kinds.split(",")), trace=True)
+                           ground_kinds=tuple(args.kinds.split(",")), ground_refill=args.refill, ground_candidates=args.candidates,
+                           trace=True)
             for row, (p, result) in enumerate(zip(batch, results)):
                 cases.append(_case(pipe.tokenizer, p, draft.token_ids[row, : draft.lengths[row]].tolist(), result))
         figures[weight] = _figures(cases)
@@ -146,6 +149,7 @@ def main() -> None:
         print(json.dumps({k: v for k, v in figures[weight].items() if k != "cases"}), flush=True)
     if args.output:
         Path(args.output).write_text(json.dumps({"split": args.split, "refiner": args.refiner, "steps": args.steps, "kinds": args.kinds,
+                                                 "refill": args.refill, "candidates": args.candidates,
                                                  "by_weight": figures}, indent=1))
 
 

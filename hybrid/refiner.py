@@ -35,6 +35,7 @@ from torch import nn
 from hybrid.detection_head import DetectionHead, split_head_tensors
 from hybrid.errors import HybridError
 from hybrid.models import cache_keyword
+from hybrid.refiner_location import resolve_refiner
 from hybrid.sampler import token_logprob
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,14 @@ class Refiner(nn.Module):
         config = RefinerConfig(base_name, fingerprint(base_model), lora_r, lora_alpha, lora_dropout,
                                bidirectional_layers=bidirectional_layers, training=training or {})
         return cls(base_model, config)
+
+    @classmethod
+    def from_pretrained(cls, name: str, base_model) -> "Refiner":
+        """A refiner by shipped name, folder or hub id (hybrid.refiner_location), loaded onto `base_model`."""
+        folder = resolve_refiner(name)
+        if folder is None:
+            raise HybridError("no shipped refiner is installed: pass a folder or a hub id")
+        return cls.load(folder, base_model)
 
     @classmethod
     def load(cls, path: str | os.PathLike, base_model) -> "Refiner":

@@ -297,3 +297,11 @@ def test_a_hub_id_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HybridError, match="could not give it"):
         resolve_refiner("nobody-here/no-such-refiner")
+
+
+def test_from_pretrained_takes_a_shipped_name_or_a_folder(tiny_model, tmp_path):
+    from hybrid.refiner import Refiner
+
+    model, _ = tiny_model
+    Refiner.create(model, "tiny", lora_r=4, lora_alpha=8).save(tmp_path / "r")
+    assert Refiner.from_pretrained(str(tmp_path / "r"), model).mask_token_id == model.get_input_embeddings().weight.shape[0]
