@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--summarize-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--refiner", default="summarize")
+    parser.add_argument("--kinds", default="entity,number", help="what is checked against the source (entity,number,word)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
@@ -74,11 +75,11 @@ def main() -> None:
                     batch = examples[index * args.batch_size : (index + 1) * args.batch_size]
                     results = pipe([e.prompt for e in batch], max_new_tokens=suite.max_new_tokens, draft=draft, select="unsupported",
                                    source=[e.source for e in batch], ground_weight=weight, ground_candidates=count,
-                                   ground_refill=refill)
+                                   ground_refill=refill, ground_kinds=tuple(args.kinds.split(",")))
                     outputs += [r.text for r in results]
                     refine_s += sum(r.timings.refine_s for r in results) / len(results)
             grounding = aggregate_grounding(score_grounding(o, e.source) for o, e in zip(outputs, examples))
-            row = {"split": name, "ground_weight": weight, "candidates": count, "refill": refill, "changed": sum(o != t for o, t in zip(outputs, texts)),
+            row = {"split": name, "kinds": args.kinds, "ground_weight": weight, "candidates": count, "refill": refill, "changed": sum(o != t for o, t in zip(outputs, texts)),
                    "texts": len(texts), "entity_precision": grounding.entity_precision, "number_precision": grounding.number_precision,
                    "entities": grounding.entities, "numbers": grounding.numbers,
                    "rougeL": rouge_scores(outputs, [e.reference for e in examples]).rougeL,
