@@ -103,6 +103,20 @@ class PromptState:
     canvas_keys: list | None = None  # per layer (B, H, L, D): the canvas keys of the last pass (approximate reuse)
     canvas_values: list | None = None
     passes_since_refresh: int = 0
+    lower: "LowerStates | None" = None  # exact reuse of the causal lower layers between passes (Refiner.reuse_lower)
+
+
+@dataclass
+class LowerStates:
+    """What the causal, LoRA-free lower layers computed for a canvas: a slot's lower states depend only on the prompt
+    and on what the slots up to it showed, so a pass recomputes them only from the first slot that shows another
+    token than before (exact, not an approximation)."""
+
+    inputs: torch.Tensor  # (B, L) what each slot showed the lower layers: a token id, or the mask id
+    keys: list  # per lower layer (B, H, L, D)
+    values: list
+    hidden: torch.Tensor  # (B, L, E) the lower stack's output, before the mask marker
+    recomputed: int = 0  # canvas positions the last pass ran through the lower layers
 
 
 class Refiner(nn.Module):
@@ -142,6 +156,9 @@ class Refiner(nn.Module):
         # recompute only the positions whose outputs are needed and reuse the other canvas keys/values from earlier
         # passes (the approximate dual cache of Fast-dLLM); a full pass every N steps bounds the staleness.
         self.cache_refresh = 0
+        # With causal lower layers (bidirectional_layers > 0), keep their states between passes and recompute them
+        # only from the first slot whose input changed (exact; see LowerStates). False recomputes every layer.
+        self.reuse_lower = True
         self._model_cache_keyword = cache_keyword(self.model)
         self._layer_cache_keyword = cache_keyword(self.model.get_base_model().model.layers[0])
 
@@ -338,6 +355,10 @@ class Refiner(nn.Module):
             return self._partial_canvas_logits(state, canvas, need)
         batch, length = canvas.shape
         prompt_len = state.attention_mask.shape[1]
+        if self.reuse_lower and self.first_bidirectional > 0 and self.cache_refresh <= 1:
+            hidden = self._reusing_lower(state, canvas)
+            state.canvas_keys = state.canvas_values = None
+            return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length)
         every = torch.arange(length, device=canvas.device)
         hidden = self._backbone(state, canvas, every, every)
         layers = state.cache.layers
@@ -368,6 +389,57 @@ class Refiner(nn.Module):
         shown = state.shown[:, positions] if state.shown is not None else None
         return self._layers(self._embed(ids, shown), ids == self.mask_token_id, state.next_position + positions, both_ways, causal,
                             state.cache, taps)
+
+    def _reusing_lower(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
+        """`_backbone` over the whole canvas, with the lower layers rerun only from the first slot whose input changed
+        since the last pass (state.lower); the top layers always see the whole canvas. Same result, to float rounding."""
+        batch, length = canvas.shape
+        device = canvas.device
+        prompt_len = state.attention_mask.shape[1]
+        inner = self.model.get_base_model().model
+        is_mask = canvas == self.mask_token_id
+        inputs = canvas if state.shown is None else torch.where(is_mask & (state.shown >= 0), state.shown, canvas)
+        lower = state.lower if state.lower is not None and state.lower.inputs.shape == inputs.shape else None
+        start = 0
+        if lower is not None:
+            changed = (lower.inputs != inputs).any(0).nonzero().flatten()
+            start = int(changed[0]) if changed.numel() else length
+        positions = state.next_position + torch.arange(length, device=device)
+        prompt = state.attention_mask.bool()
+        hidden = lower.hidden if start == length else None
+        if start < length:
+            query = torch.arange(start, length, device=device)
+            earlier = (torch.arange(length, device=device)[None, :] <= query[:, None])[None].expand(batch, -1, -1)
+            causal = torch.cat([prompt[:, None, :].expand(-1, len(query), -1), earlier], dim=2)[:, None]
+            suffix = self._embed(inputs[:, start:])
+            rotary = inner.rotary_emb(suffix, position_ids=positions[:, start:])
+            keys, values = [], []
+            for index in range(self.first_bidirectional):
+                cached = state.cache.layers[index]
+                if start > 0:
+                    cached.keys = torch.cat([cached.keys, lower.keys[index][:, :, :start]], dim=2)
+                    cached.values = torch.cat([cached.values, lower.values[index][:, :, :start]], dim=2)
+                suffix = inner.layers[index](suffix, attention_mask=causal, position_embeddings=rotary, position_ids=positions[:, start:],
+                                             use_cache=True, **{self._layer_cache_keyword: state.cache})
+                keys.append(cached.keys[:, :, prompt_len:])
+                values.append(cached.values[:, :, prompt_len:])
+                cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
+            hidden = suffix if start == 0 else torch.cat([lower.hidden[:, :start], suffix], dim=1)
+        state.lower = LowerStates(inputs.clone(), keys, values, hidden, length - start) if start < length else lower
+        if start == length:
+            state.lower.recomputed = 0
+        top = hidden
+        if self.mask_marker is not None:
+            top = top + is_mask[..., None].to(top.dtype) * self.mask_marker.to(top.dtype)
+        both_ways = torch.cat([prompt, torch.ones(batch, length, dtype=torch.bool, device=device)], dim=1)[:, None, None, :]
+        both_ways = both_ways.expand(batch, 1, length, -1)
+        rotary = inner.rotary_emb(top, position_ids=positions)
+        for index in range(self.first_bidirectional, inner.config.num_hidden_layers):
+            top = inner.layers[index](top, attention_mask=both_ways, position_embeddings=rotary, position_ids=positions,
+                                      use_cache=True, **{self._layer_cache_keyword: state.cache})
+            cached = state.cache.layers[index]
+            cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
+        return inner.norm(top)
 
     def _layers(self, embeds: torch.Tensor, is_mask: torch.Tensor, position_ids: torch.Tensor, both_ways: torch.Tensor,
                 causal: torch.Tensor | None, cache=None, taps: dict | None = None) -> torch.Tensor:

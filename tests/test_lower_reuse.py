@@ -1,0 +1,78 @@
+"""Exact reuse of the causal lower layers between refine passes: same logits, recomputed only from the first change."""
+
+import pytest
+import torch
+
+from conftest import build_tiny_llama
+from hybrid.refiner import Refiner
+
+
+@pytest.fixture()
+def partial_refiner():
+    torch.manual_seed(0)
+    model = build_tiny_llama(300)
+    refiner = Refiner.create(model, "tiny", lora_r=4, lora_alpha=8, bidirectional_layers=1)
+    with torch.no_grad():
+        for name, param in refiner.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+        refiner.mask_marker.normal_(0, 0.5)
+    return refiner.eval()
+
+
+def passes(refiner, canvases, shown=None, reuse=True):
+    refiner.reuse_lower = reuse
+    prompt = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    state = refiner.encode_prompt(prompt, (prompt > 0).long())
+    state.shown = shown
+    out, recomputed = [], []
+    with torch.no_grad():
+        for canvas in canvases:
+            out.append(refiner.canvas_logits(state, canvas))
+            recomputed.append(state.lower.recomputed if state.lower is not None else None)
+    return out, recomputed
+
+
+def test_cached_logits_equal_uncached_and_only_the_suffix_is_recomputed(partial_refiner):
+    mask = partial_refiner.mask_token_id
+    first = torch.tensor([[20, mask, 22, mask, 24, mask], [30, 31, mask, 33, mask, mask]])
+    second = first.clone()
+    second[0, 3], second[1, 4] = 40, 41  # slots 3 and 4 filled: slots 0-2 keep their lower states
+    third = second.clone()
+    third[:, 5] = 42  # only the last slot
+    canvases = [first, second, second.clone(), third]
+    cached, recomputed = passes(partial_refiner, canvases)
+    plain, _ = passes(partial_refiner, canvases, reuse=False)
+    for a, b in zip(cached, plain):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert recomputed == [6, 3, 0, 1]
+
+
+def test_a_masked_slot_showing_its_draft_token_is_unchanged_when_that_token_is_committed(partial_refiner):
+    mask = partial_refiner.mask_token_id
+    draft = torch.tensor([[20, 21, 22, 23, 24, 25], [30, 31, 32, 33, 34, 35]])
+    canvas = draft.clone()
+    canvas[:, [1, 4]] = mask
+    shown = torch.where(canvas == mask, draft, torch.full_like(draft, -1))
+    committed = canvas.clone()
+    committed[:, 1] = draft[:, 1]  # the refiner kept the draft's token: the lower layers saw it already
+    committed[:, 4] = 50  # a new token at slot 4
+    cached, recomputed = passes(partial_refiner, [canvas, committed], shown=shown)
+    plain, _ = passes(partial_refiner, [canvas, committed], shown=shown, reuse=False)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(cached, plain))
+    assert recomputed == [6, 2]
+
+
+def test_batched_passes_equal_one_by_one(partial_refiner):
+    mask = partial_refiner.mask_token_id
+    first = torch.tensor([[20, mask, 22, mask, 24, mask], [30, 31, mask, 33, mask, mask]])
+    second = first.clone()
+    second[0, 1], second[1, 2] = 40, 41
+    both, _ = passes(partial_refiner, [first, second])
+    for row in range(2):
+        partial_refiner.reuse_lower = True
+        prompt = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])[row : row + 1]
+        state = partial_refiner.encode_prompt(prompt, (prompt > 0).long())
+        with torch.no_grad():
+            alone = [partial_refiner.canvas_logits(state, c[row : row + 1]) for c in (first, second)]
+        assert all(torch.allclose(a[row : row + 1], b, atol=1e-5) for a, b in zip(both, alone))
