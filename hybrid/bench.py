@@ -86,8 +86,12 @@ class StepCost:
     batch: int
     canvas: int
     decode_step_s: float  # one AR decode step of the drafter
-    refine_step_s: float  # one refiner forward over the whole canvas (prompt cached)
+    refine_step_s: float  # one refiner forward over the whole canvas (prompt cached), every layer run
     ar_token_equivalents: float
+    # A following step whose lower-layer inputs did not change (Refiner.reuse_lower: only the top layers and the head
+    # run); None for a refiner whose every layer is bidirectional.
+    reused_step_s: float | None = None
+    reused_ar_token_equivalents: float | None = None
 
 
 @dataclass
@@ -154,14 +158,20 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
     refiner = pipe.refiner
     canvas = torch.full((batch, tokens + 4), refiner.mask_token_id, dtype=torch.long, device=prompt_ids.device)
 
-    def step():
+    def step(fresh: bool):
+        if fresh:
+            state.lower = None  # nothing kept: every layer runs
         refiner.canvas_logits(state, canvas)
         synchronize(canvas.device)  # GPU work is asynchronous: time it to the end
 
     with torch.inference_mode():
         state = refiner.encode_prompt(prompt_ids, prompt_mask)
-        seconds, _ = _median_time(step, repeats, 1)
-    return StepCost(dtype, batch, tokens + 4, decode_step_s, seconds, seconds / decode_step_s)
+        seconds, _ = _median_time(lambda: step(True), repeats, 1)
+        reused = None
+        if refiner.reuse_lower and refiner.first_bidirectional > 0:
+            reused, _ = _median_time(lambda: step(False), repeats, 1)
+    return StepCost(dtype, batch, tokens + 4, decode_step_s, seconds, seconds / decode_step_s, reused,
+                    reused / decode_step_s if reused is not None else None)
 
 
 def peak_memory_of_generate(refiner: str | None, max_new_tokens: int = 128) -> float:

@@ -10,13 +10,16 @@ from hybrid.bench import BenchReport
 from hybrid.options import DEFAULT_REFINE_STEPS
 
 # The issues' targets on this 2-core CPU, as ratios measured in one run: the default hybrid (verified, the default K)
-# within 1.4x of the draft at 128 new tokens; the older K=8 target of the unverified hybrid.
+# within 1.4x of the draft at 128 new tokens; the speed issue's K=8 hybrid within 1.15x, a refine step with the
+# lower layers reused within 1.5 decode steps, and `hybrid generate --refine-steps 8` under 1.2 GB; the older full
+# refine step (4 decode steps) and bf16 speed-up.
 TARGETS = {
     "hybrid_default_over_draft": 1.4,
-    "hybrid_k8_over_draft": 1.25,
+    "hybrid_k8_over_draft": 1.15,
     "refine_step_ar_equivalents": 4.0,
+    "reused_refine_step_ar_equivalents": 1.5,
     "bf16_speedup": 1.5,
-    "peak_rss_mb": 1536.0,
+    "peak_rss_mb": 1200.0,
 }
 
 
@@ -43,6 +46,8 @@ def headline(report: BenchReport) -> dict:
         figures[f"diffusion_k{steps}_over_draft[{dtype}]"] = diffusion[0].ratio_to_draft if diffusion else None
         cost = [c for c in report.step_costs if c.dtype == dtype and c.batch == 1 and c.canvas == tokens + 4]
         figures[f"refine_step_ar_equivalents[{dtype}]"] = cost[0].ar_token_equivalents if cost else None
+        if cost and cost[0].reused_ar_token_equivalents is not None:
+            figures[f"reused_refine_step_ar_equivalents[{dtype}]"] = cost[0].reused_ar_token_equivalents
         if cost and dtype in report.decode_bound_s:
             figures[f"decode_step_over_bandwidth_bound[{dtype}]"] = cost[0].decode_step_s / report.decode_bound_s[dtype]
     if {"float32", "bfloat16"} <= set(report.config.dtypes):
@@ -68,6 +73,8 @@ def format_table(report: BenchReport) -> str:
     lines += ["", "one refine step vs one decode step (same model, same run):"]
     for c in report.step_costs:
         lines.append(f"  {c.dtype:9s} batch {c.batch} canvas {c.canvas}: refine {c.refine_step_s * 1000:.0f} ms, decode {c.decode_step_s * 1000:.1f} ms = {c.ar_token_equivalents:.2f} AR tokens")
+        if c.reused_step_s is not None:
+            lines.append(f"  {'':9s} the next step, lower layers reused (inputs unchanged): {c.reused_step_s * 1000:.0f} ms = {c.reused_ar_token_equivalents:.2f} AR tokens")
     lines += ["", "targets:"]
     for name, value in headline(report).items():
         if name in ("new_tokens", "steps"):
@@ -113,7 +120,7 @@ def plot(report: BenchReport, path: Path) -> None:
             if rows:
                 axes[0].plot([t.steps for t in rows], [t.ratio_to_draft for t in rows], style, marker="o", color=colour, label=f"{system} {dtype}")
     axes[0].axhline(1.0, color="grey", lw=1, label="draft only")
-    axes[0].axhline(TARGETS["hybrid_k8_over_draft"], color="red", lw=1, ls=":", label="hybrid target (1.25x)")
+    axes[0].axhline(TARGETS["hybrid_k8_over_draft"], color="red", lw=1, ls=":", label="hybrid target (1.15x)")
     axes[0].set(xlabel="refine steps K", ylabel="wall-clock / draft only", title=f"{tokens} new tokens, batch {batch}")
     axes[0].legend(fontsize=8)
     for dtype, style in zip(report.config.dtypes, ("-", "--")):
