@@ -284,7 +284,7 @@ class HybridPipeline:
         if sampler_config.verify:  # what may not change (masks left, padding, a cut draft's slack) is the draft's again
             output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
         if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
-            proposed_logp = gather_tokens(scorer.logprobs(drafter_state, output.canvas), output.canvas)
+            proposed_logp = gather_tokens(self._drafter_logprobs(state, scorer, drafter_state, output.canvas), output.canvas)
             # Only what may change is scored: a cut draft's slack (and its end slot, which drafting never scored) is not text.
             original_logp, proposed_logp = original_logp.masked_fill(~editable, 0.0), proposed_logp.masked_fill(~editable, 0.0)
             output.canvas, output.proposals = verify_changes(
@@ -304,6 +304,15 @@ class HybridPipeline:
                                          config.ground_kinds, config.ground_candidates, config.verify_window, config.ground_weight,
                                          self.tokenizer.eos_token_id)
         return final
+
+    def _drafter_logprobs(self, state, scorer: DrafterScorer, drafter_state, canvas: torch.Tensor) -> torch.Tensor:
+        """The verify pass: the drafter's log-probs of the proposal, sharing the refiner's lower layers where they are
+        causal and LoRA-free (only the top layers run again), else one full drafter pass."""
+        refiner = self.refiner
+        if state is not None and refiner.reuse_lower and refiner.first_bidirectional > 0 and refiner.cache_refresh <= 1:
+            state.last_drafter_logits = drafter_state.last_logits
+            return refiner.drafter_logprobs(state, drafter_state.cache, canvas)
+        return scorer.logprobs(drafter_state, canvas)
 
     @staticmethod
     def _drafter_prior(draft: Draft, original: torch.Tensor, scorer: DrafterScorer, drafter_state) -> torch.Tensor:

@@ -104,6 +104,7 @@ class PromptState:
     canvas_values: list | None = None
     passes_since_refresh: int = 0
     lower: "LowerStates | None" = None  # exact reuse of the causal lower layers between passes (Refiner.reuse_lower)
+    last_drafter_logits: torch.Tensor | None = None  # (B, V) the plain drafter's prediction of slot 0 (drafter_logprobs)
 
 
 @dataclass
@@ -394,6 +395,34 @@ class Refiner(nn.Module):
         """`_backbone` over the whole canvas, with the lower layers rerun only from the first slot whose input changed
         since the last pass (state.lower); the top layers always see the whole canvas. Same result, to float rounding."""
         batch, length = canvas.shape
+        hidden = self._lower_states(state, canvas).hidden
+        is_mask = canvas == self.mask_token_id
+        if self.mask_marker is not None:
+            hidden = hidden + is_mask[..., None].to(hidden.dtype) * self.mask_marker.to(hidden.dtype)
+        prompt = state.attention_mask.bool()
+        both_ways = torch.cat([prompt, torch.ones(batch, length, dtype=torch.bool, device=canvas.device)], dim=1)[:, None, None, :]
+        return self._top_layers(state.cache, hidden, state.next_position, both_ways.expand(batch, 1, length, -1))
+
+    def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor) -> torch.Tensor:
+        """(B, L, V) the plain drafter's log-distribution of each canvas token given the prompt and the tokens before it
+        (what hybrid.verify.DrafterScorer computes), sharing the lower layers with the refiner's passes: they are
+        rerun only from the first slot that changed since the last pass, and only the top layers run again, causal
+        and without LoRA, on the drafter's own prompt cache `drafter_cache` (the draft's)."""
+        batch, length = canvas.shape
+        device = canvas.device
+        hidden = self._lower_states(state, canvas).hidden
+        query = torch.arange(length, device=device)
+        earlier = (query[None, :] <= query[:, None])[None].expand(batch, -1, -1)
+        prompt = state.attention_mask.bool()
+        causal = torch.cat([prompt[:, None, :].expand(-1, length, -1), earlier], dim=2)[:, None]
+        with self.adapter_disabled():
+            hidden = self._top_layers(drafter_cache, hidden, state.next_position, causal)
+            logits = self.model.get_base_model().lm_head(hidden[:, :-1]).float()
+        return torch.cat([state.last_drafter_logits[:, None], logits], dim=1).log_softmax(-1)
+
+    def _lower_states(self, state: PromptState, canvas: torch.Tensor) -> LowerStates:
+        """state.lower brought up to `canvas`: the lower layers rerun from the first slot whose input changed."""
+        batch, length = canvas.shape
         device = canvas.device
         prompt_len = state.attention_mask.shape[1]
         inner = self.model.get_base_model().model
@@ -404,42 +433,44 @@ class Refiner(nn.Module):
         if lower is not None:
             changed = (lower.inputs != inputs).any(0).nonzero().flatten()
             start = int(changed[0]) if changed.numel() else length
-        positions = state.next_position + torch.arange(length, device=device)
-        prompt = state.attention_mask.bool()
-        hidden = lower.hidden if start == length else None
-        if start < length:
-            query = torch.arange(start, length, device=device)
-            earlier = (torch.arange(length, device=device)[None, :] <= query[:, None])[None].expand(batch, -1, -1)
-            causal = torch.cat([prompt[:, None, :].expand(-1, len(query), -1), earlier], dim=2)[:, None]
-            suffix = self._embed(inputs[:, start:])
-            rotary = inner.rotary_emb(suffix, position_ids=positions[:, start:])
-            keys, values = [], []
-            for index in range(self.first_bidirectional):
-                cached = state.cache.layers[index]
-                if start > 0:
-                    cached.keys = torch.cat([cached.keys, lower.keys[index][:, :, :start]], dim=2)
-                    cached.values = torch.cat([cached.values, lower.values[index][:, :, :start]], dim=2)
-                suffix = inner.layers[index](suffix, attention_mask=causal, position_embeddings=rotary, position_ids=positions[:, start:],
-                                             use_cache=True, **{self._layer_cache_keyword: state.cache})
-                keys.append(cached.keys[:, :, prompt_len:])
-                values.append(cached.values[:, :, prompt_len:])
-                cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
-            hidden = suffix if start == 0 else torch.cat([lower.hidden[:, :start], suffix], dim=1)
-        state.lower = LowerStates(inputs.clone(), keys, values, hidden, length - start) if start < length else lower
         if start == length:
-            state.lower.recomputed = 0
-        top = hidden
-        if self.mask_marker is not None:
-            top = top + is_mask[..., None].to(top.dtype) * self.mask_marker.to(top.dtype)
-        both_ways = torch.cat([prompt, torch.ones(batch, length, dtype=torch.bool, device=device)], dim=1)[:, None, None, :]
-        both_ways = both_ways.expand(batch, 1, length, -1)
-        rotary = inner.rotary_emb(top, position_ids=positions)
-        for index in range(self.first_bidirectional, inner.config.num_hidden_layers):
-            top = inner.layers[index](top, attention_mask=both_ways, position_embeddings=rotary, position_ids=positions,
-                                      use_cache=True, **{self._layer_cache_keyword: state.cache})
+            lower.recomputed = 0
+            return lower
+        positions = state.next_position + torch.arange(length, device=device)
+        query = torch.arange(start, length, device=device)
+        earlier = (torch.arange(length, device=device)[None, :] <= query[:, None])[None].expand(batch, -1, -1)
+        prompt = state.attention_mask.bool()
+        causal = torch.cat([prompt[:, None, :].expand(-1, len(query), -1), earlier], dim=2)[:, None]
+        suffix = self._embed(inputs[:, start:])
+        rotary = inner.rotary_emb(suffix, position_ids=positions[:, start:])
+        keys, values = [], []
+        for index in range(self.first_bidirectional):
             cached = state.cache.layers[index]
+            if start > 0:
+                cached.keys = torch.cat([cached.keys, lower.keys[index][:, :, :start]], dim=2)
+                cached.values = torch.cat([cached.values, lower.values[index][:, :, :start]], dim=2)
+            suffix = inner.layers[index](suffix, attention_mask=causal, position_embeddings=rotary, position_ids=positions[:, start:],
+                                         use_cache=True, **{self._layer_cache_keyword: state.cache})
+            keys.append(cached.keys[:, :, prompt_len:])
+            values.append(cached.values[:, :, prompt_len:])
             cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
-        return inner.norm(top)
+        hidden = suffix if start == 0 else torch.cat([lower.hidden[:, :start], suffix], dim=1)
+        state.lower = LowerStates(inputs.clone(), keys, values, hidden, length - start)
+        return state.lower
+
+    def _top_layers(self, cache, hidden: torch.Tensor, next_position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The layers from first_bidirectional up over the whole canvas under `mask`, on the prompt held in `cache`
+        (the canvas entries are dropped from it again afterwards)."""
+        inner = self.model.get_base_model().model
+        positions = next_position + torch.arange(hidden.shape[1], device=hidden.device)
+        rotary = inner.rotary_emb(hidden, position_ids=positions)
+        for index in range(self.first_bidirectional, inner.config.num_hidden_layers):
+            prompt_len = cache.layers[index].keys.shape[2]
+            hidden = inner.layers[index](hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions,
+                                         use_cache=True, **{self._layer_cache_keyword: cache})
+            cached = cache.layers[index]
+            cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
+        return inner.norm(hidden)
 
     def _layers(self, embeds: torch.Tensor, is_mask: torch.Tensor, position_ids: torch.Tensor, both_ways: torch.Tensor,
                 causal: torch.Tensor | None, cache=None, taps: dict | None = None) -> torch.Tensor:

@@ -76,3 +76,23 @@ def test_batched_passes_equal_one_by_one(partial_refiner):
         with torch.no_grad():
             alone = [partial_refiner.canvas_logits(state, c[row : row + 1]) for c in (first, second)]
         assert all(torch.allclose(a[row : row + 1], b, atol=1e-5) for a, b in zip(both, alone))
+
+
+def test_the_verify_pass_on_shared_lower_layers_equals_the_drafters_own(partial_refiner):
+    from hybrid.verify import DrafterScorer
+
+    mask = partial_refiner.mask_token_id
+    prompt = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    prompt_mask = (prompt > 0).long()
+    first = torch.tensor([[20, mask, 22, mask, 24, 25], [30, 31, mask, 33, mask, 35]])
+    proposal = torch.tensor([[20, 41, 22, 43, 24, 25], [30, 31, 42, 33, 44, 35]])
+    scorer = DrafterScorer(partial_refiner.model, partial_refiner.adapter_disabled)
+    with torch.no_grad():
+        state = partial_refiner.encode_prompt(prompt, prompt_mask)
+        partial_refiner.canvas_logits(state, first)  # a refine pass leaves its lower states behind
+        drafter_state = scorer.encode_prompt(prompt, prompt_mask)
+        state.last_drafter_logits = drafter_state.last_logits
+        shared = partial_refiner.drafter_logprobs(state, drafter_state.cache, proposal)
+        assert state.lower.recomputed == 5  # from the first changed slot (1) on
+        plain = scorer.logprobs(scorer.encode_prompt(prompt, prompt_mask), proposal)
+    assert torch.allclose(shared, plain, atol=1e-5)
