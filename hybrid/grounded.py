@@ -40,37 +40,31 @@ def token_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def unsupported_kinds(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[str | None]:
-    """For each token of `ids`: the kind of the unsupported claim it carries part of, or None."""
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    claims = unsupported_claims(text, source, kinds)
+def _claim_kinds(tokenizer, ids: list[int], claims) -> list[str | None]:
+    """For each token of `ids`: the kind of the first of `claims` (spans in the decoded text) it carries part of."""
     if not claims:
         return [None] * len(ids)
     return [next((c.kind for c in claims if start < c.end and c.start < end), None) for start, end in token_spans(tokenizer, ids)]
 
 
+def unsupported_kinds(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[str | None]:
+    """For each token of `ids`: the kind of the unsupported claim it carries part of, or None."""
+    return _claim_kinds(tokenizer, ids, unsupported_claims(tokenizer.decode(ids, skip_special_tokens=True), source, kinds))
+
+
 def supported_claim_tokens(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[bool]:
     """For each token of `ids`: does it carry part of a name or number that `source` supports? (grounded training)"""
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    claims = supported_claims(text, source, kinds)
-    return [any(start < c.end and c.start < end for c in claims) for start, end in token_spans(tokenizer, ids)] if claims else [False] * len(ids)
+    claims = supported_claims(tokenizer.decode(ids, skip_special_tokens=True), source, kinds)
+    return [kind is not None for kind in _claim_kinds(tokenizer, ids, claims)]
 
 
-def unsupported_tokens(tokenizer, ids: list[int], source: str, kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS) -> list[bool]:
-    """For each token of `ids`: does it carry part of a claim `source` does not support?"""
-    return [kind is not None for kind in unsupported_kinds(tokenizer, ids, source, kinds)]
-
-
-def unsupported_mask(tokenizer, token_ids, lengths: list[int], sources: list[str],
-                     kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS, width: int | None = None):
-    """(B, width or N) bool tensor: the unsupported tokens of each row's first lengths[b] tokens."""
+def unsupported_mask(kinds_of: list[list[str | None]], width: int, device=None):
+    """(B, width) bool tensor from each row's `unsupported_kinds`: True where a token carries an unsupported claim."""
     import torch
 
-    batch, length = token_ids.shape
-    mask = torch.zeros(batch, width or length, dtype=torch.bool, device=token_ids.device)
-    for row, (n, source) in enumerate(zip(lengths, sources)):
-        flags = unsupported_tokens(tokenizer, token_ids[row, :n].tolist(), source, kinds)
-        mask[row, :n] = torch.tensor(flags, dtype=torch.bool)
+    mask = torch.zeros(len(kinds_of), width, dtype=torch.bool, device=device)
+    for row, kinds in enumerate(kinds_of):
+        mask[row, : len(kinds)] = torch.tensor([kind is not None for kind in kinds], dtype=torch.bool)
     return mask
 
 

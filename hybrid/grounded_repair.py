@@ -85,18 +85,19 @@ def score_candidates(scorer: DrafterScorer, state: DrafterPrompt, rows: list[lis
         c.drafter_gain = float(logp[i, c.start : new_to + 1].sum() - original_logp[c.row, c.start : old_to + 1].sum())
 
 
-def repair(tokenizer, scorer: DrafterScorer, state: DrafterPrompt, rows: list[list[int]], ended: list[bool], original_logp: torch.Tensor,
+def repair(tokenizer, scorer: DrafterScorer, state: DrafterPrompt, rows: list[list[int]], kinds_of: list[list[str | None]],
+           ended: list[bool], original_logp: torch.Tensor,
            prior: torch.Tensor, refilled: torch.Tensor | None, sources: list[str], kinds: tuple[str, ...], count: int,
            window: int, ground_weight: float, end_id: int) -> tuple[list[list[int]], list[Proposal]]:
     """Repaired token rows and one Proposal per unsupported span (its best candidate, kept or not).
 
-    `rows`: each draft's tokens (no end token), `ended`: whether it ended with one (else it was cut); `original_logp` (B, >= N+1): the drafter's log-prob of each draft
+    `rows`: each draft's tokens (no end token), `kinds_of`: their `unsupported_kinds`, `ended`: whether each ended with an
+    end token (else it was cut); `original_logp` (B, >= N+1): the drafter's log-prob of each draft
     token and of its end; `prior` (B, >= N, V): the drafter's distribution at each draft slot; `refilled` (B, >= N):
     the refiner's fill of the canvas (None: source copies only)."""
     candidates, spans = [], []
     for row, (ids, source) in enumerate(zip(rows, sources)):
-        kinds_of = unsupported_kinds(tokenizer, ids, source, kinds)
-        for span in _runs(kinds_of):
+        for span in _runs(kinds_of[row]):
             start, end, _ = span
             spans.append((row, start, end))
             if refilled is not None and refilled[row, start:end].tolist() != ids[start:end]:

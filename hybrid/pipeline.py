@@ -19,7 +19,7 @@ import torch
 from hybrid.draft import Draft, DraftConfig, Drafter
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
-from hybrid.grounded import grounding_source, source_tokens, unsupported_mask
+from hybrid.grounded import grounding_source, source_tokens, unsupported_kinds, unsupported_mask
 from hybrid.grounded_repair import repair
 from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
                             DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW)
@@ -224,9 +224,11 @@ class HybridPipeline:
     def _refine(self, prompts, draft, draft_config: DraftConfig, sampler_config: SamplerConfig, generator, sources=None, on_step=None):
         refiner = self.refiner
         eos = self.tokenizer.eos_token_id
-        chosen = None
+        chosen = kinds_of = None
         if sources is not None:  # grounded: re-noise what the source does not support, and nothing when all is supported
-            chosen = unsupported_mask(self.tokenizer, draft.token_ids, draft.lengths, sources, sampler_config.ground_kinds)
+            kinds_of = [unsupported_kinds(self.tokenizer, draft.token_ids[row, :n].tolist(), source, sampler_config.ground_kinds)
+                        for row, (n, source) in enumerate(zip(draft.lengths, sources))]
+            chosen = unsupported_mask(kinds_of, draft.token_ids.shape[1], draft.token_ids.device)
             if not chosen.any():
                 return SamplerOutput(canvas=draft.token_ids.clone()), [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(prompts))]
         if draft is None:  # diffusion only: the whole canvas is masks
@@ -268,19 +270,19 @@ class HybridPipeline:
             beyond = torch.arange(canvas.shape[1], device=canvas.device)[None] > torch.tensor(draft.lengths, device=canvas.device)[:, None]
             drafter_prior = prior  # grounded repair ranks the source's copies by it (slots inside the drafts are untouched)
             prior = prior.masked_fill_(beyond[..., None], 0.0) if sampler_config.product else None
-        allowed = restricted = None
-        if chosen is not None:  # an unsupported slot is refilled from the source's own tokens
-            vocab = refiner.model.get_output_embeddings().weight.shape[0]
-            allowed, restricted = source_tokens(self.tokenizer, sources, vocab, canvas.device), torch.zeros_like(editable)
-            restricted[:, : chosen.shape[1]] = chosen
         if copies_only:  # source copies only: no refiner pass at all
             output = SamplerOutput(canvas=canvas)
         else:
+            allowed = restricted = None
+            if chosen is not None:  # an unsupported slot is refilled from the source's own tokens
+                vocab = refiner.model.get_output_embeddings().weight.shape[0]
+                allowed, restricted = source_tokens(self.tokenizer, sources, vocab, canvas.device), torch.zeros_like(editable)
+                restricted[:, : chosen.shape[1]] = chosen
             output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos,
                             prior=prior, allowed=allowed, restricted=restricted, on_step=on_step)
         del prior
         if chosen is not None and sampler_config.verify:
-            return output, self._repair(draft, output, chosen, sources, sampler_config, scorer, drafter_state, original_logp, drafter_prior)
+            return output, self._repair(draft, output, kinds_of, sources, sampler_config, scorer, drafter_state, original_logp, drafter_prior)
         if sampler_config.verify:  # what may not change (masks left, padding, a cut draft's slack) is the draft's again
             output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
         if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
@@ -293,14 +295,14 @@ class HybridPipeline:
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
 
-    def _repair(self, draft, output, chosen, sources, config: SamplerConfig, scorer, drafter_state, original_logp, drafter_prior):
+    def _repair(self, draft, output, kinds_of, sources, config: SamplerConfig, scorer, drafter_state, original_logp, drafter_prior):
         """Grounded: each unsupported span takes its best verified candidate, the refiner's fill or a source copy."""
         rows = [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(sources))]
         refilled = None
         if config.ground_refill:
             refilled = torch.where(output.canvas == self.refiner.mask_token_id, draft.token_ids[:, : output.canvas.shape[1]], output.canvas)
         ended = [n < draft.token_ids.shape[1] for n in draft.lengths]
-        final, output.proposals = repair(self.tokenizer, scorer, drafter_state, rows, ended, original_logp, drafter_prior, refilled, sources,
+        final, output.proposals = repair(self.tokenizer, scorer, drafter_state, rows, kinds_of, ended, original_logp, drafter_prior, refilled, sources,
                                          config.ground_kinds, config.ground_candidates, config.verify_window, config.ground_weight,
                                          self.tokenizer.eos_token_id)
         return final
