@@ -152,38 +152,34 @@ def entity_supported(entity: str, source_words: set[str]) -> bool:
     return all(word_supported(word, source_words) for word in word_tokens(entity))
 
 
-def supported_claims(text: str, source: str, kinds: tuple[str, ...] = ("entity", "number")) -> list[Claim]:
-    """The name words and numbers of ``text`` that ``source`` supports, as character spans (the complement of
-    ``unsupported_claims`` among entities and numbers)."""
-    source_words, values = set(word_tokens(source)), number_values(source, include_words=True)
-    found: list[Claim] = []
+def _name_and_number_claims(text: str, source: str, kinds: tuple[str, ...]) -> list[tuple[Claim, bool]]:
+    """Every name word and number of ``text`` (as ``kinds`` asks), each with whether ``source`` supports it."""
+    source_words = set(word_tokens(source))
+    found: list[tuple[Claim, bool]] = []
     if "entity" in kinds:
         for mention in entity_mentions(text):
             for word in _WORD.finditer(mention.text):
-                if word_supported(word.group(0).lower(), source_words):
-                    found.append(Claim("entity", word.group(0), mention.start + word.start(), mention.start + word.end()))
+                claim = Claim("entity", word.group(0), mention.start + word.start(), mention.start + word.end())
+                found.append((claim, word_supported(word.group(0).lower(), source_words)))
     if "number" in kinds:
-        found += [Claim("number", m.group(1), m.start(1), m.end(1)) for m in NUMBER.finditer(text)
-                  if normalise_number(m.group(1)) in values]
-    return sorted(set(found), key=lambda c: (c.start, c.end))
+        values = number_values(source, include_words=True)
+        found += [(Claim("number", m.group(1), m.start(1), m.end(1)), normalise_number(m.group(1)) in values)
+                  for m in NUMBER.finditer(text)]
+    return found
+
+
+def supported_claims(text: str, source: str, kinds: tuple[str, ...] = ("entity", "number")) -> list[Claim]:
+    """The name words and numbers of ``text`` that ``source`` supports, as character spans (the complement of
+    ``unsupported_claims`` among entities and numbers)."""
+    return sorted({c for c, supported in _name_and_number_claims(text, source, kinds) if supported}, key=lambda c: (c.start, c.end))
 
 
 def unsupported_claims(text: str, source: str, kinds: tuple[str, ...] = ("entity", "number")) -> list[Claim]:
     """The parts of ``text`` that ``source`` does not support, as character spans: for an entity, each of its words
     the source lacks; for a number, its digits; for a content word, the word. Sorted by position."""
-    source_words = set(word_tokens(source))
-    found: list[Claim] = []
-    if "entity" in kinds:
-        for mention in entity_mentions(text):
-            for word in _WORD.finditer(mention.text):
-                if not word_supported(word.group(0).lower(), source_words):
-                    found.append(Claim("entity", word.group(0), mention.start + word.start(), mention.start + word.end()))
-    if "number" in kinds:
-        values = number_values(source, include_words=True)
-        for match in NUMBER.finditer(text):
-            if normalise_number(match.group(1)) not in values:
-                found.append(Claim("number", match.group(1), match.start(1), match.end(1)))
+    found = [c for c, supported in _name_and_number_claims(text, source, kinds) if not supported]
     if "word" in kinds:
+        source_words = set(word_tokens(source))
         taken = [(c.start, c.end) for c in found]
         for match in _WORD.finditer(text):
             word = match.group(0)
