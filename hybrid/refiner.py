@@ -378,14 +378,9 @@ class Refiner(nn.Module):
         """Hidden states of `canvas[:, positions]`, attending to the cached prompt and to the canvas entries at
         `key_positions` (the cached ones the cache already holds, then `positions` themselves, in that order).
         `taps` as in `_layers`."""
-        batch = canvas.shape[0]
         prompt = state.attention_mask.bool()
-        canvas_keys = torch.ones(batch, len(key_positions), dtype=torch.bool, device=canvas.device)
-        both_ways = torch.cat([prompt, canvas_keys], dim=1)[:, None, None, :].expand(batch, 1, len(positions), -1)
-        causal = None
-        if self.first_bidirectional > 0:  # lower layers: a canvas slot sees the prompt and the slots up to itself
-            earlier = (key_positions[None, :] <= positions[:, None])[None].expand(batch, -1, -1)
-            causal = torch.cat([prompt[:, None, :].expand(-1, len(positions), -1), earlier], dim=2)[:, None]
+        both_ways = _both_ways_mask(prompt, len(positions), len(key_positions))
+        causal = _causal_mask(prompt, positions, key_positions) if self.first_bidirectional > 0 else None
         ids = canvas[:, positions]
         shown = state.shown[:, positions] if state.shown is not None else None
         return self._layers(self._embed(ids, shown), ids == self.mask_token_id, state.next_position + positions, both_ways, causal,
@@ -394,27 +389,21 @@ class Refiner(nn.Module):
     def _reusing_lower(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
         """`_backbone` over the whole canvas, with the lower layers rerun only from the first slot whose input changed
         since the last pass (state.lower); the top layers always see the whole canvas. Same result, to float rounding."""
-        batch, length = canvas.shape
+        length = canvas.shape[1]
         hidden = self._lower_states(state, canvas).hidden
         is_mask = canvas == self.mask_token_id
         if self.mask_marker is not None:
             hidden = hidden + is_mask[..., None].to(hidden.dtype) * self.mask_marker.to(hidden.dtype)
-        prompt = state.attention_mask.bool()
-        both_ways = torch.cat([prompt, torch.ones(batch, length, dtype=torch.bool, device=canvas.device)], dim=1)[:, None, None, :]
-        return self._top_layers(state.cache, hidden, state.next_position, both_ways.expand(batch, 1, length, -1))
+        return self._top_layers(state.cache, hidden, state.next_position, _both_ways_mask(state.attention_mask.bool(), length, length))
 
     def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor) -> torch.Tensor:
         """(B, L, V) the plain drafter's log-distribution of each canvas token given the prompt and the tokens before it
         (what hybrid.verify.DrafterScorer computes), sharing the lower layers with the refiner's passes: they are
         rerun only from the first slot that changed since the last pass, and only the top layers run again, causal
         and without LoRA, on the drafter's own prompt cache `drafter_cache` (the draft's)."""
-        batch, length = canvas.shape
-        device = canvas.device
         hidden = self._lower_states(state, canvas).hidden
-        query = torch.arange(length, device=device)
-        earlier = (query[None, :] <= query[:, None])[None].expand(batch, -1, -1)
-        prompt = state.attention_mask.bool()
-        causal = torch.cat([prompt[:, None, :].expand(-1, length, -1), earlier], dim=2)[:, None]
+        every = torch.arange(canvas.shape[1], device=canvas.device)
+        causal = _causal_mask(state.attention_mask.bool(), every, every)
         with self.adapter_disabled():
             hidden = self._top_layers(drafter_cache, hidden, state.next_position, causal)
             logits = self.model.get_base_model().lm_head(hidden[:, :-1]).float()
@@ -422,7 +411,7 @@ class Refiner(nn.Module):
 
     def _lower_states(self, state: PromptState, canvas: torch.Tensor) -> LowerStates:
         """state.lower brought up to `canvas`: the lower layers rerun from the first slot whose input changed."""
-        batch, length = canvas.shape
+        length = canvas.shape[1]
         device = canvas.device
         prompt_len = state.attention_mask.shape[1]
         inner = self.model.get_base_model().model
@@ -437,10 +426,7 @@ class Refiner(nn.Module):
             lower.recomputed = 0
             return lower
         positions = state.next_position + torch.arange(length, device=device)
-        query = torch.arange(start, length, device=device)
-        earlier = (torch.arange(length, device=device)[None, :] <= query[:, None])[None].expand(batch, -1, -1)
-        prompt = state.attention_mask.bool()
-        causal = torch.cat([prompt[:, None, :].expand(-1, len(query), -1), earlier], dim=2)[:, None]
+        causal = _causal_mask(state.attention_mask.bool(), torch.arange(start, length, device=device), torch.arange(length, device=device))
         suffix = self._embed(inputs[:, start:])
         rotary = inner.rotary_emb(suffix, position_ids=positions[:, start:])
         keys, values = [], []
@@ -582,6 +568,21 @@ class Refiner(nn.Module):
         # The head reads each canvas position's own states (they have seen the token) and the token's log-prob.
         canvas_taps = {index: tapped[:, prompt_len:] for index, tapped in taps.items()}
         return logits, self._detection_features(hidden[:, prompt_len:], canvas_taps, logits, canvas)
+
+
+def _both_ways_mask(prompt: torch.Tensor, queries: int, keys: int) -> torch.Tensor:
+    """(B, 1, queries, P + keys) bool: every canvas query sees the prompt (where `prompt`, (B, P), is set) and every
+    canvas key."""
+    canvas = torch.ones(prompt.shape[0], keys, dtype=torch.bool, device=prompt.device)
+    return torch.cat([prompt, canvas], dim=1)[:, None, None, :].expand(prompt.shape[0], 1, queries, -1)
+
+
+def _causal_mask(prompt: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """(B, 1, Q, P + K) bool: a canvas query at position `queries[i]` sees the prompt and the canvas keys at positions
+    `keys[j] <= queries[i]`."""
+    batch = prompt.shape[0]
+    earlier = (keys[None, :] <= queries[:, None])[None].expand(batch, -1, -1)
+    return torch.cat([prompt[:, None, :].expand(-1, len(queries), -1), earlier], dim=2)[:, None]
 
 
 def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
