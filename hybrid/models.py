@@ -11,19 +11,17 @@ import importlib.util
 import inspect
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from hybrid.atomic import atomic_folder, is_complete
 from hybrid.errors import HybridError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DRAFTER = "smollm2-135m"
-COMPLETE_MARKER = ".hybrid-complete"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -106,9 +104,7 @@ def _convert_packaged(alias: str, spec: PackagedModel, target: Path) -> None:
 
     source = _package_folder(spec)
     log.warning("first use of %s: converting %s to safetensors in %s (once, ~30 s)", alias, spec.gguf_file, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
-    try:
+    with atomic_folder(target, marker=alias) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=spec.gguf_file)
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=spec.gguf_file, dtype=torch.float32)
         # Saved as plain float weights: drop the GGUF quantizer so save_pretrained writes ordinary tensors.
@@ -117,20 +113,13 @@ def _convert_packaged(alias: str, spec: PackagedModel, target: Path) -> None:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / COMPLETE_MARKER).write_text(alias)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_model(name: str) -> str:
     """Turn an alias, a local folder or a hub id into something `from_pretrained` accepts."""
     if name in PACKAGED_MODELS:
         target = cache_root() / "models" / name
-        if not (target / COMPLETE_MARKER).is_file():
+        if not is_complete(target):
             if target.exists():
                 log.warning("cached copy of %s in %s is incomplete: rebuilding it", name, target)
             _convert_packaged(name, PACKAGED_MODELS[name], target)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hybrid.atomic import atomic_folder
 from hybrid.detection_head import DetectionHead, split_head_tensors
 from hybrid.errors import HybridError
 from hybrid.models import cache_keyword
@@ -286,14 +286,8 @@ class Refiner(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write config and weights into `path` atomically: a crash leaves the previous checkpoint intact."""
-        folder = Path(path)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
+        with atomic_folder(path) as tmp:
             self.write_to(tmp)
-            replace_folder(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None,
                     commit_message: str = "Upload hybrid refiner") -> str:
@@ -610,14 +604,3 @@ def read_config(folder: Path) -> RefinerConfig:
         raise HybridError(f"{folder} holds no {CONFIG_NAME}: it is not a hybrid refiner checkpoint") from exc
     except (json.JSONDecodeError, TypeError) as exc:
         raise HybridError(f"{folder / CONFIG_NAME} is corrupt or from another version ({exc})") from exc
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Move a finished folder into place; the old one is removed only after the new one is there."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -69,13 +69,9 @@ def test_unknown_model_is_a_user_error(tmp_path):
 def test_half_written_cache_is_rebuilt(tmp_path, monkeypatch):
     calls = []
 
-    def fake_convert(work):
-        calls.append(work)
-        out = work / "model"
-        out.mkdir()
+    def fake_convert(out):
+        calls.append(out)
         (out / "config.json").write_text("{}")
-        (out / judge_cache.COMPLETE_MARKER).write_text("ok")
-        return out
 
     monkeypatch.setattr(judge_cache, "_convert_gemma_gguf", fake_convert)
     final = tmp_path / "judge" / judge_cache.GEMMA_FOLDER_NAME
@@ -89,9 +85,10 @@ def test_half_written_cache_is_rebuilt(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "judge").iterdir()] == [judge_cache.GEMMA_FOLDER_NAME]  # temp dirs gone
 
 
-def test_cache_root_follows_env(monkeypatch, tmp_path):
+def test_judge_cache_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HYBRID_CACHE", str(tmp_path / "c"))
-    assert judge_cache.hybrid_cache_root() == tmp_path / "c"
+    monkeypatch.setattr(judge_cache, "_convert_gemma_gguf", lambda out: (out / "config.json").write_text("{}"))
+    assert judge_cache.gemma_judge_folder() == tmp_path / "c" / "judge" / judge_cache.GEMMA_FOLDER_NAME
 
 
 @pytest.mark.slow

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from hybrid.atomic import atomic_folder
 from hybrid.errors import HybridError
-from hybrid.refiner import read_tensors, replace_folder
+from hybrid.refiner import read_tensors
 
 LATEST = "checkpoint-latest"
 OPTIMIZER_NAME = "optimizer.safetensors"
@@ -37,15 +36,10 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
 
 def save_checkpoint(output_dir: Path, refiner, optimizer, trainer_state: dict) -> Path:
     target = output_dir / LATEST
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{LATEST}-", dir=output_dir))
-    try:
+    with atomic_folder(target) as tmp:
         refiner.write_to(tmp)
         save_file(optimizer_tensors(optimizer), str(tmp / OPTIMIZER_NAME))
         (tmp / STATE_NAME).write_text(json.dumps(trainer_state, indent=2) + "\n")
-        replace_folder(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

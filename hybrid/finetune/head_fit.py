@@ -13,7 +13,6 @@ minutes.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from hybrid.atomic import atomic_file
 from hybrid.auc import roc_auc
 from hybrid.errors import HybridError
 from hybrid.finetune.objective import corrupt_batch
@@ -48,9 +48,8 @@ def save_shard(folder: Path, first_step: int, rows: list[tuple[int, torch.Tensor
     tensors = {"features": torch.cat([f for _, f, _ in rows]), "substituted": torch.cat([s for _, _, s in rows]),
                "steps": torch.cat([torch.full((len(s),), step) for step, _, s in rows])}
     target = folder / f"steps-{first_step:07d}.safetensors"
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, target)
+    with atomic_file(target) as tmp:
+        save_file(tensors, str(tmp))
 
 
 def load_shards(folder: Path, before_step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
