@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tiny import build_tiny_llama
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "hf"))
@@ -19,17 +21,6 @@ def default_tokenizer():
     from hybrid.models import DEFAULT_DRAFTER, resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_DRAFTER))
-
-
-def build_tiny_llama(vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="session")

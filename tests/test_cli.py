@@ -68,7 +68,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 
 
 def test_refiner_for_another_base_is_refused(tiny_refiner_dir, tmp_path, default_tokenizer):
-    from conftest import build_tiny_llama
+    from tiny import build_tiny_llama
 
     other = build_tiny_llama(len(default_tokenizer), seed=9)
     other.save_pretrained(tmp_path / "other")

@@ -13,8 +13,7 @@ from hybrid.finetune.data import TokenisedExample
 from hybrid.finetune.objective import Corruption, collate, loss_terms
 from hybrid.refiner import WEIGHTS_NAME, Refiner, read_tensors
 from hybrid.sampler import score_draft
-from test_finetune import TINY, tiny_overrides
-from test_refiner import PROMPT, PROMPT_MASK, make_refiner
+from tiny import PROMPT, PROMPT_MASK, TINY, make_refiner, tiny_overrides
 
 
 LAYOUTS = [((), 0), ((0, -1), 1)]  # the final state alone; both layers' outputs with a neighbour on each side

@@ -13,15 +13,9 @@ from hybrid.errors import HybridError
 from hybrid.finetune.objective import collate, corrupt, loss_terms
 from hybrid.finetune.recipe import ObjectiveSection, load_recipe
 from hybrid.auc import roc_auc
+from tiny import TINY, tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "recipes" / "tiny.yaml"
-
-
-def tiny_overrides(model_dir, out, steps=4):
-    return [f"model.base={model_dir}", f"train.output_dir={out}", f"train.steps={steps}", "train.save_every=2", "train.eval_every=100"]
-
-
 def test_shipped_recipes_validate():
     for name in ("tiny", "continue", "summarize", "continue-gpu", "summarize-gpu", "continue-detector", "summarize-detector"):
         recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")

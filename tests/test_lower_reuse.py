@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import build_tiny_llama
+from tiny import build_tiny_llama
 from hybrid.refiner import Refiner
 
 

@@ -3,31 +3,12 @@
 import pytest
 import torch
 
-from conftest import build_tiny_llama
 from hybrid.errors import HybridError
 from hybrid.refiner import WEIGHTS_NAME, Refiner
-
-
-def make_refiner(vocab=100, seed=0, layers=0):
-    """`layers`: bidirectional_layers (0 = all; 1 = only the top layer of the 2-layer tiny model)."""
-    base = build_tiny_llama(vocab, seed=seed)
-    refiner = Refiner.create(base, "tiny", lora_r=4, lora_alpha=8, bidirectional_layers=layers)
-    torch.manual_seed(seed + 1)
-    with torch.no_grad():  # LoRA B starts at zero: give it values so the adapter matters in these tests
-        for name, param in refiner.model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.2)
-        refiner.mask_embedding.normal_(0, 0.5)
-        if refiner.mask_marker is not None:
-            refiner.mask_marker.normal_(0, 0.5)
-    return base, refiner.eval()
+from tiny import PROMPT, PROMPT_MASK, build_tiny_llama, make_refiner
 
 
 BOTH_MODES = pytest.mark.parametrize("layers", [0, 1], ids=["all-bidirectional", "top-layer-bidirectional"])
-
-
-PROMPT = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
-PROMPT_MASK = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
 
 
 def canvas_for(refiner):

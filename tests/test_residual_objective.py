@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hybrid.finetune.objective import Batch, Corruption, combine, loss_terms
-from tests.test_finetune import TINY, tiny_overrides
+from tiny import TINY, tiny_overrides
 
 
 def test_a_zero_residual_leaves_the_drafters_loss():
