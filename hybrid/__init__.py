@@ -15,12 +15,12 @@ except PackageNotFoundError:  # a source tree that was not installed
 
 _LAZY = {
     "HybridPipeline": "hybrid.pipeline",
-    "GenerationResult": "hybrid.pipeline",
-    "StageTimings": "hybrid.pipeline",
+    "GenerationResult": "hybrid.results",
+    "StageTimings": "hybrid.results",
     "Drafter": "hybrid.draft",
-    "DraftConfig": "hybrid.draft",
+    "DraftConfig": "hybrid.config",
     "Refiner": "hybrid.refiner",
-    "SamplerConfig": "hybrid.sampler",
+    "SamplerConfig": "hybrid.config",
 }
 
 __all__ = ["HybridError", "__version__", *_LAZY]

@@ -11,9 +11,9 @@ import click
 
 from hybrid import __version__
 from hybrid.errors import HybridError
-from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE,
-                            DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW, GROUND_KINDS, SCHEDULE_NAMES,
-                            SELECT_CHOICES)
+from hybrid.cli_options import config_from, config_options
+from hybrid.config import MODES, DraftConfig, SamplerConfig
+from hybrid.options import DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW, SELECT_CHOICES
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -89,39 +89,19 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @click.argument("prompt", required=False)
 @click.option("--file", "file", type=str, help="Read the prompt from this file ('-' or no PROMPT: standard input).")
-@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=128, show_default=True, help="Length of the draft (and of the canvas in diffusion mode).")
 @click.option("--draft-model", default="smollm2-135m", show_default=True, help="Alias, local folder or hub id of the autoregressive drafter.")
 @click.option("--refiner", default=None, help="Refiner folder (from `hybrid finetune`) or shipped name; default: the shipped general refiner; 'none' for draft only.")
-@click.option("--refine-steps", type=click.IntRange(0, 256), default=None, help="Denoising steps K; 0 is draft only. Default: 8 when a refiner is loaded, else 0.")
-@click.option("--mode", type=click.Choice(["hybrid", "draft", "diffusion"]), default="hybrid", show_default=True, help="hybrid: refine a draft; draft: AR only; diffusion: refiner only from an all-mask canvas.")
-@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_STRENGTH, show_default=True, help="Share of draft tokens re-noised before refining.")
-@click.option("--select", type=click.Choice(SELECT_CHOICES), default="auto", show_default=True, help="Which draft tokens to re-noise: auto (the detection head's doubt where the refiner has one, else log-prob), lowest draft log-prob, lowest refiner confidence, random, or unsupported (the names and numbers the source does not support).")
+@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True, help="hybrid: refine a draft; draft: AR only; diffusion: refiner only from an all-mask canvas.")
 @click.option("--source", "source_file", type=str, default=None, help="With --select unsupported: the file holding the source to ground against (default: the prompt's text after its first blank line).")
-@click.option("--ground-weight", type=click.FloatRange(0, 100), default=DEFAULT_GROUND_WEIGHT, show_default=True, help="With --select unsupported: verify-score bonus per unsupported token a change makes supported.")
-@click.option("--ground-candidates", type=click.IntRange(0, 32), default=DEFAULT_GROUND_CANDIDATES, show_default=True, help="With --select unsupported: copies of the source's own names/numbers tried per unsupported span, beside the refiner's fill.")
-@click.option("--ground-refill/--no-ground-refill", default=DEFAULT_GROUND_REFILL, show_default=True, help="With --select unsupported: also offer the refiner's own fill of each span (K refine steps).")
-@click.option("--ground-kinds", default=",".join(DEFAULT_GROUND_KINDS), show_default=True, help=f"With --select unsupported: what is checked against the source, some of {','.join(GROUND_KINDS)}.")
-@click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="cosine", show_default=True, help="Noise schedule: how many tokens each step commits.")
-@click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Re-mask visible tokens whose refiner probability falls under this (editing); off by default.")
-@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CHANGE_CONFIDENCE, show_default=True, help="Also replace a re-noised draft token only when the refiner is at least this sure of its choice (the old guard; 0 = off).")
-@click.option("--verify/--no-verify", default=True, show_default=True, help="Keep a proposed change only when the drafter's log-likelihood of what it affects (plus the weighted refiner gain) rises.")
-@click.option("--verify-weight", type=click.FloatRange(0, 100), default=DEFAULT_VERIFY_WEIGHT, show_default=True, help="Weight of the refiner's log-prob gain in the verify score; 0: only what the drafter prefers gets through.")
-@click.option("--verify-window", type=click.IntRange(0, 64), default=DEFAULT_VERIFY_WINDOW, show_default=True, help="Tokens after a change whose drafter log-likelihood counts in its score.")
-@click.option("--product/--no-product", default=True, show_default=True, help="Propose from the drafter's distribution times the refiner's (else the refiner's alone).")
-@click.option("--cache-refresh", type=click.IntRange(0, 256), default=0, show_default=True, help="N > 1: between full passes every N steps, recompute only the canvas positions being predicted (faster, approximate); 0 is exact.")
-@click.option("--temperature", type=click.FloatRange(0, 10), default=0.0, show_default=True, help="0 is greedy.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
-@click.option("--seed", type=int, default=None, help="Makes sampling repeatable.")
-@click.option("--stop", multiple=True, help="Stop drafting at this string (repeatable).")
+@config_options(DraftConfig)
+@config_options(SamplerConfig)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU when there is one).")
 @click.option("--no-chat-template", is_flag=True, help="Feed the prompt as raw text even if the model has a chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
 @click.option("--show-trace", is_flag=True, help="Show the draft beside the refined text and every step's changes.")
 @click.option("--stream", is_flag=True, help="Print the draft token by token as it is written, then redraw it as the refined text.")
-def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, mode, strength, select, source_file, ground_weight,
-             ground_candidates, ground_refill, ground_kinds, schedule,
-             edit_threshold, min_change_confidence, verify, verify_weight, verify_window, product, cache_refresh, temperature, top_p, seed, stop, dtype, device, no_chat_template, as_json, show_trace, stream):
+def generate(prompt, file, draft_model, refiner, mode, source_file, dtype, device, no_chat_template, as_json, show_trace, stream, **settings):
     """Generate text for PROMPT.
 
     \b
@@ -129,63 +109,33 @@ def generate(prompt, file, max_new_tokens, draft_model, refiner, refine_steps, m
     hybrid generate "The history of Rome" --refine-steps 8 --refiner runs/tiny --show-trace
     hybrid generate --file report.txt --select unsupported --refiner summarize
     """
-    from hybrid.display import render_trace
+    from hybrid.display import render_trace, stream_to_terminal
     from hybrid.grounded import grounding_source
-    from hybrid.pipeline import DEFAULT_REFINE_STEPS, HybridPipeline, resolve_refiner
+    from hybrid.pipeline import HybridPipeline
+    from hybrid.refiner_location import resolve_refiner
 
+    draft_config = config_from(DraftConfig, settings)
+    refine_config = config_from(SamplerConfig, settings, temperature=draft_config.temperature, trace=show_trace)
     text = _read_prompt(prompt, file)
-    source = None
-    if source_file is not None:
-        source = _read_prompt(None, source_file)
-    kinds = tuple(k.strip() for k in ground_kinds.split(",") if k.strip())
-    if select == "unsupported":
+    source = _read_prompt(None, source_file) if source_file is not None else None
+    if refine_config.select == "unsupported":
         grounding_source(text, source)  # fails here, before any model loads, when there is nothing to ground against
-        if unknown := [k for k in kinds if k not in GROUND_KINDS]:
-            raise click.BadParameter(f"unknown kind {unknown[0]!r}: choose from {', '.join(GROUND_KINDS)}", param_hint="--ground-kinds")
-    if mode == "draft" or refine_steps == 0:
-        refiner = "none"
-    elif refine_steps is not None and refiner is None and resolve_refiner(None) is None:
-        raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
-    pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template, device=device)
-    if refine_steps is None:
-        refine_steps = DEFAULT_REFINE_STEPS if pipe.refiner is not None else 0
     if stream and (as_json or show_trace):
         raise click.UsageError("--stream prints text as it comes: it does not combine with --json or --show-trace")
-    run = (lambda prompt, **kw: _stream_to_terminal(pipe, prompt, **kw)) if stream else pipe
-    result = run(text, max_new_tokens=max_new_tokens, refine_steps=refine_steps, mode=mode if refine_steps else "draft",
-                  strength=strength, select=select, schedule=schedule, edit_threshold=edit_threshold, temperature=temperature,
-                  top_p=top_p, seed=seed, stop=stop, trace=show_trace, cache_refresh=cache_refresh,
-                  min_change_confidence=min_change_confidence, verify=verify, verify_weight=verify_weight,
-                  verify_window=verify_window, product=product, source=source, ground_weight=ground_weight,
-                  ground_candidates=ground_candidates, ground_refill=ground_refill, ground_kinds=kinds)
+    if mode == "draft" or refine_config.steps == 0:
+        refiner = "none"
+    elif refine_config.steps is not None and refiner is None and resolve_refiner(None) is None:
+        raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
+    pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template, device=device)
+    run = (lambda text, **kw: stream_to_terminal(pipe, text, **kw)) if stream else pipe
+    result = run(text, draft_config=draft_config, refine_config=refine_config, mode=mode if pipe.refiner is not None else "draft",
+                 source=source)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     elif show_trace:
         click.echo(render_trace(result, pipe.tokenizer))
     elif not stream:
         click.echo(result.text)
-
-
-def _stream_to_terminal(pipe, prompt: str, **settings):
-    """Echo the draft as it is written; then, in a terminal, erase it and print the refined text in its place (elsewhere,
-    print the refined text on a new line when it differs). Returns the GenerationResult."""
-    import shutil
-
-    printed = ""
-    for event in pipe.stream(prompt, **settings):
-        if event.kind == "draft":
-            click.echo(event.text, nl=False)
-            sys.stdout.flush()
-            printed += event.text
-        elif event.kind == "done":
-            result = event.result
-    if sys.stdout.isatty() and result.text != printed:
-        width = max(1, shutil.get_terminal_size().columns)
-        rows = sum(max(1, -(-len(line) // width)) for line in printed.split("\n"))
-        click.echo("\r" + (f"\x1b[{rows - 1}A" if rows > 1 else "") + "\x1b[J" + result.text)
-    else:
-        click.echo("" if result.text == printed else "\n" + result.text)
-    return result
 
 
 @cli.command()

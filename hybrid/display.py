@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+
 import click
 
 
@@ -33,3 +36,23 @@ def render_trace(result, tokenizer) -> str:
     t = result.timings
     lines.append(f"time: draft {t.draft_s:.2f}s ({t.draft_tokens_per_s:.1f} tok/s), refine {t.refine_s:.2f}s, total {t.total_s:.2f}s")
     return "\n".join(lines)
+
+
+def stream_to_terminal(pipe, prompt: str, **settings):
+    """Echo the draft as it is written; then, in a terminal, erase it and print the refined text in its place (elsewhere,
+    print the refined text on a new line when it differs). Returns the GenerationResult."""
+    printed = ""
+    for event in pipe.stream(prompt, **settings):
+        if event.kind == "draft":
+            click.echo(event.text, nl=False)
+            sys.stdout.flush()
+            printed += event.text
+        elif event.kind == "done":
+            result = event.result
+    if sys.stdout.isatty() and result.text != printed:
+        width = max(1, shutil.get_terminal_size().columns)
+        rows = sum(max(1, -(-len(line) // width)) for line in printed.split("\n"))
+        click.echo("\r" + (f"\x1b[{rows - 1}A" if rows > 1 else "") + "\x1b[J" + result.text)
+    else:
+        click.echo("" if result.text == printed else "\n" + result.text)
+    return result

@@ -12,34 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hybrid.config import DraftConfig
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, cache_keyword, load_causal_lm, synchronize
 
 log = logging.getLogger(__name__)
-
-MAX_NEW_TOKENS_LIMIT = 4096
-
-
-@dataclass
-class DraftConfig:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    ignore_eos: bool = False  # benchmarks force an exact length
-    # Keep the drafter's whole log-distribution at every step (Draft.distributions): the refine stage's proposal prior
-    # and the verifier's baseline then cost no extra pass. B x N x vocab floats.
-    keep_distributions: bool = False
-
-    def validate(self) -> None:
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise HybridError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}")
-        if not 0.0 <= self.temperature <= 10.0:
-            raise HybridError(f"temperature must be between 0 and 10, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise HybridError(f"top-p must be in (0, 1], got {self.top_p}")
-
 
 @dataclass
 class DraftTimings:

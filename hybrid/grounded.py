@@ -13,7 +13,7 @@ A prompt with neither has nothing to ground against, which is an error.
 from __future__ import annotations
 
 from hybrid.errors import HybridError
-from hybrid.options import DEFAULT_GROUND_KINDS
+from hybrid.config import DEFAULT_GROUND_KINDS
 from hybrid.text.claims import supported_claims, unsupported_claims
 
 NO_SOURCE = ("--select unsupported has nothing to ground against: put the source after a blank line in the prompt "
@@ -66,6 +66,22 @@ def unsupported_mask(kinds_of: list[list[str | None]], width: int, device=None):
     for row, kinds in enumerate(kinds_of):
         mask[row, : len(kinds)] = torch.tensor([kind is not None for kind in kinds], dtype=torch.bool)
     return mask
+
+
+def unsupported_in_drafts(tokenizer, draft, sources: list[str], kinds: tuple[str, ...]):
+    """(each row's `unsupported_kinds`, their `unsupported_mask` over the draft's width) for a batch Draft."""
+    kinds_of = [unsupported_kinds(tokenizer, draft.token_ids[row, :n].tolist(), source, kinds)
+                for row, (n, source) in enumerate(zip(draft.lengths, sources))]
+    return kinds_of, unsupported_mask(kinds_of, draft.token_ids.shape[1], draft.token_ids.device)
+
+
+def source_restriction(tokenizer, sources: list[str], vocab_size: int, chosen, editable):
+    """(allowed (B, V), restricted (B, L) like `editable`): the unsupported slots `chosen` draw only from their source's tokens."""
+    import torch
+
+    restricted = torch.zeros_like(editable)
+    restricted[:, : chosen.shape[1]] = chosen
+    return source_tokens(tokenizer, sources, vocab_size, editable.device), restricted
 
 
 def source_tokens(tokenizer, sources: list[str], vocab_size: int, device=None):

@@ -85,6 +85,19 @@ def score_candidates(scorer: DrafterScorer, state: DrafterPrompt, rows: list[lis
         c.drafter_gain = float(logp[i, c.start : new_to + 1].sum() - original_logp[c.row, c.start : old_to + 1].sum())
 
 
+def repair_draft(tokenizer, mask_id: int, draft, canvas: torch.Tensor, kinds_of, sources: list[str], config, scorer: DrafterScorer,
+                 state: DrafterPrompt, original_logp: torch.Tensor, prior: torch.Tensor) -> tuple[list[list[int]], list[Proposal]]:
+    """`repair` for a batch Draft after the refine stage (`canvas`: its output, used when `config.ground_refill`), with
+    the grounded settings of the SamplerConfig `config`."""
+    rows = [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(sources))]
+    refilled = None
+    if config.ground_refill:
+        refilled = torch.where(canvas == mask_id, draft.token_ids[:, : canvas.shape[1]], canvas)
+    ended = [n < draft.token_ids.shape[1] for n in draft.lengths]
+    return repair(tokenizer, scorer, state, rows, kinds_of, ended, original_logp, prior, refilled, sources, config.ground_kinds,
+                  config.ground_candidates, config.verify_window, config.ground_weight, tokenizer.eos_token_id)
+
+
 def repair(tokenizer, scorer: DrafterScorer, state: DrafterPrompt, rows: list[list[int]], kinds_of: list[list[str | None]],
            ended: list[bool], original_logp: torch.Tensor,
            prior: torch.Tensor, refilled: torch.Tensor | None, sources: list[str], kinds: tuple[str, ...], count: int,

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 @register_model("hybrid")
 class HybridLM(LM):
     def __init__(self, draft_model: str = "smollm2-135m", refiner: str | None = None, refine_steps: int | None = None,
-                 select: str | None = None, max_gen_toks: int = 128, use_chat_template: bool = False, dtype: str = "float32",
+                 select: str = "auto", max_gen_toks: int = 128, use_chat_template: bool = False, dtype: str = "float32",
                  device: str = "cpu", batch_size: int | str = 4, pipeline: HybridPipeline | None = None, **_ignored) -> None:
         super().__init__()
         if str(device).startswith("cuda") and not torch.cuda.is_available():  # lm-eval's default device is cuda

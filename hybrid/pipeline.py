@@ -11,63 +11,23 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 
-from hybrid.draft import Draft, DraftConfig, Drafter
+from hybrid.config import DraftConfig, SamplerConfig, configs_from
+from hybrid.draft import Draft, Drafter
 from hybrid.errors import HybridError
+from hybrid.grounded import grounding_source, source_restriction, unsupported_in_drafts
+from hybrid.grounded_repair import repair_draft
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
-from hybrid.grounded import grounding_source, source_tokens, unsupported_kinds, unsupported_mask
-from hybrid.grounded_repair import repair
-from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
-                            DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW)
 from hybrid.refiner import Refiner
 from hybrid.refiner_location import resolve_refiner
-from hybrid.sampler import SamplerConfig, SamplerOutput, build_canvas, refine, score_draft
+from hybrid.results import GenerationResult, StageTimings, result_for_row
+from hybrid.sampler import SamplerOutput, build_canvas, refine, score_draft
 from hybrid.verify import DrafterScorer, gather_tokens, verify_changes
 
 log = logging.getLogger(__name__)
-
-MODES = ("hybrid", "draft", "diffusion")
-@dataclass
-class StageTimings:
-    load_s: float = 0.0
-    draft_s: float = 0.0
-    draft_prefill_s: float = 0.0
-    draft_decode_s: float = 0.0
-    draft_tokens_per_s: float = 0.0
-    refine_s: float = 0.0
-    total_s: float = 0.0
-
-
-@dataclass
-class TraceStep:
-    step: int
-    changes: list[dict]  # {"position", "old", "new", "confidence"} with token strings
-
-
-@dataclass
-class GenerationResult:
-    prompt: str
-    text: str  # the final text (the draft itself in draft mode)
-    draft_text: str | None  # None in diffusion mode
-    token_ids: list[int]
-    draft_token_ids: list[int]
-    mode: str
-    refine_steps: int  # requested
-    steps_run: int
-    edits_per_step: list[int]
-    timings: StageTimings = field(default_factory=StageTimings)
-    trace: list[TraceStep] | None = None
-    # With trace: every group of changes the refiner proposed, its verification score and whether it was kept.
-    proposals: list[dict] | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 class HybridPipeline:
     """Drafter + optional refiner sharing one backbone in memory."""
 
@@ -101,81 +61,51 @@ class HybridPipeline:
     def tokenizer(self):
         return self.drafter.tokenizer
 
-    def __call__(self, prompts: str | list[str], max_new_tokens: int = 128, refine_steps: int | None = None, mode: str = "hybrid",
-                 strength: float = DEFAULT_STRENGTH, select: str | None = None, schedule: str = "cosine", edit_threshold: float | None = None,
-                 slack: int | None = None, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 stop: tuple[str, ...] = (), trace: bool = False, ignore_eos: bool = False, draft: Draft | None = None,
-                 cache_refresh: int = 0, min_change_confidence: float = DEFAULT_MIN_CHANGE_CONFIDENCE, verify: bool = True,
-                 verify_weight: float = DEFAULT_VERIFY_WEIGHT, verify_window: int = DEFAULT_VERIFY_WINDOW, product: bool = True,
-                 source: str | list[str] | None = None, ground_kinds: tuple[str, ...] = DEFAULT_GROUND_KINDS,
-                 ground_weight: float = DEFAULT_GROUND_WEIGHT, ground_candidates: int = DEFAULT_GROUND_CANDIDATES,
-                 ground_refill: bool = DEFAULT_GROUND_REFILL, callback_on_step_end=None, callback_on_token=None):
+    def __call__(self, prompts: str | list[str], draft_config: DraftConfig | None = None, refine_config: SamplerConfig | None = None,
+                 mode: str = "hybrid", draft: Draft | None = None, source: str | list[str] | None = None,
+                 callback_on_step_end=None, callback_on_token=None, **settings):
         """Generate for one prompt (returns a GenerationResult) or a list (returns a list).
 
+        The settings are the two stage configs (hybrid.config): `draft_config` for drafting and `refine_config` for
+        refining, or the same fields as keyword arguments on top of them (`refine_steps` sets the refine config's
+        `steps`; `temperature` sets both), e.g. `pipe(prompt, max_new_tokens=64, refine_steps=8, seed=0)`. Unset
+        refine settings are resolved for this pipeline's refiner (SamplerConfig.resolved): the default K where a
+        refiner is loaded, the detection head's doubt for `select="auto"` where it has one, else the draft's log-probs.
+        `mode`: hybrid (refine a draft), draft (the draft only) or diffusion (refine an all-mask canvas).
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
         so that several refine settings can be compared on one draft; its drafting time still counts in the timings.
-        `cache_refresh` N > 1 recomputes only the needed canvas positions between full passes every N steps
-        (approximate, faster); 0 or 1 recomputes the whole canvas at every step (exact).
-        `select` None picks the refiner's detection head ('confidence') where it has one, else the draft's log-probs.
-        `product` proposes from the drafter's distribution times the refiner's; `verify` keeps a group of changes only
-        when the drafter's log-likelihood of the `verify_window` tokens it affects, plus `verify_weight` x the
-        refiner's log-prob gain, rises (hybrid.verify); with `verify` off every proposal stays.
-        `select="unsupported"` re-noises exactly the draft tokens of claims (`ground_kinds`) that the source does not
-        support (hybrid.grounded): `source` (one per prompt), else each prompt's text after its first blank line; a
-        span is then also offered `ground_candidates` copies of the source's own claims of its kind, and a change earns
-        `ground_weight` per unsupported token it makes supported (hybrid.grounded_repair); `ground_refill` also offers
-        the refiner's own fill of each span. `slack` None is 4 positions
-        after the draft, and 0 under 'unsupported' (only unsupported tokens change).
+        `select="unsupported"` re-noises exactly the draft tokens of claims that the source does not support
+        (hybrid.grounded): `source` (one per prompt), else each prompt's text after its first blank line.
+        `callback_on_token(tokens)` sees each drafted token, `callback_on_step_end(step, canvas, changed)` each step.
         """
         single = isinstance(prompts, str)
         batch = [prompts] if single else list(prompts)
-        if refine_steps is None:  # refine by default whenever a refiner is loaded
-            refine_steps = DEFAULT_REFINE_STEPS if self.refiner is not None else 0
-        if mode not in MODES:
-            raise HybridError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
-        if mode == "draft":
-            refine_steps = 0
-        elif mode == "diffusion" and refine_steps == 0:
-            raise HybridError("diffusion mode needs --refine-steps of at least 1")
-        if select in (None, "auto"):
-            select = self.default_select
+        draft_config, refine_config = configs_from(settings, draft_config, refine_config)
+        sampler_config = refine_config.resolved(self.refiner is not None, self.default_select, mode)
         sources = None
-        if select == "unsupported" and refine_steps > 0:
-            if mode != "hybrid":
-                raise HybridError("--select unsupported refines a draft: use it in hybrid mode")
+        if sampler_config.select == "unsupported" and sampler_config.steps > 0:
             given = source if isinstance(source, list) else [source] * len(batch)
             if len(given) != len(batch):
                 raise HybridError(f"got {len(given)} sources for {len(batch)} prompts: pass one source per prompt")
             sources = [grounding_source(p, s) for p, s in zip(batch, given)]
-        if slack is None:
-            slack = 0 if select == "unsupported" else 4
-        sampler_config = SamplerConfig(
-            steps=refine_steps, schedule=schedule, strength=1.0 if mode == "diffusion" else strength, select=select,
-            slack=slack, edit_threshold=edit_threshold, temperature=temperature, trace=trace,
-            min_change_confidence=min_change_confidence, product=product, verify=verify and mode == "hybrid",
-            verify_window=verify_window, verify_weight=verify_weight, ground_kinds=tuple(ground_kinds), ground_weight=ground_weight,
-            ground_candidates=ground_candidates, ground_refill=ground_refill,
-        ).validate()
-        keep = sampler_config.steps > 0 and mode == "hybrid" and (product or verify)
-        draft_config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos, keep_distributions=keep)
-        draft_config.validate()
-        if refine_steps > 0 and self.refiner is None:
+        keep = sampler_config.steps > 0 and mode == "hybrid" and (sampler_config.product or sampler_config.verify)
+        draft_config = replace(draft_config, keep_distributions=draft_config.keep_distributions or keep).validate()
+        if sampler_config.steps > 0 and self.refiner is None:
             raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
-        if not 0 <= cache_refresh <= 256:
-            raise HybridError(f"cache refresh must be between 0 and 256, got {cache_refresh}")
         if self.refiner is not None:
-            self.refiner.cache_refresh = cache_refresh
+            self.refiner.cache_refresh = sampler_config.cache_refresh
         if draft is not None and (mode == "diffusion" or len(draft.texts) != len(batch)):
             raise HybridError("a given draft must come from the same prompts, and diffusion mode takes none")
         hooks = {"on_token": callback_on_token, "on_step": callback_on_step_end}
         results = self._run(batch, draft_config, sampler_config, mode, draft, sources, hooks)
         return results[0] if single else results
 
-    def draft(self, prompts: str | list[str], max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-              seed: int | None = None, stop: tuple[str, ...] = (), ignore_eos: bool = False) -> Draft:
-        """Only the autoregressive stage (the refiner's LoRA is off), for reuse through `pipe(..., draft=...)`."""
+    def draft(self, prompts: str | list[str], draft_config: DraftConfig | None = None, **settings) -> Draft:
+        """Only the autoregressive stage (the refiner's LoRA is off), for reuse through `pipe(..., draft=...)`; `settings`
+        are DraftConfig fields."""
         # With a refiner, keep the drafter's distributions: refining this draft later then needs no extra drafter pass.
-        config = DraftConfig(max_new_tokens, temperature, top_p, tuple(stop), seed, ignore_eos, keep_distributions=self.refiner is not None)
+        config = replace(draft_config or DraftConfig(), **settings)
+        config = replace(config, stop=tuple(config.stop), keep_distributions=config.keep_distributions or self.refiner is not None).validate()
         with self._drafting(), torch.inference_mode():
             return self.drafter.generate(prompts, config)
 
@@ -215,7 +145,9 @@ class HybridPipeline:
             output, final_ids = self._refine(prompts, draft, draft_config, sampler_config, generator, sources, hooks.get("on_step"))
             timings.refine_s = time.perf_counter() - refine_start
         timings.total_s = time.perf_counter() - start + (draft.timings.total_s if reused else 0.0)
-        return [self._result(row, prompts[row], draft, final_ids[row], output, mode, sampler_config, timings) for row in range(len(prompts))]
+        mask_id = self.refiner.mask_token_id if self.refiner is not None else None
+        return [result_for_row(self.tokenizer, mask_id, row, prompts[row], draft, final_ids[row], output, mode, sampler_config, timings)
+                for row in range(len(prompts))]
 
     def _drafting(self):
         """The context drafting runs in: the shared backbone without the refiner's LoRA."""
@@ -226,9 +158,7 @@ class HybridPipeline:
         eos = self.tokenizer.eos_token_id
         chosen = kinds_of = None
         if sources is not None:  # grounded: re-noise what the source does not support, and nothing when all is supported
-            kinds_of = [unsupported_kinds(self.tokenizer, draft.token_ids[row, :n].tolist(), source, sampler_config.ground_kinds)
-                        for row, (n, source) in enumerate(zip(draft.lengths, sources))]
-            chosen = unsupported_mask(kinds_of, draft.token_ids.shape[1], draft.token_ids.device)
+            kinds_of, chosen = unsupported_in_drafts(self.tokenizer, draft, sources, sampler_config.ground_kinds)
             if not chosen.any():
                 return SamplerOutput(canvas=draft.token_ids.clone()), [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(prompts))]
         if draft is None:  # diffusion only: the whole canvas is masks
@@ -276,13 +206,14 @@ class HybridPipeline:
             allowed = restricted = None
             if chosen is not None:  # an unsupported slot is refilled from the source's own tokens
                 vocab = refiner.model.get_output_embeddings().weight.shape[0]
-                allowed, restricted = source_tokens(self.tokenizer, sources, vocab, canvas.device), torch.zeros_like(editable)
-                restricted[:, : chosen.shape[1]] = chosen
+                allowed, restricted = source_restriction(self.tokenizer, sources, vocab, chosen, editable)
             output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos,
                             prior=prior, allowed=allowed, restricted=restricted, on_step=on_step)
         del prior
         if chosen is not None and sampler_config.verify:
-            return output, self._repair(draft, output, kinds_of, sources, sampler_config, scorer, drafter_state, original_logp, drafter_prior)
+            final, output.proposals = repair_draft(self.tokenizer, refiner.mask_token_id, draft, output.canvas, kinds_of, sources,
+                                                   sampler_config, scorer, drafter_state, original_logp, drafter_prior)
+            return output, final
         if sampler_config.verify:  # what may not change (masks left, padding, a cut draft's slack) is the draft's again
             output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
         if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
@@ -294,18 +225,6 @@ class HybridPipeline:
                 sampler_config.verify_window, sampler_config.verify_weight)
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
-
-    def _repair(self, draft, output, kinds_of, sources, config: SamplerConfig, scorer, drafter_state, original_logp, drafter_prior):
-        """Grounded: each unsupported span takes its best verified candidate, the refiner's fill or a source copy."""
-        rows = [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(sources))]
-        refilled = None
-        if config.ground_refill:
-            refilled = torch.where(output.canvas == self.refiner.mask_token_id, draft.token_ids[:, : output.canvas.shape[1]], output.canvas)
-        ended = [n < draft.token_ids.shape[1] for n in draft.lengths]
-        final, output.proposals = repair(self.tokenizer, scorer, drafter_state, rows, kinds_of, ended, original_logp, drafter_prior, refilled, sources,
-                                         config.ground_kinds, config.ground_candidates, config.verify_window, config.ground_weight,
-                                         self.tokenizer.eos_token_id)
-        return final
 
     def _drafter_logprobs(self, state, scorer: DrafterScorer, drafter_state, canvas: torch.Tensor) -> torch.Tensor:
         """The verify pass: the drafter's log-probs of the proposal, sharing the refiner's lower layers where they are
@@ -334,38 +253,3 @@ class HybridPipeline:
             if token in ends:
                 return ids[:i]
         return ids
-
-    def _result(self, row, prompt, draft, final_ids, output, mode, sampler_config, timings) -> GenerationResult:
-        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-        draft_ids = draft.token_ids[row, : draft.lengths[row]].tolist() if draft is not None else []
-        text = draft.texts[row] if (output is None and draft is not None) else decode(final_ids)
-        return GenerationResult(
-            prompt=prompt, text=text, draft_text=draft.texts[row] if draft is not None else None, token_ids=final_ids,
-            draft_token_ids=draft_ids, mode=mode if sampler_config.steps else "draft", refine_steps=sampler_config.steps,
-            steps_run=output.steps_run if output else 0, edits_per_step=list(output.edits_per_step) if output else [],
-            timings=timings, trace=self._trace(output, row) if output is not None and sampler_config.trace else None,
-            proposals=self._proposals(output, row) if output is not None and sampler_config.trace else None,
-        )
-
-    def _proposals(self, output, row) -> list[dict]:
-        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
-        return [{"start": p.start, "end": p.end, "old": decode(p.old_ids), "new": decode(p.new_ids), "old_ids": p.old_ids, "new_ids": p.new_ids,
-                 "drafter_gain": round(p.drafter_gain, 4), "refiner_gain": round(p.refiner_gain, 4),
-                 "grounding_gain": p.grounding_gain, "origin": p.origin, "score": round(p.score, 4),
-                 "accepted": p.accepted} for p in output.proposals if p.row == row]
-
-    def _trace(self, output, row) -> list[TraceStep]:
-        steps = []
-        for index, per_row in enumerate(output.trace):
-            changes = [
-                {"position": int(p), "old": self._token(o), "new": self._token(n), "confidence": round(float(c), 4)}
-                for p, o, n, c in per_row[row]
-            ]
-            steps.append(TraceStep(index + 1, changes))
-        return steps
-
-    def _token(self, token_id: int) -> str:
-        if token_id == self.refiner.mask_token_id:
-            return "[MASK]"
-        return self.tokenizer.convert_ids_to_tokens(int(token_id))
-

@@ -30,15 +30,12 @@ from typing import Callable, NamedTuple, Optional, Protocol, Sequence, Union
 
 import torch
 
+from hybrid.config import SamplerConfig, default_slack
 from hybrid.errors import HybridError
-from hybrid.options import DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, GROUND_KINDS
-from hybrid.schedule import SCHEDULES, get_schedule
+from hybrid.schedule import get_schedule
 
 logger = logging.getLogger(__name__)
 
-SELECT_RULES = ("logprob", "confidence", "random", "unsupported")
-MAX_STEPS = 256
-MAX_VERIFY_WINDOW = 64
 
 
 class Denoiser(Protocol):
@@ -57,67 +54,6 @@ class Denoiser(Protocol):
         elsewhere (those rows then hold any finite value) to save time.
         """
         ...
-
-
-@dataclass
-class SamplerConfig:
-    steps: int = 8  # K denoising steps; 0 = draft only
-    schedule: str = "cosine"  # see hybrid.schedule
-    strength: float = 0.5  # fraction of draft positions re-masked, in (0, 1]
-    # Which draft positions to re-mask: lowest draft logprob / refiner confidence / random, or exactly the tokens the
-    # source does not support (`unsupported`: the caller passes them as `chosen`, see hybrid.grounded; strength unused).
-    select: str = "logprob"
-    slack: int = 4  # masked positions appended after the draft so the text can grow
-    edit_threshold: Optional[float] = None  # re-mask visible tokens with p(current) below this (None = off)
-    temperature: float = 0.0  # 0 = argmax; > 0 samples masked positions with the given torch.Generator
-    trace: bool = False  # record every commit and edit in SamplerOutput.trace
-    # A re-noised draft token is replaced only when the refiner's choice there has at least this probability;
-    # otherwise the draft token is committed back (0 = always take the refiner's choice). Guards a weak refiner.
-    min_change_confidence: float = 0.0
-    # Propose from the product of the drafter's distribution and the refiner's (log p_drafter + w log p_refiner, w the
-    # refiner's `residual_weight`), where the caller passes the drafter's log-probs as `prior`.
-    product: bool = True
-    # Drafter-verified edits (hybrid.verify): a group of changes is kept only when the drafter's log-likelihood of the
-    # `verify_window` tokens it affects, plus `verify_weight` x the refiner's log-prob gain, rises.
-    verify: bool = True
-    verify_window: int = 8
-    verify_weight: float = 0.0
-    # Grounded refinement (select "unsupported"): which claims count, and the verify-score bonus per unsupported token
-    # a change makes supported (hybrid.grounded, hybrid.verify).
-    ground_kinds: tuple = DEFAULT_GROUND_KINDS
-    ground_weight: float = DEFAULT_GROUND_WEIGHT
-    ground_candidates: int = DEFAULT_GROUND_CANDIDATES  # copies of the source's claims tried per unsupported span
-    ground_refill: bool = DEFAULT_GROUND_REFILL  # also offer the refiner's own fill of each unsupported span (K steps)
-
-    def validate(self) -> "SamplerConfig":
-        if not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
-            raise HybridError(f"steps must be an integer in [0, {MAX_STEPS}], got {self.steps!r}")
-        if not 0.0 < self.strength <= 1.0:
-            raise HybridError(f"strength must be in (0, 1], got {self.strength!r}")
-        if self.select not in SELECT_RULES:
-            raise HybridError(f"unknown select rule {self.select!r}; choose one of: {', '.join(SELECT_RULES)}")
-        if self.schedule not in SCHEDULES:
-            raise HybridError(f"unknown noise schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if self.slack < 0:
-            raise HybridError(f"slack must be >= 0, got {self.slack!r}")
-        if self.edit_threshold is not None and not 0.0 < self.edit_threshold < 1.0:
-            raise HybridError(f"edit_threshold must be in (0, 1) or unset, got {self.edit_threshold!r}")
-        if not 0.0 <= self.min_change_confidence <= 1.0:
-            raise HybridError(f"min_change_confidence must be in [0, 1], got {self.min_change_confidence!r}")
-        if not isinstance(self.verify_window, int) or not 0 <= self.verify_window <= MAX_VERIFY_WINDOW:
-            raise HybridError(f"verify_window must be an integer in [0, {MAX_VERIFY_WINDOW}], got {self.verify_window!r}")
-        if not 0.0 <= self.verify_weight <= 100.0:
-            raise HybridError(f"verify_weight must be in [0, 100], got {self.verify_weight!r}")
-        if not 0.0 <= self.ground_weight <= 100.0:
-            raise HybridError(f"ground_weight must be in [0, 100], got {self.ground_weight!r}")
-        if not isinstance(self.ground_candidates, int) or not 0 <= self.ground_candidates <= 32:
-            raise HybridError(f"ground_candidates must be an integer in [0, 32], got {self.ground_candidates!r}")
-        unknown = [kind for kind in self.ground_kinds if kind not in GROUND_KINDS]
-        if unknown or not self.ground_kinds:
-            raise HybridError(f"ground kinds must be some of {', '.join(GROUND_KINDS)}, got {', '.join(self.ground_kinds) or 'none'}")
-        if self.temperature < 0.0:
-            raise HybridError(f"temperature must be >= 0, got {self.temperature!r}")
-        return self
 
 
 class TraceEntry(NamedTuple):
@@ -177,40 +113,42 @@ def build_canvas(
     """Draft [B, L] -> (canvas [B, L + slack], noise_mask [B, L + slack]).
 
     Row b keeps its first draft_lengths[b] tokens, re-masks num_to_mask(strength, length_b) of them (lowest
-    draft logprob, lowest refiner `scores` or random, per `config.select`; ties go to the earlier position; with
-    select 'unsupported', exactly the positions marked in `chosen` [B, >= L]),
-    and masks the `slack` positions right after its draft. Everything after that is eos_id (batch padding).
+    draft logprob, lowest refiner `scores` or random, per `config.select`, where 'auto' is the scores when given, else
+    the log-probs; ties go to the earlier position; with select 'unsupported', exactly the positions marked in `chosen`
+    [B, >= L]), and masks the `slack` positions right after its draft (None: hybrid.config.default_slack). Everything after that is eos_id (batch padding).
     strength 0 is accepted here as an edge case meaning "mask no draft token"; `validate()` rejects it.
     """
     batch, length = draft_ids.shape
     lengths = [int(n) for n in (draft_lengths.tolist() if torch.is_tensor(draft_lengths) else draft_lengths)]
     if len(lengths) != batch or any(not 0 <= n <= length for n in lengths):
         raise ValueError(f"draft_lengths {lengths} do not fit draft_ids of shape {tuple(draft_ids.shape)}")
-    if config.select == "logprob" and draft_logprobs is None:
+    select = config.select if config.select != "auto" else ("confidence" if scores is not None else "logprob")
+    slack = config.slack if config.slack is not None else default_slack(select)
+    if select == "logprob" and draft_logprobs is None:
         raise HybridError("select='logprob' needs the drafter's token log-probs")
-    if config.select == "confidence" and scores is None:
+    if select == "confidence" and scores is None:
         raise HybridError("select='confidence' needs refiner scores (see score_draft)")
-    if config.select == "unsupported" and chosen is None:
+    if select == "unsupported" and chosen is None:
         raise HybridError("select='unsupported' needs the unsupported draft tokens (see hybrid.grounded)")
-    canvas = draft_ids.new_full((batch, length + config.slack), eos_id)
+    canvas = draft_ids.new_full((batch, length + slack), eos_id)
     noise = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
     for b, n in enumerate(lengths):
         canvas[b, :n] = draft_ids[b, :n]
-        if config.select == "unsupported":
+        if select == "unsupported":
             noise[b, :n] = chosen[b, :n].to(canvas.device)
         else:
-            noise[b, _pick(b, n, config, draft_logprobs, scores, generator).to(canvas.device)] = True
-        noise[b, n : n + config.slack] = True
+            noise[b, _pick(b, n, select, config.strength, draft_logprobs, scores, generator).to(canvas.device)] = True
+        noise[b, n : n + slack] = True
     return canvas.masked_fill(noise, mask_id), noise
 
 
-def _pick(b, n, config, draft_logprobs, scores, generator) -> torch.LongTensor:
+def _pick(b, n, select, strength, draft_logprobs, scores, generator) -> torch.LongTensor:
     """Positions of row b's draft (length n) to re-mask."""
-    count = num_to_mask(config.strength, n)
-    if config.select == "random":
+    count = num_to_mask(strength, n)
+    if select == "random":
         device = generator.device if generator is not None else "cpu"
         return torch.randperm(n, generator=generator, device=device)[:count]
-    values = draft_logprobs if config.select == "logprob" else scores
+    values = draft_logprobs if select == "logprob" else scores
     return torch.sort(values[b, :n].float(), stable=True).indices[:count]
 
 
@@ -244,6 +182,8 @@ def refine(
     The caller validates `config`.
     """
     mask_id, threshold, steps = denoiser.mask_token_id, config.edit_threshold, config.steps
+    if steps is None:
+        raise HybridError("the refine config has no step count: set steps, or let the pipeline resolve it (SamplerConfig.resolved)")
     canvas = canvas.clone()
     editable = torch.ones_like(canvas, dtype=torch.bool) if editable is None else editable.to(canvas.device)
     out = SamplerOutput(canvas=canvas, refiner_gain=torch.zeros(canvas.shape, device=canvas.device))
