@@ -12,7 +12,7 @@ import click
 from hybrid import __version__
 from hybrid.errors import HybridError
 from hybrid.cli_options import config_from, config_options
-from hybrid.config import MODES, DraftConfig, SamplerConfig
+from hybrid.config import DTYPE_NAMES, MODES, NO_REFINER, DraftConfig, SamplerConfig
 from hybrid.options import DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW, SELECT_CHOICES
 
 MAX_PROMPT_CHARS = 200_000
@@ -95,7 +95,7 @@ def cli(verbose: bool) -> None:
 @click.option("--source", "source_file", type=str, default=None, help="With --select unsupported: the file holding the source to ground against (default: the prompt's text after its first blank line).")
 @config_options(DraftConfig)
 @config_options(SamplerConfig)
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="float32", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU when there is one).")
 @click.option("--no-chat-template", is_flag=True, help="Feed the prompt as raw text even if the model has a chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
@@ -125,7 +125,7 @@ def generate(prompt, file, draft_model, refiner, mode, source_file, dtype, devic
     if mode == "draft" or refine_config.steps == 0:
         refiner = "none"
     elif refine_config.steps is not None and refiner is None and resolve_refiner(None) is None:
-        raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
+        raise HybridError(NO_REFINER)
     pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template, device=device)
     run = (lambda text, **kw: stream_to_terminal(pipe, text, **kw)) if stream else pipe
     result = run(text, draft_config=draft_config, refine_config=refine_config, mode=mode if pipe.refiner is not None else "draft",
@@ -178,8 +178,8 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
     if dtypes:
         config.dtypes = [d.strip() for d in dtypes.split(",")]
         for d in config.dtypes:
-            if d not in ("float32", "bfloat16"):
-                raise click.BadParameter(f"unknown dtype {d!r}: choose float32 or bfloat16", param_hint="--dtypes")
+            if d not in DTYPE_NAMES:
+                raise click.BadParameter(f"unknown dtype {d!r}: choose from {', '.join(DTYPE_NAMES)}", param_hint="--dtypes")
     if repeats:
         config.repeats = repeats
     report = run_bench(config)
@@ -201,7 +201,7 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
 @click.option("--verify-window", type=click.IntRange(0, 64), default=DEFAULT_VERIFY_WINDOW, show_default=True)
 @click.option("--draft-model", default="smollm2-135m", show_default=True)
 @click.option("--refiner", default=None, help="Refiner folder or shipped name; default the shipped general refiner.")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="float32", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--no-judge", is_flag=True, help="Skip perplexity under the judge LM (Gemma-3-270m, ~1 min to load the first time).")
 @click.option("--no-encoders", is_flag=True, help="Skip the MiniLM metrics (coherence, BERTScore, consistency classifier).")

@@ -28,6 +28,8 @@ MAX_NEW_TOKENS_LIMIT = 4096
 MAX_REFINE_STEPS = 256
 
 MODES = ("hybrid", "draft", "diffusion")
+DTYPE_NAMES = ("float32", "bfloat16")  # the weight dtypes hybrid.models loads
+NO_REFINER = "no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0"
 # auto: the detection head where the refiner has one; unsupported: the tokens the source does not support (hybrid.grounded)
 SELECT_CHOICES = ("auto", "logprob", "confidence", "random", "unsupported")
 GROUND_KINDS = ("entity", "number", "word")  # what `unsupported` checks against the source (word: content words)

@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 
 from hybrid.atomic import atomic_folder, is_complete
+from hybrid.config import DTYPE_NAMES
 from hybrid.errors import HybridError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DRAFTER = "smollm2-135m"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass(frozen=True)

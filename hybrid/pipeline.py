@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from hybrid.config import DraftConfig, SamplerConfig, configs_from
+from hybrid.config import NO_REFINER, DraftConfig, SamplerConfig, configs_from
 from hybrid.draft import Draft, Drafter
 from hybrid.errors import HybridError
 from hybrid.grounded import grounding_source, source_restriction, unsupported_in_drafts
@@ -91,7 +91,7 @@ class HybridPipeline:
         keep = sampler_config.steps > 0 and mode == "hybrid" and (sampler_config.product or sampler_config.verify)
         draft_config = replace(draft_config, keep_distributions=draft_config.keep_distributions or keep).validate()
         if sampler_config.steps > 0 and self.refiner is None:
-            raise HybridError("no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0")
+            raise HybridError(NO_REFINER)
         if self.refiner is not None:
             self.refiner.cache_refresh = sampler_config.cache_refresh
         if draft is not None and (mode == "diffusion" or len(draft.texts) != len(batch)):
