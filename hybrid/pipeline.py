@@ -23,8 +23,7 @@ from hybrid.grounded import grounding_source, source_tokens, unsupported_kinds, 
 from hybrid.grounded_repair import repair
 from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
                             DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW)
-from hybrid.refiner import Refiner
-from hybrid.refiner_location import resolve_refiner
+from hybrid.refiner import Refiner, resolve_refiner
 from hybrid.sampler import SamplerConfig, SamplerOutput, build_canvas, refine, score_draft
 from hybrid.verify import DrafterScorer, gather_tokens, verify_changes
 

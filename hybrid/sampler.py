@@ -31,6 +31,7 @@ from typing import Callable, NamedTuple, Optional, Protocol, Sequence, Union
 import torch
 
 from hybrid.errors import HybridError
+from hybrid.logprobs import token_logprob
 from hybrid.options import DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_KINDS, DEFAULT_GROUND_REFILL, DEFAULT_GROUND_WEIGHT, GROUND_KINDS
 from hybrid.schedule import SCHEDULES, get_schedule
 
@@ -155,12 +156,6 @@ def score_draft(denoiser: Denoiser, prompt_state: object, canvas: torch.LongTens
     if own is not None:
         return own(prompt_state, canvas)
     return token_logprob(_clean_logits(denoiser.canvas_logits(prompt_state, canvas), denoiser.mask_token_id), canvas).exp()
-
-
-def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(tokens) under `logits` (B, L, V), with ids beyond the vocabulary (the mask) clamped."""
-    ids = tokens.clamp(max=logits.shape[-1] - 1)
-    return logits.float().log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
 
 
 def build_canvas(
