@@ -16,6 +16,27 @@ def canvas_for(refiner):
     return torch.tensor([[20, m, 22, 23], [30, 31, m, m]])
 
 
+@pytest.mark.parametrize("both_ways", [True, False])
+def test_cached_pass_masks_are_the_training_masks_canvas_rows(both_ways):
+    """One builder serves the training pass (prompt and canvas as queries) and the cached passes (canvas queries only,
+    in any order of cached keys): the prompt never sees the canvas, padding is never seen."""
+    from hybrid.refiner.masks import attention_mask
+
+    prompt_len, length = PROMPT.shape[1], 5
+    slots = torch.arange(length)
+    full = attention_mask(PROMPT_MASK, torch.arange(-prompt_len, length), slots, both_ways)
+    assert full.shape == (2, 1, prompt_len + length, prompt_len + length)
+    padding = torch.cat([~PROMPT_MASK.bool(), torch.zeros(2, length, dtype=torch.bool)], dim=1)
+    assert not full[:, :, :prompt_len, prompt_len:].any() and not full.transpose(1, 3)[padding].any()
+    assert bool(full[0, 0, prompt_len, -1]) == both_ways  # slot 0 sees the last slot only both ways
+    assert torch.equal(attention_mask(PROMPT_MASK, slots, slots, both_ways), full[:, :, prompt_len:])
+    reordered = torch.tensor([0, 2, 4, 1, 3])  # kept keys first, then the recomputed ones (the approximate cache)
+    queries = torch.tensor([1, 3])
+    cached = attention_mask(PROMPT_MASK, queries, reordered, both_ways)
+    expected = full[:, :, prompt_len + queries][..., torch.cat([torch.arange(prompt_len), prompt_len + reordered])]
+    assert torch.equal(cached, expected)
+
+
 @BOTH_MODES
 def test_prefix_cache_matches_full_forward(layers):
     _, refiner = make_refiner(layers=layers)

@@ -134,7 +134,7 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
                  and state.canvas_keys[0].shape[2] == canvas.shape[1] and state.passes_since_refresh < self.cache_refresh)
         if reuse:
             return self._partial_canvas_logits(state, canvas, need)
-        batch, length = canvas.shape
+        length = canvas.shape[1]
         prompt_len = state.attention_mask.shape[1]
         if self.reuse_lower and self.first_bidirectional > 0 and self.cache_refresh <= 1:
             hidden = self._reusing_lower(state, canvas)
@@ -158,12 +158,16 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         """Hidden states of `canvas[:, positions]`, attending to the cached prompt and to the canvas entries at
         `key_positions` (the cached ones the cache already holds, then `positions` themselves, in that order).
         `taps` as in `_layers`."""
-        both_ways = attention_mask(state.attention_mask, positions, key_positions, both_ways=True)
-        causal = attention_mask(state.attention_mask, positions, key_positions, both_ways=False) if self.first_bidirectional > 0 else None
+        both_ways, causal = self._masks(state.attention_mask, positions, key_positions)
         ids = canvas[:, positions]
         shown = state.shown[:, positions] if state.shown is not None else None
         return self._layers(self._embed(ids, shown), ids == self.mask_token_id, state.next_position + positions, both_ways, causal,
                             state.cache, taps)
+
+    def _masks(self, prompt: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the top layers' both-ways mask, the lower layers' causal one or None where every layer sees both ways)."""
+        causal = attention_mask(prompt, queries, keys, both_ways=False) if self.first_bidirectional > 0 else None
+        return attention_mask(prompt, queries, keys, both_ways=True), causal
 
     def _layers(self, embeds: torch.Tensor, is_mask: torch.Tensor, position_ids: torch.Tensor, both_ways: torch.Tensor,
                 causal: torch.Tensor | None, cache=None, taps: dict | None = None) -> torch.Tensor:
@@ -215,11 +219,10 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         `shown` (B, L): the tokens under the masks for renoised_input "draft" refiners. With a detection head, `detect`
         also runs it (keep-logits and the features it read) and `head_features` only gathers its features (fitting the
         head on frozen features). Training calls this and nothing else, since a wrapped model (DDP's) only exposes it."""
-        batch, prompt_len = prompt_ids.shape
-        every = torch.arange(-prompt_len, canvas.shape[1], device=canvas.device)
+        prompt_len = prompt_ids.shape[1]
+        every = torch.arange(-prompt_len, canvas.shape[1], device=canvas.device)  # the prompt's positions are negative
         slots = every[prompt_len:]
-        both_ways = attention_mask(prompt_attention_mask, every, slots, both_ways=True)
-        causal = attention_mask(prompt_attention_mask, every, slots, both_ways=False) if self.first_bidirectional > 0 else None
+        both_ways, causal = self._masks(prompt_attention_mask, every, slots)
         prompt_positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
         positions = torch.cat([prompt_positions, prompt_positions[:, -1:] + 1 + slots], dim=1)
         ids = torch.cat([prompt_ids, canvas], dim=1)
