@@ -112,7 +112,7 @@ def generate(prompt, file, draft_model, refiner, mode, source_file, dtype, devic
     from hybrid.display import render_trace, stream_to_terminal
     from hybrid.grounded import grounding_source
     from hybrid.pipeline import HybridPipeline
-    from hybrid.refiner_location import resolve_refiner
+    from hybrid.refiner import resolve_refiner
 
     draft_config = config_from(DraftConfig, settings)
     refine_config = config_from(SamplerConfig, settings, temperature=draft_config.temperature, trace=show_trace)

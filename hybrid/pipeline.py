@@ -21,8 +21,7 @@ from hybrid.errors import HybridError
 from hybrid.grounded import grounding_source, source_restriction, unsupported_in_drafts
 from hybrid.grounded_repair import repair_draft
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
-from hybrid.refiner import Refiner
-from hybrid.refiner_location import resolve_refiner
+from hybrid.refiner import Refiner, resolve_refiner
 from hybrid.results import GenerationResult, StageTimings, result_for_row
 from hybrid.sampler import SamplerOutput, build_canvas, refine, score_draft
 from hybrid.verify import DrafterScorer, gather_tokens, verify_changes

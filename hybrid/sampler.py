@@ -32,6 +32,7 @@ import torch
 
 from hybrid.config import SamplerConfig, default_slack
 from hybrid.errors import HybridError
+from hybrid.logprobs import token_logprob
 from hybrid.schedule import get_schedule
 
 logger = logging.getLogger(__name__)
@@ -91,12 +92,6 @@ def score_draft(denoiser: Denoiser, prompt_state: object, canvas: torch.LongTens
     if own is not None:
         return own(prompt_state, canvas)
     return token_logprob(_clean_logits(denoiser.canvas_logits(prompt_state, canvas), denoiser.mask_token_id), canvas).exp()
-
-
-def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(tokens) under `logits` (B, L, V), with ids beyond the vocabulary (the mask) clamped."""
-    ids = tokens.clamp(max=logits.shape[-1] - 1)
-    return logits.float().log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
 
 
 def build_canvas(

@@ -37,7 +37,8 @@ def test_shipped_general_refiner_scores_drafts_with_its_detection_head():
     import torch
 
     from hybrid import HybridPipeline
-    from hybrid.sampler import score_draft, token_logprob
+    from hybrid.logprobs import token_logprob
+    from hybrid.sampler import score_draft
 
     pipe = HybridPipeline.from_pretrained()
     refiner = pipe.refiner

@@ -34,7 +34,8 @@ def test_a_fresh_head_scores_like_the_token_probability(layout):
     _, refiner = refiner_with_head(trained=False, layout=layout)
     canvas = torch.tensor([[20, 21, 22, 23], [30, 31, 32, 33]])
     with torch.no_grad():
-        logits, keep = refiner.forward_with_detection(PROMPT, PROMPT_MASK, canvas)
+        output = refiner(PROMPT, PROMPT_MASK, canvas, detect=True)
+    logits, keep = output.logits, output.keep_logits
     probability = logits.softmax(-1).gather(-1, canvas[..., None]).squeeze(-1)
     assert torch.allclose(torch.sigmoid(keep), torch.sigmoid(probability.log()), atol=1e-5)
 
@@ -46,13 +47,13 @@ def test_cached_scoring_matches_the_training_pass(layers, layout):
     _, refiner = refiner_with_head(layers=layers, layout=layout)
     canvas = torch.tensor([[20, 21, 22, 23], [30, 31, 32, 33]])
     with torch.no_grad():
-        _, keep = refiner.forward_with_detection(PROMPT, PROMPT_MASK, canvas)
+        keep = refiner(PROMPT, PROMPT_MASK, canvas, detect=True).keep_logits
         state = refiner.encode_prompt(PROMPT, PROMPT_MASK)
         scored = score_draft(refiner, state, canvas)
         again = refiner.visible_confidence(state, canvas)  # the prompt cache must be left as it was
     assert torch.allclose(scored, torch.sigmoid(keep), atol=1e-5)
     assert torch.allclose(scored, again)
-    probability = refiner(PROMPT, PROMPT_MASK, canvas).softmax(-1).gather(-1, canvas[..., None]).squeeze(-1)
+    probability = refiner(PROMPT, PROMPT_MASK, canvas).logits.softmax(-1).gather(-1, canvas[..., None]).squeeze(-1)
     assert not torch.allclose(scored, probability, atol=1e-3)  # the head, not the token probability, answered
 
 
@@ -68,7 +69,7 @@ def test_a_head_saved_before_standardisation_still_loads(tmp_path):
 
 def test_fast_dropout_matches_bernoulli_dropout_in_mean_and_spread():
     """The head's dropout draws one normal per position with the mean and variance that Bernoulli input dropout gives."""
-    from hybrid.detection_head import DetectionHead
+    from hybrid.refiner import DetectionHead
 
     torch.manual_seed(0)
     head = DetectionHead(200, dropout=0.2)
@@ -97,7 +98,7 @@ def test_without_a_head_scoring_is_the_token_probability():
     canvas = torch.tensor([[20, 21, 22, 23], [30, 31, 32, 33]])
     with torch.no_grad():
         scored = score_draft(refiner, refiner.encode_prompt(PROMPT, PROMPT_MASK), canvas)
-        probability = refiner(PROMPT, PROMPT_MASK, canvas).softmax(-1).gather(-1, canvas[..., None]).squeeze(-1)
+        probability = refiner(PROMPT, PROMPT_MASK, canvas).logits.softmax(-1).gather(-1, canvas[..., None]).squeeze(-1)
     assert torch.allclose(scored, probability, atol=1e-5)
 
 

@@ -16,12 +16,33 @@ def canvas_for(refiner):
     return torch.tensor([[20, m, 22, 23], [30, 31, m, m]])
 
 
+@pytest.mark.parametrize("both_ways", [True, False])
+def test_cached_pass_masks_are_the_training_masks_canvas_rows(both_ways):
+    """One builder serves the training pass (prompt and canvas as queries) and the cached passes (canvas queries only,
+    in any order of cached keys): the prompt never sees the canvas, padding is never seen."""
+    from hybrid.refiner.masks import attention_mask
+
+    prompt_len, length = PROMPT.shape[1], 5
+    slots = torch.arange(length)
+    full = attention_mask(PROMPT_MASK, torch.arange(-prompt_len, length), slots, both_ways)
+    assert full.shape == (2, 1, prompt_len + length, prompt_len + length)
+    padding = torch.cat([~PROMPT_MASK.bool(), torch.zeros(2, length, dtype=torch.bool)], dim=1)
+    assert not full[:, :, :prompt_len, prompt_len:].any() and not full.transpose(1, 3)[padding].any()
+    assert bool(full[0, 0, prompt_len, -1]) == both_ways  # slot 0 sees the last slot only both ways
+    assert torch.equal(attention_mask(PROMPT_MASK, slots, slots, both_ways), full[:, :, prompt_len:])
+    reordered = torch.tensor([0, 2, 4, 1, 3])  # kept keys first, then the recomputed ones (the approximate cache)
+    queries = torch.tensor([1, 3])
+    cached = attention_mask(PROMPT_MASK, queries, reordered, both_ways)
+    expected = full[:, :, prompt_len + queries][..., torch.cat([torch.arange(prompt_len), prompt_len + reordered])]
+    assert torch.equal(cached, expected)
+
+
 @BOTH_MODES
 def test_prefix_cache_matches_full_forward(layers):
     _, refiner = make_refiner(layers=layers)
     canvas = canvas_for(refiner)
     with torch.no_grad():
-        full = refiner(PROMPT, PROMPT_MASK, canvas)
+        full = refiner(PROMPT, PROMPT_MASK, canvas).logits
         state = refiner.encode_prompt(PROMPT, PROMPT_MASK)
         cached = refiner.canvas_logits(state, canvas)
         cached_again = refiner.canvas_logits(state, canvas)  # the cache must be back to the prompt only
@@ -36,8 +57,8 @@ def test_canvas_is_bidirectional_and_prompt_is_not_affected(layers):
     changed = canvas.clone()
     changed[:, -1] = 50
     with torch.no_grad():
-        before = refiner(PROMPT, PROMPT_MASK, canvas)
-        after = refiner(PROMPT, PROMPT_MASK, changed)
+        before = refiner(PROMPT, PROMPT_MASK, canvas).logits
+        after = refiner(PROMPT, PROMPT_MASK, changed).logits
     assert (before[:, 1] - after[:, 1]).abs().max() > 1e-4  # an early slot sees a later token
     assert torch.equal(before[:, 0], after[:, 0])  # slot 0 is predicted by the prompt's last position
 
@@ -47,8 +68,8 @@ def test_left_padding_does_not_change_logits(layers):
     _, refiner = make_refiner(layers=layers)
     canvas = canvas_for(refiner)
     with torch.no_grad():
-        padded = refiner(PROMPT, PROMPT_MASK, canvas)[:1]
-        unpadded = refiner(PROMPT[:1, 2:], PROMPT_MASK[:1, 2:], canvas[:1])
+        padded = refiner(PROMPT, PROMPT_MASK, canvas).logits[:1]
+        unpadded = refiner(PROMPT[:1, 2:], PROMPT_MASK[:1, 2:], canvas[:1]).logits
     assert torch.allclose(padded, unpadded, atol=1e-5)
 
 
@@ -71,7 +92,7 @@ def test_save_load_roundtrip(tmp_path, layers):
     loaded = Refiner.load(tmp_path / "r", build_tiny_llama(100, seed=0)).eval()
     canvas = canvas_for(refiner)
     with torch.no_grad():
-        assert torch.allclose(refiner(PROMPT, PROMPT_MASK, canvas), loaded(PROMPT, PROMPT_MASK, canvas), atol=1e-5)
+        assert torch.allclose(refiner(PROMPT, PROMPT_MASK, canvas).logits, loaded(PROMPT, PROMPT_MASK, canvas).logits, atol=1e-5)
 
 
 def test_save_replaces_existing_checkpoint(tmp_path):
@@ -183,7 +204,7 @@ def test_lower_layers_stay_causal_when_only_the_top_is_bidirectional(layers, low
     moved = (before[:, earlier] - after[:, earlier]).abs().max() > 1e-5
     assert bool(moved) is lower_sees_future
     with torch.no_grad():  # the top layer still sees the whole canvas
-        assert (refiner(PROMPT, PROMPT_MASK, canvas)[:, 1] - refiner(PROMPT, PROMPT_MASK, changed)[:, 1]).abs().max() > 1e-4
+        assert (refiner(PROMPT, PROMPT_MASK, canvas).logits[:, 1] - refiner(PROMPT, PROMPT_MASK, changed).logits[:, 1]).abs().max() > 1e-4
 
 
 def test_partial_refiner_trains_only_the_top_layers():

@@ -38,8 +38,8 @@ def test_a_draft_input_refiner_sees_the_token_under_the_mask(tiny_model_dir):
     canvas = torch.tensor([[8, refiner.mask_token_id, 10, 11]])
     shown = lambda token: torch.tensor([[-1, token, -1, -1]])  # noqa: E731
     with torch.no_grad():
-        a, b = refiner(prompt, mask, canvas, shown=shown(20)), refiner(prompt, mask, canvas, shown=shown(30))
-        plain = refiner(prompt, mask, canvas)
+        a, b = refiner(prompt, mask, canvas, shown=shown(20)).logits, refiner(prompt, mask, canvas, shown=shown(30)).logits
+        plain = refiner(prompt, mask, canvas).logits
         # the prompt-cached path reads the shown tokens from the prompt state, and agrees with the training pass
         state = refiner.encode_prompt(prompt, mask)
         state.shown = shown(20)

@@ -37,7 +37,7 @@ HELD_OUT_EVERY = 10  # windows of every tenth encoded step are held out of the f
 def encode_batch(refiner, batch, generator, objective) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, D) float16, substituted (N,) bool) of one batch's visible positions after corruption."""
     corruption = corrupt_batch(refiner, batch, objective, generator)
-    _, features = refiner.pass_with_detection_features(batch.prompt_ids, batch.prompt_mask, corruption.canvas, shown=corruption.shown)
+    features = refiner(batch.prompt_ids, batch.prompt_mask, corruption.canvas, shown=corruption.shown, head_features=True).head_features
     visible = batch.valid & ~corruption.masked
     return features[visible].half().cpu(), corruption.substituted[visible].cpu()
 

@@ -150,8 +150,8 @@ class RefinerTrainer:
             batch, generator = self._batch(step, micro)
             corruption = corrupt_batch(unwrapped, batch, objective, generator)
             with self.accelerator.autocast():
-                logits, keep = self.refiner(batch.prompt_ids, batch.prompt_mask, corruption.canvas, detect=True, shown=corruption.shown)
-                terms = loss_terms(logits, batch, corruption, objective.clean_weight, keep, objective.detection_weight,
+                output = self.refiner(batch.prompt_ids, batch.prompt_mask, corruption.canvas, detect=True, shown=corruption.shown)
+                terms = loss_terms(output.logits, batch, corruption, objective.clean_weight, output.keep_logits, objective.detection_weight,
                                    objective.residual_weight)
             self.accelerator.backward(terms["loss"] / accumulation)
             for name, value in terms.items():

@@ -24,7 +24,8 @@ import torch
 
 from hybrid.auc import roc_auc
 from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes, random_substitutes, shown_tokens
-from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft, token_logprob
+from hybrid.logprobs import token_logprob
+from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft
 
 
 @dataclass
@@ -92,14 +93,14 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         substitutes = drafter_substitutes(refiner, batch, 20, generator, logits=ar)
         replaced = _draw_positions(batch.valid, 0.1, generator)
         corrupted = torch.where(replaced, substitutes, batch.target_ids)
-        logits, keep = refiner.forward_with_detection(batch.prompt_ids, batch.prompt_mask, corrupted)
-        _doubts(logits, keep, corrupted, replaced, batch.valid, scores, probability_scores, labels)
+        detected = refiner(batch.prompt_ids, batch.prompt_mask, corrupted, detect=True)
+        _doubts(detected.logits, detected.keep_logits, corrupted, replaced, batch.valid, scores, probability_scores, labels)
         # (b') the same with uniformly random substitutes
         blatant = random_substitutes(batch, batch.target_ids, mask_id, 1.0, random_generator)
         replaced_blatant = _draw_positions(batch.valid, 0.1, random_generator)
         corrupted_blatant = torch.where(replaced_blatant, blatant, batch.target_ids)
-        blatant_logits, blatant_keep = refiner.forward_with_detection(batch.prompt_ids, batch.prompt_mask, corrupted_blatant)
-        _doubts(blatant_logits, blatant_keep, corrupted_blatant, replaced_blatant, batch.valid, random_scores,
+        blatant_detected = refiner(batch.prompt_ids, batch.prompt_mask, corrupted_blatant, detect=True)
+        _doubts(blatant_detected.logits, blatant_detected.keep_logits, corrupted_blatant, replaced_blatant, batch.valid, random_scores,
                 random_probability_scores, random_labels)
         # (c) one hybrid refine pass over the corrupted text
         lengths = batch.valid.sum(1).tolist()
@@ -213,7 +214,7 @@ def _shares(counts) -> dict:
 def _fill(refiner, batch, drafter_logits, masked):
     """The refiner's logits with `masked` target positions re-noised (showing what it would see in a draft)."""
     canvas = batch.target_ids.masked_fill(masked, refiner.mask_token_id)
-    return refiner(batch.prompt_ids, batch.prompt_mask, canvas, shown=shown_tokens(refiner, drafter_logits, masked))
+    return refiner(batch.prompt_ids, batch.prompt_mask, canvas, shown=shown_tokens(refiner, drafter_logits, masked)).logits
 
 
 def _draw_positions(valid: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:

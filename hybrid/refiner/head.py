@@ -20,12 +20,17 @@ thousand Bernoulli draws (the Bernoulli mask took 114 ms of each 1024-row miniba
 general head's fit went from about 32 s per 200k rows to 8 s per 260k).
 At initialisation the unit weighs only the token's standardised log-probability, so a fresh head ranks tokens exactly
 as the token probability does, and training can only move it from there.
+
+`DetectionHeadMixin` is the refiner's side: attaching a head of a given layout and feeding it from one pass.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from hybrid.errors import HybridError
+from hybrid.logprobs import token_logprob
 
 HEAD_PREFIX = "detection_head."
 
@@ -91,3 +96,37 @@ def split_head_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     """(detection-head tensors, everything else) of a saved refiner's tensors."""
     head = {k: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
     return head, {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}
+
+
+class DetectionHeadMixin:
+    """The Refiner's detection-head wiring (hybrid.refiner.model): which decoder layers feed the head, and how."""
+
+    def add_detection_head(self, layers: list[int] = (), neighbours: int = 0) -> None:
+        """Attach a fresh replaced-token detector reading the outputs of decoder `layers` (negative: counted from the
+        top; none: the final normed state) at each position and `neighbours` positions on each side. It starts out
+        ranking tokens by their probability."""
+        count = len(self.model.get_base_model().model.layers)
+        resolved = self._resolve_layers(layers)
+        if any(not 0 <= index < count for index in resolved) or neighbours < 0:
+            raise HybridError(f"detection head layers {list(layers)} must lie in [-{count}, {count - 1}] for this {count}-layer "
+                              f"model, and its neighbours ({neighbours}) must be 0 or more")
+        self.config.detection_head = True
+        self.config.detection_layers, self.config.detection_neighbours = resolved, neighbours
+        head = DetectionHead(self.mask_embedding.shape[0], max(len(resolved), 1), neighbours)
+        self.detection_head = head.to(self.mask_embedding.device)
+
+    def has_detection_head(self, layers: list[int], neighbours: int) -> bool:
+        """Whether the refiner carries a detection head of exactly this layout (layers as `add_detection_head` takes them)."""
+        return (self.detection_head is not None and self.config.detection_layers == self._resolve_layers(layers)
+                and self.config.detection_neighbours == neighbours)
+
+    def _resolve_layers(self, layers) -> list[int]:
+        """Layer indices sorted and without repeats, negative ones counted from the top."""
+        count = len(self.model.get_base_model().model.layers)
+        return sorted({index + count if index < 0 else index for index in layers})
+
+    def _detection_features(self, hidden: torch.Tensor, taps: dict, logits: torch.Tensor, canvas: torch.Tensor) -> torch.Tensor:
+        """The detection head's raw features (B, L, D) from one pass: `hidden` and `taps` hold canvas positions only."""
+        layers = self.config.detection_layers
+        states = [taps[index] for index in layers] if layers else [hidden]
+        return self.detection_head.features(states, token_logprob(logits, canvas))

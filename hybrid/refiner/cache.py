@@ -1,0 +1,145 @@
+"""What the refiner keeps between the passes of one request, and the two ways it reuses it.
+
+- Exact: with causal lower layers (bidirectional_layers > 0), a slot's lower states depend only on the prompt and on
+  what the slots up to it showed, so a pass reruns the lower layers only from the first slot that shows another token
+  than before (`LowerStates`); the drafter's verify pass shares them and reruns only the top layers.
+- Approximate (`cache_refresh` N > 1, the dual cache of Fast-dLLM): between full passes, recompute only the positions
+  whose outputs are needed and take the other canvas keys/values from earlier passes.
+
+`CanvasCacheMixin` gives the Refiner (hybrid.refiner.model) these passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hybrid.refiner.masks import attention_mask
+
+
+@dataclass
+class PromptState:
+    """The prompt encoded once per request: its key/value cache, mask, positions and the logits of its last position."""
+
+    cache: object
+    attention_mask: torch.Tensor  # (B, P)
+    next_position: torch.Tensor  # (B, 1): position id of canvas slot 0
+    last_logits: torch.Tensor  # (B, V): predicts canvas slot 0 (the AR shift)
+    shown: torch.Tensor | None = None  # (B, L) with renoised_input "draft": the draft token under each mask (-1: none)
+    canvas_keys: list | None = None  # per layer (B, H, L, D): the canvas keys of the last pass (approximate reuse)
+    canvas_values: list | None = None
+    passes_since_refresh: int = 0
+    lower: "LowerStates | None" = None  # exact reuse of the causal lower layers between passes (Refiner.reuse_lower)
+    last_drafter_logits: torch.Tensor | None = None  # (B, V) the plain drafter's prediction of slot 0 (drafter_logprobs)
+
+
+@dataclass
+class LowerStates:
+    """What the causal, LoRA-free lower layers computed for a canvas: a slot's lower states depend only on the prompt
+    and on what the slots up to it showed, so a pass recomputes them only from the first slot that shows another
+    token than before (exact, not an approximation)."""
+
+    inputs: torch.Tensor  # (B, L) what each slot showed the lower layers: a token id, or the mask id
+    keys: list  # per lower layer (B, H, L, D)
+    values: list
+    hidden: torch.Tensor  # (B, L, E) the lower stack's output, before the mask marker
+    recomputed: int = 0  # canvas positions the last pass ran through the lower layers
+
+
+class CanvasCacheMixin:
+    """The Refiner's passes that reuse earlier work (see the module docstring)."""
+
+    def _reusing_lower(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
+        """`_backbone` over the whole canvas, with the lower layers rerun only from the first slot whose input changed
+        since the last pass (state.lower); the top layers always see the whole canvas. Same result, to float rounding."""
+        every = torch.arange(canvas.shape[1], device=canvas.device)
+        hidden = self._lower_states(state, canvas).hidden
+        is_mask = canvas == self.mask_token_id
+        if self.mask_marker is not None:
+            hidden = hidden + is_mask[..., None].to(hidden.dtype) * self.mask_marker.to(hidden.dtype)
+        return self._top_layers(state.cache, hidden, state.next_position, attention_mask(state.attention_mask, every, every, both_ways=True))
+
+    def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor) -> torch.Tensor:
+        """(B, L, V) the plain drafter's log-distribution of each canvas token given the prompt and the tokens before it
+        (what hybrid.verify.DrafterScorer computes), sharing the lower layers with the refiner's passes: they are
+        rerun only from the first slot that changed since the last pass, and only the top layers run again, causal
+        and without LoRA, on the drafter's own prompt cache `drafter_cache` (the draft's)."""
+        hidden = self._lower_states(state, canvas).hidden
+        every = torch.arange(canvas.shape[1], device=canvas.device)
+        causal = attention_mask(state.attention_mask, every, every, both_ways=False)
+        with self.adapter_disabled():
+            hidden = self._top_layers(drafter_cache, hidden, state.next_position, causal)
+            logits = self.model.get_base_model().lm_head(hidden[:, :-1]).float()
+        return torch.cat([state.last_drafter_logits[:, None], logits], dim=1).log_softmax(-1)
+
+    def _lower_states(self, state: PromptState, canvas: torch.Tensor) -> LowerStates:
+        """state.lower brought up to `canvas`: the lower layers rerun from the first slot whose input changed."""
+        length = canvas.shape[1]
+        device = canvas.device
+        prompt_len = state.attention_mask.shape[1]
+        inner = self.model.get_base_model().model
+        is_mask = canvas == self.mask_token_id
+        inputs = canvas if state.shown is None else torch.where(is_mask & (state.shown >= 0), state.shown, canvas)
+        lower = state.lower if state.lower is not None and state.lower.inputs.shape == inputs.shape else None
+        start = 0
+        if lower is not None:
+            changed = (lower.inputs != inputs).any(0).nonzero().flatten()
+            start = int(changed[0]) if changed.numel() else length
+        if start == length:
+            lower.recomputed = 0
+            return lower
+        positions = state.next_position + torch.arange(length, device=device)
+        causal = attention_mask(state.attention_mask, torch.arange(start, length, device=device), torch.arange(length, device=device),
+                                both_ways=False)
+        suffix = self._embed(inputs[:, start:])
+        rotary = inner.rotary_emb(suffix, position_ids=positions[:, start:])
+        keys, values = [], []
+        for index in range(self.first_bidirectional):
+            cached = state.cache.layers[index]
+            if start > 0:
+                cached.keys = torch.cat([cached.keys, lower.keys[index][:, :, :start]], dim=2)
+                cached.values = torch.cat([cached.values, lower.values[index][:, :, :start]], dim=2)
+            suffix = inner.layers[index](suffix, attention_mask=causal, position_embeddings=rotary, position_ids=positions[:, start:],
+                                         use_cache=True, **{self._layer_cache_keyword: state.cache})
+            keys.append(cached.keys[:, :, prompt_len:])
+            values.append(cached.values[:, :, prompt_len:])
+            cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
+        hidden = suffix if start == 0 else torch.cat([lower.hidden[:, :start], suffix], dim=1)
+        state.lower = LowerStates(inputs.clone(), keys, values, hidden, length - start)
+        return state.lower
+
+    def _top_layers(self, cache, hidden: torch.Tensor, next_position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The layers from first_bidirectional up over the whole canvas under `mask`, on the prompt held in `cache`
+        (the canvas entries are dropped from it again afterwards)."""
+        inner = self.model.get_base_model().model
+        positions = next_position + torch.arange(hidden.shape[1], device=hidden.device)
+        rotary = inner.rotary_emb(hidden, position_ids=positions)
+        for index in range(self.first_bidirectional, inner.config.num_hidden_layers):
+            prompt_len = cache.layers[index].keys.shape[2]
+            hidden = inner.layers[index](hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions,
+                                         use_cache=True, **{self._layer_cache_keyword: cache})
+            cached = cache.layers[index]
+            cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
+        return inner.norm(hidden)
+
+    def _partial_canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """Recompute only the positions whose outputs are needed; the rest of the canvas comes from earlier passes."""
+        length = canvas.shape[1]
+        prompt_len = state.attention_mask.shape[1]
+        positions = need[:, 1:].any(0).nonzero().flatten()  # slot i is predicted at canvas position i - 1
+        if positions.numel() == 0:  # only slot 0 is needed: the prompt already predicted it
+            return self._head(state, state.last_logits[:, None, :0], positions + 1, need, length)
+        kept = torch.ones(length, dtype=torch.bool, device=canvas.device)
+        kept[positions] = False
+        layers = state.cache.layers
+        for layer, keys, values in zip(layers, state.canvas_keys, state.canvas_values):
+            layer.keys = torch.cat([layer.keys, keys[:, :, kept]], dim=2)
+            layer.values = torch.cat([layer.values, values[:, :, kept]], dim=2)
+        hidden = self._backbone(state, canvas, positions, torch.cat([kept.nonzero().flatten(), positions]))
+        for layer, keys, values in zip(layers, state.canvas_keys, state.canvas_values):
+            keys[:, :, positions] = layer.keys[:, :, -len(positions):]  # the recomputed entries are fresh: keep them
+            values[:, :, positions] = layer.values[:, :, -len(positions):]
+            layer.keys, layer.values = layer.keys[:, :, :prompt_len], layer.values[:, :, :prompt_len]
+        state.passes_since_refresh += 1
+        return self._head(state, hidden, positions + 1, need, length)
