@@ -38,7 +38,7 @@ def _scores(head, features: torch.Tensor) -> list[float]:
 
 
 def fit_head(head, features: torch.Tensor, substituted: torch.Tensor, steps: torch.Tensor, epochs: int,
-             learning_rate: float, weight_decay: float, seed: int, show_progress: bool = True) -> tuple[list[dict], dict]:
+             learning_rate: float, weight_decay: float, seed: int) -> tuple[list[dict], dict]:
     """Fit `head` on stored features; keep the epoch with the best held-out AUC. Returns (one record per epoch, the
     record of the epoch kept)."""
     held_out = steps % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
@@ -52,7 +52,7 @@ def fit_head(head, features: torch.Tensor, substituted: torch.Tensor, steps: tor
     best, best_state, records = -1.0, None, []
     with torch.random.fork_rng(devices=[]):  # the head's dropout draws from the global generator: same seed, same fit
         torch.manual_seed(seed)
-        for epoch in tqdm(range(1, epochs + 1), desc="fit head", unit="epoch", disable=not show_progress):
+        for epoch in tqdm(range(1, epochs + 1), desc="fit head", unit="epoch"):
             head.train()
             order = torch.randperm(len(train_x), generator=generator)
             total = 0.0

@@ -51,7 +51,7 @@ class TrainResult:
 class Training:
     """One training method's run of a recipe: `setup()`, `train()`, `cleanup(result)`."""
 
-    trains_lora = True  # whether the method changes the LoRA weights (and so may change what re-noised slots show)
+    trains_lora: bool  # whether the method changes the LoRA weights (and so may change what re-noised slots show)
 
     def __init__(self, recipe: Recipe, resume: bool = False):
         self.recipe = recipe
