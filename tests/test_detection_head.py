@@ -144,7 +144,7 @@ HEAD_ONLY = ["objective.detection_weight=1.0", "objective.detection_layers=[0,-1
 def test_head_only_run_from_a_saved_refiner(tiny_model_dir, tmp_path):
     """Head-only training encodes windows once, fits the head on them, leaves the LoRA alone and loads into the pipeline."""
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.finetune.trainer import run_recipe
+    from hybrid.finetune.methods import run_recipe
     from hybrid.pipeline import HybridPipeline
 
     first = tmp_path / "first"
@@ -178,9 +178,11 @@ def test_head_only_run_from_a_saved_refiner(tiny_model_dir, tmp_path):
 
 
 def test_interrupted_head_fit_resumes_to_the_same_head(tiny_model_dir, tmp_path, monkeypatch):
-    import hybrid.finetune.head_fit as head_fit
+    import hybrid.finetune.head_training as head_fit
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.finetune.trainer import RefinerTrainer, TrainingInterrupted, run_recipe
+    from hybrid.finetune.head_training import HeadTraining
+    from hybrid.finetune.methods import run_recipe
+    from hybrid.finetune.training import TrainingInterrupted
 
     first = tmp_path / "first"
     run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, first, steps=2)))
@@ -198,14 +200,14 @@ def test_interrupted_head_fit_resumes_to_the_same_head(tiny_model_dir, tmp_path,
     with pytest.raises(TrainingInterrupted, match="3 steps"):
         run_recipe(load_recipe(TINY, overrides(tmp_path / "resumed")))
     monkeypatch.setattr(head_fit, "encode_batch", encode)
-    trainer = RefinerTrainer(load_recipe(TINY, overrides(tmp_path / "resumed")), resume=True)
+    trainer = HeadTraining(load_recipe(TINY, overrides(tmp_path / "resumed")), resume=True)
     trainer.setup()
     assert trainer.step == 3
     trainer.cleanup(trainer.train())
     a, b = (read_tensors(tmp_path / name) for name in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished fit dropped its features: resuming it with more steps is refused instead of fitting on half the data
-    trainer = RefinerTrainer(load_recipe(TINY, overrides(tmp_path / "resumed") + ["train.steps=8"]), resume=True)
+    trainer = HeadTraining(load_recipe(TINY, overrides(tmp_path / "resumed") + ["train.steps=8"]), resume=True)
     trainer.setup()
     with pytest.raises(HybridError, match="start a new run"):
         trainer.train()
@@ -216,7 +218,7 @@ def test_interrupted_head_fit_resumes_to_the_same_head(tiny_model_dir, tmp_path,
     (["model.init_refiner=no/such/refiner"], "is not a refiner folder"),
 ])
 def test_bad_detection_settings_fail_before_loading(overrides, message, monkeypatch):
-    import hybrid.finetune.trainer as trainer
+    import hybrid.finetune.training as trainer
 
     monkeypatch.setattr(trainer, "load_causal_lm", lambda *a, **k: pytest.fail("a model was loaded for a bad recipe"))
     result = CliRunner().invoke(cli, ["finetune", str(TINY), *overrides])
@@ -225,7 +227,7 @@ def test_bad_detection_settings_fail_before_loading(overrides, message, monkeypa
 
 def test_head_trained_with_the_lora_gets_its_standardisation_from_the_first_batch(tiny_model_dir, tmp_path):
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.finetune.trainer import run_recipe
+    from hybrid.finetune.methods import run_recipe
 
     out = tmp_path / "joint"
     extra = ["objective.detection_weight=1.0", "objective.detection_layers=[0,-1]", "objective.detection_neighbours=1"]

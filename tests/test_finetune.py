@@ -30,15 +30,46 @@ def test_shipped_recipes_validate():
         ("trian.steps=3", "unknown recipe key 'trian'"),
         ("data.source=nowhere", "data.source must be"),
         ("objective.schedule=wobbly", "unknown noise schedule"),
+        ("train.method=both", "train.method must be lora"),
+        ("train.methd=head", "did you mean 'train.method'"),
+        ("train.train_lora=maybe", "'train.train_lora' must be bool"),
     ],
 )
 def test_bad_recipe_fails_before_loading_models(override, message, monkeypatch):
-    import hybrid.finetune.trainer as trainer
+    import hybrid.finetune.training as trainer
 
     monkeypatch.setattr(trainer, "load_causal_lm", lambda *a, **k: pytest.fail("a model was loaded for a bad recipe"))
     result = CliRunner().invoke(cli, ["finetune", str(TINY), override])
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_recipe_names_its_training_method():
+    from hybrid.finetune.methods import METHODS
+    from hybrid.finetune.recipe import TRAINING_METHODS
+
+    assert tuple(METHODS) == TRAINING_METHODS
+    assert load_recipe(TINY).train.method == "lora"
+    assert load_recipe(ROOT / "recipes" / "continue-detector.yaml").train.method == "head"
+    with pytest.raises(HybridError, match="nothing would train"):
+        load_recipe(TINY, ["train.method=head"])  # no detection head in the objective
+
+
+def test_recipes_that_say_train_lora_keep_their_method(caplog):
+    """Recipes from before `train.method` (the copies saved beside the shipped refiners among them) train as they did."""
+    with caplog.at_level("WARNING"):
+        assert load_recipe(TINY, ["train.train_lora=false", "objective.detection_weight=1"]).train.method == "head"
+    assert "train.train_lora: false is read as train.method: head" in caplog.text
+    assert load_recipe(TINY, ["train.train_lora=true"]).train.method == "lora"
+    with pytest.raises(HybridError, match="contradicts train.method"):
+        load_recipe(TINY, ["train.train_lora=true", "train.method=head"])
+    copies = {"general/initial_recipe.yaml": "lora", "general/recipe.yaml": "lora", "general/detector_recipe.yaml": "head",
+              "summarize/recipe.yaml": "lora", "summarize/detector_recipe.yaml": "head"}
+    for name, method in copies.items():
+        path = ROOT / "checkpoints" / name
+        # their init_refiner was a path on the training machine: point it at the folder the copy sits in
+        start = [f"model.init_refiner={path.parent}"] if yaml.safe_load(path.read_text())["model"].get("init_refiner") else []
+        assert load_recipe(path, start).train.method == method, name
 
 
 def test_missing_recipe_file():
@@ -90,7 +121,8 @@ def test_loss_counts_masked_and_substituted_positions():
 
 def test_tiny_run_trains_saves_resumes_and_loads(tiny_model_dir, tmp_path):
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.finetune.trainer import RefinerTrainer, run_recipe
+    from hybrid.finetune.lora_training import LoraTraining
+    from hybrid.finetune.methods import run_recipe
     from hybrid.pipeline import HybridPipeline
     from safetensors.torch import load_file
 
@@ -103,7 +135,7 @@ def test_tiny_run_trains_saves_resumes_and_loads(tiny_model_dir, tmp_path):
     # the same run stopped after 2 steps, then resumed to 4, must end with the same weights and loss
     resumed = tmp_path / "resumed"
     run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, resumed, steps=2)))
-    trainer = RefinerTrainer(load_recipe(TINY, tiny_overrides(tiny_model_dir, resumed, steps=4)), resume=True)
+    trainer = LoraTraining(load_recipe(TINY, tiny_overrides(tiny_model_dir, resumed, steps=4)), resume=True)
     trainer.setup()
     assert trainer.step == 2
     result = trainer.train()
@@ -120,7 +152,7 @@ def test_tiny_run_trains_saves_resumes_and_loads(tiny_model_dir, tmp_path):
 
 def test_starting_over_an_existing_run_is_refused(tiny_model_dir, tmp_path):
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.finetune.trainer import run_recipe
+    from hybrid.finetune.methods import run_recipe
 
     out = tmp_path / "run"
     run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, out, steps=2)))
@@ -150,9 +182,10 @@ def test_resume_without_checkpoint_is_clear(tiny_model_dir, tmp_path):
 
 def test_interrupt_saves_a_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.finetune.trainer import RefinerTrainer, TrainingInterrupted
+    from hybrid.finetune.lora_training import LoraTraining
+    from hybrid.finetune.training import TrainingInterrupted
 
-    trainer = RefinerTrainer(load_recipe(TINY, tiny_overrides(tiny_model_dir, tmp_path / "run", steps=4) + ["train.save_every=100"]))
+    trainer = LoraTraining(load_recipe(TINY, tiny_overrides(tiny_model_dir, tmp_path / "run", steps=4) + ["train.save_every=100"]))
     trainer.setup()
     original = trainer._train_step
 
@@ -204,7 +237,7 @@ def test_random_substitutes_are_wrong_uniform_tokens():
 
 
 def test_training_metrics_also_go_to_a_tracker(tiny_model_dir, tmp_path):
-    from hybrid.finetune.trainer import run_recipe
+    from hybrid.finetune.methods import run_recipe
 
     out = tmp_path / "tracked"
     run_recipe(load_recipe(ROOT / "recipes" / "tiny.yaml", tiny_overrides(tiny_model_dir, out, steps=2) + ["train.log_with=[tensorboard]"]))

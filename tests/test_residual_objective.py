@@ -50,7 +50,7 @@ def test_a_draft_input_refiner_sees_the_token_under_the_mask(tiny_model_dir):
 
 def test_a_tiny_product_run_records_its_weight_and_input(tiny_model_dir, tmp_path):
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.finetune.trainer import run_recipe
+    from hybrid.finetune.methods import run_recipe
     from hybrid.pipeline import HybridPipeline
 
     out = tmp_path / "run"

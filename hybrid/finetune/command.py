@@ -26,7 +26,8 @@ def finetune(recipe, overrides, resume, output, validate):
     hybrid finetune recipes/continue.yaml --score-refiner checkpoints/general
     """
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.finetune.trainer import run_recipe, validate_saved_refiner
+    from hybrid.finetune.methods import run_recipe
+    from hybrid.finetune.training import validate_saved_refiner
 
     overrides = list(overrides) + ([f"train.output_dir={output}"] if output else [])
     config = load_recipe(recipe, overrides)  # validated before any model or data loads

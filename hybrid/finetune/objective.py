@@ -66,12 +66,9 @@ def drafter_logits(refiner, batch: Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def drafter_substitutes(refiner, batch: Batch, top_k: int, generator: torch.Generator, logits: torch.Tensor | None = None) -> torch.Tensor:
-    """For every target position, a token the drafter finds plausible there that is not the true token.
-
-    `logits` are `drafter_logits(refiner, batch)` when the caller already has them.
-    """
-    logits = drafter_logits(refiner, batch) if logits is None else logits
+def drafter_substitutes(logits: torch.Tensor, batch: Batch, top_k: int, generator: torch.Generator) -> torch.Tensor:
+    """For every target position, a token the drafter finds plausible there that is not the true token (`logits`:
+    `drafter_logits(refiner, batch)`)."""
     top = logits.float().topk(top_k, dim=-1)
     weights = top.values.softmax(-1).masked_fill(top.indices == batch.target_ids[..., None], 0.0) + 1e-9
     choice = torch.multinomial(weights.flatten(0, 1).cpu(), 1, generator=generator).view(weights.shape[:2]).to(logits.device)
@@ -97,7 +94,7 @@ def corrupt_batch(refiner, batch: Batch, config: ObjectiveSection, generator: to
     if config.substitution_rate > 0 or config.residual_weight > 0 or refiner.config.renoised_input == "draft":
         logits = drafter_logits(refiner, batch)
     if config.substitution_rate > 0:
-        substitutes = drafter_substitutes(refiner, batch, config.substitute_top_k, generator, logits=logits)
+        substitutes = drafter_substitutes(logits, batch, config.substitute_top_k, generator)
         if config.random_substitute_share > 0:
             substitutes = random_substitutes(batch, substitutes, refiner.mask_token_id, config.random_substitute_share, generator)
     corruption = corrupt(batch, substitutes, refiner.mask_token_id, config, generator)

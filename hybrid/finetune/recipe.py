@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ import yaml
 
 from hybrid.errors import HybridError
 from hybrid.resources import shipped
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,8 +93,10 @@ class TrainSection:
     # Also send the training metrics to these trackers (accelerate's log_with: tensorboard, wandb, mlflow, ...); the
     # run's train_log.jsonl is written either way. Tensorboard logs go under output_dir/trackers.
     log_with: list[str] = field(default_factory=list)
-    train_lora: bool = True  # false: only the detection head trains (the refiner's LoRA weights stay as they are)
-    head_epochs: int = 60  # with train_lora false: epochs of fitting the head on the features of the encoded windows
+    # lora: train the LoRA weights (and a detection head beside them where the objective has one); head: only the
+    # detection head trains, on the frozen refiner (windows encoded once, then the head is fit on their features)
+    method: str = "lora"
+    head_epochs: int = 60  # method head: epochs of fitting the head on the features of the encoded windows
 
 
 @dataclass
@@ -182,9 +187,10 @@ def validate(recipe: Recipe) -> Recipe:
         (0 <= recipe.objective.residual_weight <= 10, "objective.residual_weight must be in [0, 10] (0: the refiner alone)"),
         (0 <= recipe.objective.claim_mask_rate <= 1, "objective.claim_mask_rate must be in [0, 1]"),
         (recipe.objective.renoised_input in ("mask", "draft"), "objective.renoised_input must be mask or draft"),
+        (recipe.train.method in TRAINING_METHODS, "train.method must be lora (the LoRA weights) or head (only the detection head)"),
         (recipe.train.head_epochs >= 1, "train.head_epochs must be at least 1"),
-        (recipe.train.train_lora or recipe.objective.detection_weight > 0,
-         "train.train_lora is false but objective.detection_weight is 0: nothing would train"),
+        (recipe.train.method != "head" or recipe.objective.detection_weight > 0,
+         "train.method is head but objective.detection_weight is 0: nothing would train"),
         (not recipe.model.init_refiner or (Path(recipe.model.init_refiner) / "refiner_config.json").is_file(),
          f"model.init_refiner {recipe.model.init_refiner!r} is not a refiner folder (no refiner_config.json)"),
     ]
@@ -199,6 +205,7 @@ def validate(recipe: Recipe) -> Recipe:
 
 
 RECIPES_DIR = shipped("recipes")
+TRAINING_METHODS = ("lora", "head")  # hybrid.finetune.methods holds their classes
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "trackio", "swanlab")
 
 
@@ -230,6 +237,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise HybridError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     for override in overrides:
         _apply_override(raw, override)
+    _translate_train_lora(raw, path)
     recipe = _build(Recipe, raw, "")
     recipe.data.files = [_resolve_file(f, path.parent) for f in recipe.data.files]
     if recipe.model.init_refiner:
@@ -239,6 +247,22 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         else:
             recipe.model.init_refiner = _resolve_file(recipe.model.init_refiner, path.parent)
     return validate(recipe)
+
+
+def _translate_train_lora(raw: dict, path: Path) -> None:
+    """Recipes written before `train.method` (the copies in checkpoints/ among them) chose it with `train.train_lora`:
+    true trained the LoRA weights (method lora), false only the detection head (method head)."""
+    train = raw.get("train")
+    if not isinstance(train, dict) or "train_lora" not in train:
+        return
+    value = train.pop("train_lora")
+    if not isinstance(value, bool):
+        raise HybridError(f"recipe key 'train.train_lora' must be bool, got {value!r} (it is now train.method: lora or head)")
+    method = "lora" if value else "head"
+    if train.setdefault("method", method) != method:
+        raise HybridError(f"recipe: train.train_lora {str(value).lower()} contradicts train.method {train['method']}: keep train.method only")
+    log.warning("%s: train.train_lora: %s is read as train.method: %s (train_lora is the key's old name)", path,
+                str(value).lower(), method)
 
 
 def _resolve_file(name: str, base: Path) -> str:

@@ -90,7 +90,7 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
         light_total += int(light.sum())
         _count_product_hits(refiner, batch, ar, product_generators, product)
         # (b) error detection on visible substitutions
-        substitutes = drafter_substitutes(refiner, batch, 20, generator, logits=ar)
+        substitutes = drafter_substitutes(ar, batch, 20, generator)
         replaced = _draw_positions(batch.valid, 0.1, generator)
         corrupted = torch.where(replaced, substitutes, batch.target_ids)
         detected = refiner(batch.prompt_ids, batch.prompt_mask, corrupted, detect=True)
