@@ -271,8 +271,8 @@ def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_th
     """
     from pathlib import Path
 
-    from hybrid.evaluation.evaluate_suite import run_suite
-    from hybrid.evaluation.suite import SUITES_DIR
+    from hybrid.evaluation.harness.evaluate_suite import run_suite
+    from hybrid.evaluation.harness.suite import SUITES_DIR
 
     try:
         hybrid_steps = [int(x) for x in steps.split(",") if x.strip()]
@@ -320,6 +320,8 @@ from hybrid.finetune.recipes_command import recipes  # noqa: E402
 
 cli.add_command(finetune)
 cli.add_command(recipes)
+from hybrid.consistency.command import consistency  # noqa: E402
+cli.add_command(consistency)
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 from hybrid.cli import cli
 from hybrid.errors import HybridError
-from hybrid.evaluation.report import paired_delta, summarise
-from hybrid.evaluation.runner import Sample
-from hybrid.evaluation.suite import load_examples, load_suite
+from hybrid.evaluation.harness.report import paired_delta, summarise
+from hybrid.evaluation.harness.runner import Sample
+from hybrid.evaluation.harness.suite import load_examples, load_suite
 
 
 def write_suite(tmp_path, extra=""):
@@ -71,7 +71,7 @@ def test_eval_on_a_users_suite_end_to_end(tmp_path, tiny_model_dir, tiny_refiner
     assert all("rougeL" in s["scores"] and "unigram_entropy" in s["scores"] for s in data["samples"])
     assert "| hybrid-K2 |" in (out / "report.md").read_text()
     assert (out / "quality_vs_time.png").stat().st_size > 1000
-    from hybrid.evaluation.report import rerender
+    from hybrid.evaluation.harness.report import rerender
 
     before = (out / "report.md").read_text()
     assert rerender(out).read_text() == before  # the report can be rebuilt from results.json alone
@@ -89,7 +89,7 @@ def test_too_few_prompts_give_no_verdict():
 
 
 def test_a_cell_with_too_few_prompts_says_so_instead_of_nan():
-    from hybrid.evaluation.report import SystemSummary, _cell
+    from hybrid.evaluation.harness.report import SystemSummary, _cell
 
     draft = {str(i): 0.0 for i in range(2)}
     summary = SystemSummary("hybrid-K8", {"rouge1": 0.5}, {"rouge1": paired_delta({str(i): 0.5 for i in range(2)}, draft)})

@@ -7,11 +7,11 @@ import logging
 import time
 from pathlib import Path
 
-from hybrid.evaluation.report import summarise, write_report, verdicts
-from hybrid.evaluation.runner import GROUNDED, EvalConfig, generate_samples, has_sources, system_names
+from hybrid.evaluation.harness.report import summarise, write_report, verdicts
+from hybrid.evaluation.harness.runner import GROUNDED, EvalConfig, generate_samples, has_sources, system_names
 from hybrid.options import DEFAULT_GROUND_KINDS
-from hybrid.evaluation.scoring import score_samples
-from hybrid.evaluation.suite import load_examples, load_suite
+from hybrid.evaluation.harness.scoring import score_samples
+from hybrid.evaluation.harness.suite import load_examples, load_suite
 from hybrid.resources import output_root
 from hybrid.sampler import SamplerConfig
 
@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def metric_validations(suite_task: str) -> dict:
-    """The figures that say each metric measures what it claims (see hybrid/evaluation/validate.py)."""
-    from hybrid.evaluation.validate import (validate_classifier, validate_classifier_on_hallucinations, validate_grounding,
+    """The figures that say each metric measures what it claims (see hybrid/evaluation/harness/validate.py)."""
+    from hybrid.evaluation.harness.validate import (validate_classifier, validate_classifier_on_hallucinations, validate_grounding,
                                             validate_judge)
 
     figures = {"grounding": dataclasses.asdict(validate_grounding())}

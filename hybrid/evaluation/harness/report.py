@@ -10,8 +10,8 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hybrid.evaluation.runner import Sample
-from hybrid.evaluation.scoring import METRIC_DIRECTION
+from hybrid.evaluation.harness.runner import Sample
+from hybrid.evaluation.harness.scoring import METRIC_DIRECTION
 
 BOOTSTRAP_ROUNDS = 1000
 MIN_PROMPTS_FOR_INTERVAL = 5  # below this a bootstrap interval means nothing: no verdict is drawn

@@ -1,5 +1,5 @@
 """Factual consistency of a claim with its source: the FactCC-style classifier trained by
-``scripts/train_consistency.py`` (checkpoint in ``checkpoints/consistency/``).
+``hybrid consistency train`` (checkpoint in ``checkpoints/consistency/``).
 
 ``ConsistencyClassifier.score(claims, sources)`` gives P(consistent) per pair. A long source is cut into windows
 of a few consecutive sentences (as in training); the windows that share the most words with the claim are
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.consistency_model import ConsistencyNet
+from hybrid.consistency.model import ConsistencyNet
 from hybrid.text.units import split_sentences, word_tokens
 from hybrid.resources import shipped
 
@@ -62,7 +62,7 @@ class ConsistencyClassifier:
         folder = Path(checkpoint)
         if not folder.is_dir():
             raise HybridError(f"no consistency classifier at {folder}: train one with "
-                              "`python scripts/train_consistency.py`")
+                              "`hybrid consistency train --output FOLDER`")
         self.net = ConsistencyNet.load(folder, device)
         self.config = self.net.config
         self.batch_size = batch_size

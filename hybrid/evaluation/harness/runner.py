@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from hybrid.evaluation.suite import Example, Suite
+from hybrid.evaluation.harness.suite import Example, Suite
 from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
                             DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW)
 from hybrid.pipeline import HybridPipeline

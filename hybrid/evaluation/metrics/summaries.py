@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.minilm import minilm_folder
+from hybrid.evaluation.metrics.minilm import minilm_folder
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from hybrid.evaluation.minilm import load_minilm, mean_pool
+from hybrid.evaluation.metrics.minilm import load_minilm, mean_pool
 from hybrid.text.units import mean_or_none, split_sentences
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hybrid.evaluation.consistency_data import Document, load_aclsum_documents, load_plain_passages
-from hybrid.evaluation.grounding import score_grounding
+from hybrid.consistency.documents import Document, load_aclsum_documents, load_plain_passages
+from hybrid.evaluation.metrics.grounding import score_grounding
 from hybrid.resources import shipped
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def shuffle_words(text: str, rng: random.Random) -> str:
 
 def validate_judge(judge=None, passages: Sequence[str] | None = None, seed: int = 0) -> JudgeValidation:
     """Perplexity of real passages vs. the same passages with their words shuffled."""
-    from hybrid.evaluation.judge import Judge
+    from hybrid.evaluation.metrics.judge import Judge
 
     judge = judge or Judge()
     passages = list(passages) if passages is not None else held_out_passages()
@@ -150,8 +150,8 @@ def validate_grounding(passages: Sequence[str] | None = None, seed: int = 0) -> 
 
 def validate_classifier(classifier=None, per_kind: int = 100, seed: int = 1234) -> ClassifierValidation:
     """Balanced accuracy of the consistency classifier on held-out synthetic corruptions, per type."""
-    from hybrid.evaluation.consistency import ConsistencyClassifier
-    from hybrid.evaluation.consistency_eval import evaluate_predictions, held_out_pairs
+    from hybrid.consistency.classifier import ConsistencyClassifier
+    from hybrid.consistency.evaluation import evaluate_predictions, held_out_pairs
 
     classifier = classifier or ConsistencyClassifier()
     pairs = held_out_pairs(seed=seed, per_kind=per_kind)
@@ -191,7 +191,7 @@ def _balanced(probs: Sequence[float], labels: Sequence[int], threshold: float) -
 def validate_classifier_on_hallucinations(classifier=None, folder: Path = HALLUCINATIONS_DIR) -> HallucinationValidation:
     """Balanced accuracy and AUC of the consistency classifier on hand-labelled sentences the drafter really wrote."""
     from hybrid.auc import roc_auc
-    from hybrid.evaluation.consistency import ConsistencyClassifier
+    from hybrid.consistency.classifier import ConsistencyClassifier
 
     sets = load_labelled_sentences(folder)
     rows = [row for set_rows in sets.values() for row in set_rows]

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from hybrid.auc import roc_auc
-from hybrid.evaluation.consistency_data import ClaimPair, build_pairs, held_out_documents
+from hybrid.consistency.documents import held_out_documents
+from hybrid.consistency.pairs import ClaimPair, build_pairs
 from hybrid.text.units import word_tokens
 
 
