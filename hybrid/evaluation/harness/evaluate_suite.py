@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from hybrid.evaluation.harness.report import summarise, write_report, verdicts
-from hybrid.evaluation.harness.runner import GROUNDED, EvalConfig, generate_samples, has_sources, system_names
+from hybrid.evaluation.harness.runner import GROUNDED, EvalConfig, eval_systems, generate_samples, has_sources
 from hybrid.options import DEFAULT_GROUND_KINDS
 from hybrid.evaluation.harness.scoring import score_samples
 from hybrid.evaluation.harness.suite import load_examples, load_suite
@@ -56,14 +56,14 @@ def run_suite(suite_name: str, *, limit=None, draft_model="smollm2-135m", refine
     del pipe
     score_samples(samples, examples, suite, config)
     grounded = has_sources(suite, examples)
-    summaries = summarise(samples, system_names(config, grounded))
+    summaries = summarise(samples, eval_systems(config, grounded))
     header = {
         "prompts": len(examples), "draft model": draft_model, "dtype": dtype,
         "refiner": refiner or "shipped general (default)", "strength": config.strength,
         "select": pipe_select, "edit threshold": config.edit_threshold, "min change confidence": config.min_change_confidence,
         "verified": f"window {config.verify_window}, refiner weight {config.verify_weight:g} (all hybrid-K rows)",
         "max new tokens": suite.max_new_tokens,
-        **({"grounded": f"{GROUNDED}: select unsupported ({', '.join(DEFAULT_GROUND_KINDS)}), {config.ground_candidates} source copies "
+        **({"grounded": f"{GROUNDED.name}: select unsupported ({', '.join(DEFAULT_GROUND_KINDS)}), {config.ground_candidates} source copies "
                         f"per span, ground weight {config.ground_weight:g}, verified"} if grounded and config.grounded else {}),
         "wall-clock of the whole evaluation (s)": round(time.perf_counter() - started, 1),
     }

@@ -12,31 +12,29 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from hybrid.consistency.documents import Document, load_aclsum_documents, load_plain_passages
 from hybrid.evaluation.metrics.grounding import score_grounding
 from hybrid.resources import shipped
+from hybrid.results import Result
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class JudgeValidation:
+class JudgeValidation(Result):
     passages: int
     mean_real_perplexity: float
     mean_shuffled_perplexity: float
     real_lower_share: float  # share of passages whose real text has the lower perplexity
     per_passage: tuple[tuple[float, float], ...]  # (real, shuffled)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class GroundingValidation:
+class GroundingValidation(Result):
     passages: int
     clean_number_precision: float
     planted_number_precision: float
@@ -45,12 +43,9 @@ class GroundingValidation:
     number_drop_share: float  # share of passages whose number precision fell after planting
     entity_drop_share: float
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class ClassifierValidation:
+class ClassifierValidation(Result):
     pairs: int
     balanced_accuracy: float
     roc_auc: float
@@ -58,12 +53,9 @@ class ClassifierValidation:
     per_corruption_balanced_accuracy: dict[str, float]
     per_corruption_pairs: dict[str, int]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class HallucinationValidation:
+class HallucinationValidation(Result):
     sets: dict[str, int]  # file name -> labelled sentences in it
     pairs: int
     hallucinations: int
@@ -72,9 +64,6 @@ class HallucinationValidation:
     hallucination_recall: float
     roc_auc: float  # P(consistent) ranking supported above hallucinated sentences
     per_set_balanced_accuracy: dict[str, float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 HALLUCINATIONS_DIR = shipped("evals/hallucinations")
