@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def splits(continue_size: int, summarize_size: int):
-    from hybrid.evaluation.suite import load_examples, load_suite
+    from hybrid.evaluation.harness.suite import load_examples, load_suite
     from hybrid.finetune.data import SUMMARY_TEMPLATE, aclsum_pairs
 
     suite, base = load_suite("continue")
@@ -48,7 +48,7 @@ def main() -> None:
 
     import torch
 
-    from hybrid.evaluation.judge import Judge
+    from hybrid.evaluation.metrics.judge import Judge
     from hybrid.finetune.real_drafts import score_refinements
     from hybrid.pipeline import HybridPipeline
 

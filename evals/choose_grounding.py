@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def splits(news_size: int, summarize_size: int):
-    from hybrid.evaluation.suite import load_examples, load_suite
+    from hybrid.evaluation.harness.suite import load_examples, load_suite
 
     news, base = load_suite("news")
     news.data.path = "../news/validation.jsonl"
@@ -48,9 +48,9 @@ def main() -> None:
 
     import torch
 
-    from hybrid.evaluation.consistency import ConsistencyClassifier
-    from hybrid.evaluation.grounding import aggregate_grounding, score_grounding
-    from hybrid.evaluation.summaries import rouge_scores
+    from hybrid.consistency.classifier import ConsistencyClassifier
+    from hybrid.evaluation.metrics.grounding import aggregate_grounding, score_grounding
+    from hybrid.evaluation.metrics.summaries import rouge_scores
     from hybrid.pipeline import HybridPipeline
 
     torch.set_num_threads(2)

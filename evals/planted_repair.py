@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hybrid.evaluation.suite import load_examples, load_suite  # noqa: E402
+from hybrid.evaluation.harness.suite import load_examples, load_suite  # noqa: E402
 from hybrid.text.claims import NUMBER, entity_mentions, normalise_number, number_values, unsupported_claims  # noqa: E402
 from hybrid.text.units import word_tokens  # noqa: E402
 

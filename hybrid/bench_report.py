@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from hybrid.bench import BenchReport
+from hybrid.bench import BenchReport, Timing
 from hybrid.options import DEFAULT_REFINE_STEPS
+from hybrid.systems import DRAFT, System
 
 # The issues' targets on this 2-core CPU, as ratios measured in one run: the default hybrid (verified, the default K)
 # within 1.4x of the draft at 128 new tokens; the speed issue's K=8 hybrid within 1.15x, a refine step with the
@@ -34,15 +35,15 @@ def headline(report: BenchReport) -> dict:
     figures = {"new_tokens": tokens, "steps": steps}
     for dtype in report.config.dtypes:
         if DEFAULT_REFINE_STEPS in report.config.steps and DEFAULT_REFINE_STEPS != steps:
-            default = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system="hybrid", steps=DEFAULT_REFINE_STEPS)
+            default = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system=System("hybrid", DEFAULT_REFINE_STEPS))
             figures[f"hybrid_k{DEFAULT_REFINE_STEPS}_over_draft[{dtype}] (default)"] = default[0].ratio_to_draft if default else None
-        hybrid = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system="hybrid", steps=steps)
+        hybrid = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system=System("hybrid", steps))
         figures[f"hybrid_k{steps}_over_draft[{dtype}]"] = hybrid[0].ratio_to_draft if hybrid else None
-        cached = [t for t in report.timings if t.dtype == dtype and t.batch == 1 and t.new_tokens == tokens
-                  and t.system.startswith("hybrid-cache") and t.steps == steps]
+        refresh = report.config.cache_refresh
+        cached = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system=System("hybrid", steps, cache_refresh=refresh)) if refresh > 1 else []
         if cached:
-            figures[f"hybrid_k{steps}_over_draft[{dtype}, {cached[0].system}]"] = cached[0].ratio_to_draft
-        diffusion = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system="diffusion", steps=steps)
+            figures[f"hybrid_k{steps}_over_draft[{dtype}, {cached[0].system.label}]"] = cached[0].ratio_to_draft
+        diffusion = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system=System("diffusion", steps))
         figures[f"diffusion_k{steps}_over_draft[{dtype}]"] = diffusion[0].ratio_to_draft if diffusion else None
         cost = [c for c in report.step_costs if c.dtype == dtype and c.batch == 1 and c.canvas == tokens + 4]
         figures[f"refine_step_ar_equivalents[{dtype}]"] = cost[0].ar_token_equivalents if cost else None
@@ -51,11 +52,11 @@ def headline(report: BenchReport) -> dict:
         if cost and dtype in report.decode_bound_s:
             figures[f"decode_step_over_bandwidth_bound[{dtype}]"] = cost[0].decode_step_s / report.decode_bound_s[dtype]
     if {"float32", "bfloat16"} <= set(report.config.dtypes):
-        for system in ("draft", "hybrid"):
-            fp32 = _find(report, dtype="float32", batch=1, new_tokens=tokens, system=system, steps=0 if system == "draft" else steps)
-            bf16 = _find(report, dtype="bfloat16", batch=1, new_tokens=tokens, system=system, steps=0 if system == "draft" else steps)
+        for system in (DRAFT, System("hybrid", steps)):
+            fp32 = _find(report, dtype="float32", batch=1, new_tokens=tokens, system=system)
+            bf16 = _find(report, dtype="bfloat16", batch=1, new_tokens=tokens, system=system)
             if fp32 and bf16:
-                figures[f"bf16_speedup[{system}]"] = fp32[0].seconds / bf16[0].seconds
+                figures[f"bf16_speedup[{system.label}]"] = fp32[0].seconds / bf16[0].seconds
     figures["peak_rss_mb"] = report.peak_rss_mb
     if report.peak_gpu_mb is not None:
         figures["peak_gpu_mb"] = report.peak_gpu_mb
@@ -69,7 +70,7 @@ def format_table(report: BenchReport) -> str:
              + (f" (fewer once a cell's runs pass {report.config.budget_s:.0f} s)" if report.config.budget_s else ""), ""]
     lines.append(f"{'dtype':9s} {'batch':>5s} {'tokens':>6s} {'system':14s} {'K':>3s} {'run':>4s} {'seconds':>8s} {'tok/s':>8s} {'x draft':>8s}")
     for t in report.timings:
-        lines.append(f"{t.dtype:9s} {t.batch:5d} {t.new_tokens:6d} {t.system:14s} {t.steps:3d} {t.steps_run:4.0f} {t.seconds:8.2f} {t.tokens_per_s:8.1f} {t.ratio_to_draft:8.2f}")
+        lines.append(f"{t.dtype:9s} {t.batch:5d} {t.new_tokens:6d} {t.system.label:14s} {t.system.steps:3d} {t.steps_run:4.0f} {t.seconds:8.2f} {t.tokens_per_s:8.1f} {t.ratio_to_draft:8.2f}")
     lines += ["", "one refine step vs one decode step (same model, same run):"]
     for c in report.step_costs:
         lines.append(f"  {c.dtype:9s} batch {c.batch} canvas {c.canvas}: refine {c.refine_step_s * 1000:.0f} ms, decode {c.decode_step_s * 1000:.1f} ms = {c.ar_token_equivalents:.2f} AR tokens")
@@ -94,10 +95,18 @@ def format_table(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
+def _timing_row(timing: Timing) -> dict:
+    """A timing as bench.json holds it: the system's label, then its K."""
+    row = asdict(timing)
+    del row["system"]
+    head = {k: row.pop(k) for k in ("dtype", "batch", "new_tokens")}
+    return head | {"system": timing.system.label, "steps": timing.system.steps} | row
+
+
 def write_report(report: BenchReport, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "bench.json", "table": folder / "bench.txt", "plot": folder / "bench.png"}
-    data = asdict(report) | {"headline": headline(report)}
+    data = asdict(report) | {"timings": [_timing_row(t) for t in report.timings], "headline": headline(report)}
     paths["json"].write_text(json.dumps(data, indent=2) + "\n")
     paths["table"].write_text(format_table(report) + "\n")
     plot(report, paths["plot"])
@@ -114,11 +123,13 @@ def plot(report: BenchReport, path: Path) -> None:
     tokens = 128 if 128 in report.config.lengths else max(report.config.lengths)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for dtype, style in zip(report.config.dtypes, ("-", "--")):
-        systems = sorted({t.system for t in report.timings if t.system != "draft"})
-        for system, colour in zip(systems, ("tab:orange", "tab:blue", "tab:green", "tab:purple")):
-            rows = sorted(_find(report, dtype=dtype, batch=batch, new_tokens=tokens, system=system), key=lambda t: t.steps)
+        kinds = sorted({replace(t.system, steps=0) for t in report.timings if t.system != DRAFT}, key=lambda s: s.label)
+        for kind, colour in zip(kinds, ("tab:orange", "tab:blue", "tab:green", "tab:purple")):
+            rows = sorted((t for t in _find(report, dtype=dtype, batch=batch, new_tokens=tokens) if replace(t.system, steps=0) == kind),
+                          key=lambda t: t.system.steps)
             if rows:
-                axes[0].plot([t.steps for t in rows], [t.ratio_to_draft for t in rows], style, marker="o", color=colour, label=f"{system} {dtype}")
+                axes[0].plot([t.system.steps for t in rows], [t.ratio_to_draft for t in rows], style, marker="o", color=colour,
+                             label=f"{kind.label} {dtype}")
     axes[0].axhline(1.0, color="grey", lw=1, label="draft only")
     axes[0].axhline(TARGETS["hybrid_k8_over_draft"], color="red", lw=1, ls=":", label="hybrid target (1.15x)")
     axes[0].set(xlabel="refine steps K", ylabel="wall-clock / draft only", title=f"{tokens} new tokens, batch {batch}")

@@ -82,6 +82,7 @@ def cli(verbose: bool) -> None:
     lm-eval   run lm-evaluation-harness tasks on the hybrid
     eval      score draft / diffusion / hybrid on a suite: factuality, coherence, cost
     bench     time draft / diffusion / hybrid side by side and print the ratios
+    consistency  train the factual-consistency classifier the eval layer scores with
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -221,8 +222,8 @@ def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_th
     """
     from pathlib import Path
 
-    from hybrid.evaluation.evaluate_suite import run_suite
-    from hybrid.evaluation.suite import SUITES_DIR
+    from hybrid.evaluation.harness.evaluate_suite import run_suite
+    from hybrid.evaluation.harness.suite import SUITES_DIR
 
     try:
         hybrid_steps = [int(x) for x in steps.split(",") if x.strip()]
@@ -270,6 +271,8 @@ from hybrid.finetune.recipes_command import recipes  # noqa: E402
 
 cli.add_command(finetune)
 cli.add_command(recipes)
+from hybrid.consistency.command import consistency  # noqa: E402
+cli.add_command(consistency)
 
 
 def main() -> None:

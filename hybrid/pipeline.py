@@ -22,7 +22,7 @@ from hybrid.grounded import grounding_source, source_restriction, unsupported_in
 from hybrid.grounded_repair import repair_draft
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
 from hybrid.refiner import Refiner, resolve_refiner
-from hybrid.results import GenerationResult, StageTimings, result_for_row
+from hybrid.generation_result import GenerationResult, StageTimings, result_for_row
 from hybrid.sampler import SamplerOutput, build_canvas, refine, score_draft
 from hybrid.verify import DrafterScorer, gather_tokens, verify_changes
 

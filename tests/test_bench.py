@@ -6,6 +6,7 @@ import pytest
 
 from hybrid.bench import BenchConfig, _median_time, run_bench
 from hybrid.bench_report import headline, write_report
+from hybrid.systems import DRAFT, System
 
 
 def _config(tiny_model_dir, tiny_refiner_dir, **changes):
@@ -20,17 +21,17 @@ def test_bench_times_every_cell_and_system(tiny_model_dir, tiny_refiner_dir, tmp
     systems = {"draft", "diffusion", "hybrid", "hybrid-cache2"}
     for batch in (1, 2):
         cell = [t for t in report.timings if t.batch == batch]
-        assert {t.system for t in cell} == systems
-        draft = next(t for t in cell if t.system == "draft")
+        assert {t.system.label for t in cell} == systems
+        draft = next(t for t in cell if t.system == DRAFT)
         for t in cell:
             assert t.seconds > 0 and t.ratio_to_draft == pytest.approx(t.seconds / draft.seconds)
-            if reuse_draft and t.system.startswith("hybrid"):
+            if reuse_draft and t.system.mode == "hybrid":
                 assert t.seconds > draft.seconds  # the draft's time is part of the hybrid's
     assert len(report.step_costs) == 2 and all(c.ar_token_equivalents > 0 for c in report.step_costs)
     paths = write_report(report, tmp_path / "bench")
     data = json.loads(paths["json"].read_text())
     assert data["config"]["reuse_draft"] is reuse_draft
-    assert data["headline"]["hybrid_k2_over_draft[float32]"] == pytest.approx(report.ratio("float32", 1, 8, "hybrid", 2))
+    assert data["headline"]["hybrid_k2_over_draft[float32]"] == pytest.approx(report.ratio("float32", 1, 8, System("hybrid", 2)))
     assert paths["plot"].stat().st_size > 0 and "targets:" in paths["table"].read_text()
     assert headline(report)["new_tokens"] == 8
 

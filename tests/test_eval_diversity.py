@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hybrid.evaluation.diversity import aggregate_diversity, repeated_ngram_rate, score_diversity, unigram_entropy_bits
+from hybrid.evaluation.metrics.diversity import aggregate_diversity, repeated_ngram_rate, score_diversity, unigram_entropy_bits
 
 TEXT = "The river flows through the old town, past the market and under three stone bridges before the sea."
 

@@ -3,7 +3,7 @@
 import pytest
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.facts import answer_in_continuation, load_fact_probes, score_facts
+from hybrid.evaluation.metrics.facts import answer_in_continuation, load_fact_probes, score_facts
 
 
 def test_suite_is_large_and_well_formed():

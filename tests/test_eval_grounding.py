@@ -3,7 +3,7 @@
 import pytest
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.grounding import (
+from hybrid.evaluation.metrics.grounding import (
     aggregate_grounding,
     extract_entities,
     extract_numbers,

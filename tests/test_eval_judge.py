@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hybrid.errors import HybridError
-from hybrid.evaluation import judge_cache
-from hybrid.evaluation.judge import Judge, JudgeConfig
+from hybrid.evaluation.metrics import judge_cache
+from hybrid.evaluation.metrics.judge import Judge, JudgeConfig
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def tiny_judge_folder(tmp_path_factory):
     """A tiny random Llama saved with the (local) MiniLM tokenizer: a causal LM given by folder path."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from hybrid.evaluation.minilm import minilm_folder
+    from hybrid.evaluation.metrics.minilm import minilm_folder
 
     folder = tmp_path_factory.mktemp("tiny-judge")
     tokenizer = AutoTokenizer.from_pretrained(minilm_folder())
@@ -93,7 +93,7 @@ def test_judge_cache_follows_env(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_gemma_judge_prefers_real_text_over_shuffled():
-    from hybrid.evaluation.validate import held_out_passages, validate_judge
+    from hybrid.evaluation.harness.validate import held_out_passages, validate_judge
 
     result = validate_judge(Judge(), passages=held_out_passages(aclsum_abstracts=0)[:3])
     assert result.real_lower_share == 1.0

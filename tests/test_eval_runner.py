@@ -7,9 +7,10 @@ from click.testing import CliRunner
 
 from hybrid.cli import cli
 from hybrid.errors import HybridError
-from hybrid.evaluation.report import paired_delta, summarise
-from hybrid.evaluation.runner import Sample
-from hybrid.evaluation.suite import load_examples, load_suite
+from hybrid.evaluation.harness.report import paired_delta, summarise
+from hybrid.evaluation.harness.runner import EvalConfig, Sample, eval_systems
+from hybrid.evaluation.harness.suite import load_examples, load_suite
+from hybrid.systems import DRAFT, System
 
 
 def write_suite(tmp_path, extra=""):
@@ -49,9 +50,10 @@ def test_bootstrap_interval_excludes_zero_only_for_real_differences():
 
 
 def test_summaries_are_paired_by_prompt():
-    samples = [Sample(str(i), system, "p", "t", None, 0, 1.0, 0.0, 1.0 if system == "draft" else 2.0, {"rougeL": score})
-               for i in range(5) for system, score in (("draft", 0.2), ("hybrid-K8", 0.3))]
-    summaries = summarise(samples, ["draft", "hybrid-K8"])
+    hybrid_k8 = System("hybrid", 8)
+    samples = [Sample(str(i), system, "p", "t", None, 0, 1.0, 0.0, 1.0 if system == DRAFT else 2.0, {"rougeL": score})
+               for i in range(5) for system, score in ((DRAFT, 0.2), (hybrid_k8, 0.3))]
+    summaries = summarise(samples, [DRAFT, hybrid_k8])
     hybrid = summaries[1]
     assert hybrid.means["rougeL"] == pytest.approx(0.3)
     assert hybrid.deltas["rougeL"].mean == pytest.approx(0.1)
@@ -71,7 +73,7 @@ def test_eval_on_a_users_suite_end_to_end(tmp_path, tiny_model_dir, tiny_refiner
     assert all("rougeL" in s["scores"] and "unigram_entropy" in s["scores"] for s in data["samples"])
     assert "| hybrid-K2 |" in (out / "report.md").read_text()
     assert (out / "quality_vs_time.png").stat().st_size > 1000
-    from hybrid.evaluation.report import rerender
+    from hybrid.evaluation.harness.report import rerender
 
     before = (out / "report.md").read_text()
     assert rerender(out).read_text() == before  # the report can be rebuilt from results.json alone
@@ -89,9 +91,19 @@ def test_too_few_prompts_give_no_verdict():
 
 
 def test_a_cell_with_too_few_prompts_says_so_instead_of_nan():
-    from hybrid.evaluation.report import SystemSummary, _cell
+    from hybrid.evaluation.harness.report import SystemSummary, _cell
 
     draft = {str(i): 0.0 for i in range(2)}
-    summary = SystemSummary("hybrid-K8", {"rouge1": 0.5}, {"rouge1": paired_delta({str(i): 0.5 for i in range(2)}, draft)})
+    summary = SystemSummary(System("hybrid", 8), {"rouge1": 0.5}, {"rouge1": paired_delta({str(i): 0.5 for i in range(2)}, draft)})
     cell = _cell(summary, "rouge1")
     assert "nan" not in cell and "2 paired prompts: too few for a CI" in cell
+
+
+def test_system_names_are_the_report_strings_and_read_back():
+    from hybrid.options import DEFAULT_REFINE_STEPS
+
+    names = ["draft", "diffusion-K8", "hybrid-K4", "hybrid-K8-unverified", f"hybrid-K{DEFAULT_REFINE_STEPS}-grounded"]
+    config = EvalConfig(hybrid_steps=[4], diffusion_steps=8)
+    assert [s.name for s in eval_systems(config, grounded=True)] == names
+    assert all(System.from_name(name).name == name for name in names + ["hybrid-K8-cache4"])
+    assert System("hybrid", 8, cache_refresh=4).label == "hybrid-cache4" and DRAFT.label == "draft"

@@ -3,7 +3,7 @@
 import pytest
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.summaries import rouge_scores
+from hybrid.evaluation.metrics.summaries import rouge_scores
 
 
 def test_rouge_rewards_overlap():
@@ -18,8 +18,8 @@ def test_rouge_rewards_overlap():
 
 @pytest.mark.slow
 def test_bertscore_and_coherence_with_minilm():
-    from hybrid.evaluation.similarity import SentenceEncoder, score_coherence
-    from hybrid.evaluation.summaries import BertScorer
+    from hybrid.evaluation.metrics.similarity import SentenceEncoder, score_coherence
+    from hybrid.evaluation.metrics.summaries import BertScorer
 
     scorer = BertScorer()
     reference = "The cat sat on the mat."

@@ -1,6 +1,6 @@
 """Validation helpers: planted unsupported facts must lower grounding precision (fast)."""
 
-from hybrid.evaluation.validate import held_out_passages, shuffle_words, validate_grounding
+from hybrid.evaluation.harness.validate import held_out_passages, shuffle_words, validate_grounding
 
 
 def test_held_out_passages_exist():
@@ -39,7 +39,7 @@ def _write_set(folder, name, rows):
 
 
 def test_hallucination_validation_counts_each_class(tmp_path):
-    from hybrid.evaluation.validate import validate_classifier_on_hallucinations
+    from hybrid.evaluation.harness.validate import validate_classifier_on_hallucinations
 
     source = "the cat sat on the mat"
     _write_set(tmp_path, "a", [
@@ -58,7 +58,7 @@ def test_hallucination_validation_counts_each_class(tmp_path):
 def test_hallucination_rows_need_labels(tmp_path):
     import pytest
 
-    from hybrid.evaluation.validate import load_labelled_sentences
+    from hybrid.evaluation.harness.validate import load_labelled_sentences
 
     _write_set(tmp_path, "bad", [{"source": "s", "claim": "c", "consistent": "yes"}])
     with pytest.raises(ValueError, match="consistent"):
@@ -66,7 +66,7 @@ def test_hallucination_rows_need_labels(tmp_path):
 
 
 def test_shipped_hallucination_sets_are_labelled():
-    from hybrid.evaluation.validate import load_labelled_sentences
+    from hybrid.evaluation.harness.validate import load_labelled_sentences
 
     sets = load_labelled_sentences()
     rows = [r for rows in sets.values() for r in rows]

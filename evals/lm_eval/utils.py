@@ -1,9 +1,9 @@
-"""Scoring of the hybrid_facts lm-eval task: the rule of `hybrid eval facts` (hybrid.evaluation.facts)."""
+"""Scoring of the hybrid_facts lm-eval task: the rule of `hybrid eval facts` (hybrid.evaluation.metrics.facts)."""
 
 import json
 from pathlib import Path
 
-from hybrid.evaluation.facts import answer_in_continuation
+from hybrid.evaluation.metrics.facts import answer_in_continuation
 
 HERE = Path(__file__).resolve().parent
 

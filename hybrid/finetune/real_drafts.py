@@ -9,13 +9,15 @@ is *toward* the reference when it puts in more reference words than it takes out
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from hybrid.results import Result
 
 WORD = re.compile(r"\w+")
 
 
 @dataclass
-class RealDraftFigures:
+class RealDraftFigures(Result):
     drafts: int
     proposals: int  # groups of changes proposed
     accepted: int  # groups kept by verification
@@ -26,9 +28,6 @@ class RealDraftFigures:
     reference_words_out: int
     unigram_f1_draft: float  # mean unigram F1 of the draft against the reference
     unigram_f1_refined: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def words(text: str) -> list[str]:

@@ -1,6 +1,6 @@
 """The checkable claims of a text, with where they stand in it: entities, numbers and content words.
 
-The same units serve the grounding metric (hybrid.evaluation.grounding: how much of an output its source
+The same units serve the grounding metric (hybrid.evaluation.metrics.grounding: how much of an output its source
 supports) and grounded generation (`select="unsupported"`: re-noise exactly the draft tokens the source does not
 support), so what generation repairs is what evaluation counts.
 

@@ -1,13 +1,13 @@
 """Lexical diversity (unigram entropy in bits, repeated 2/3/4-gram rates) of generated texts, as an evaluate metric.
 
 Load offline with ``evaluate.load("evals/metrics/diversity")``; ``compute(predictions=texts)``.
-Wraps ``hybrid.evaluation.diversity`` (figures are means over texts).
+Wraps ``hybrid.evaluation.metrics.diversity`` (figures are means over texts).
 """
 
 import datasets
 import evaluate
-from hybrid.evaluation.diversity import aggregate_diversity
-from hybrid.evaluation.diversity import score_diversity
+from hybrid.evaluation.metrics.diversity import aggregate_diversity
+from hybrid.evaluation.metrics.diversity import score_diversity
 
 _DESCRIPTION = "Unigram entropy and the share of repeated n-grams (n=2,3,4) within each generated text."
 _KWARGS = """

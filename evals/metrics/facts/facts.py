@@ -1,13 +1,13 @@
 """Closed-book fact accuracy: does each continuation contain an accepted answer in its first words?
 
 Load offline with ``evaluate.load("evals/metrics/facts")``;
-``compute(predictions=continuations, references=[[accepted answers], ...])``. Wraps ``hybrid.evaluation.facts``.
+``compute(predictions=continuations, references=[[accepted answers], ...])``. Wraps ``hybrid.evaluation.metrics.facts``.
 """
 
 import datasets
 import evaluate
-from hybrid.evaluation.facts import DEFAULT_WINDOW
-from hybrid.evaluation.facts import answer_in_continuation
+from hybrid.evaluation.metrics.facts import DEFAULT_WINDOW
+from hybrid.evaluation.metrics.facts import answer_in_continuation
 
 _DESCRIPTION = "Share of continuations in which an accepted answer appears (whole words, any case) in the first words."
 _KWARGS = """

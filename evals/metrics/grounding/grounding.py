@@ -1,13 +1,13 @@
 """Source-grounding precision (entities, numbers, n-grams) of outputs against their sources, as an evaluate metric.
 
 Load offline with ``evaluate.load("evals/metrics/grounding")``; ``compute(predictions=outputs, references=sources)``.
-Wraps ``hybrid.evaluation.grounding`` (counts are pooled over all pairs before dividing).
+Wraps ``hybrid.evaluation.metrics.grounding`` (counts are pooled over all pairs before dividing).
 """
 
 import datasets
 import evaluate
-from hybrid.evaluation.grounding import aggregate_grounding
-from hybrid.evaluation.grounding import score_grounding_batch
+from hybrid.evaluation.metrics.grounding import aggregate_grounding
+from hybrid.evaluation.metrics.grounding import score_grounding_batch
 
 _DESCRIPTION = "Share of an output's entities, numbers and word n-grams that its source text supports."
 _KWARGS = """

@@ -1,12 +1,12 @@
 """ROUGE-1/2/L F-measure (rouge-score, Porter stemming), as an evaluate metric that loads offline.
 
 ``evaluate.load("rouge")`` needs the hub; ``evaluate.load("evals/metrics/rouge")`` does not.
-``compute(predictions=summaries, references=reference_summaries)``. Wraps ``hybrid.evaluation.summaries``.
+``compute(predictions=summaries, references=reference_summaries)``. Wraps ``hybrid.evaluation.metrics.summaries``.
 """
 
 import datasets
 import evaluate
-from hybrid.evaluation.summaries import rouge_scores
+from hybrid.evaluation.metrics.summaries import rouge_scores
 
 _DESCRIPTION = "Mean ROUGE-1, ROUGE-2 and ROUGE-L F-measure between predictions and references."
 _KWARGS = """

@@ -10,8 +10,9 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hybrid.evaluation.runner import Sample
-from hybrid.evaluation.scoring import METRIC_DIRECTION
+from hybrid.evaluation.harness.runner import Sample
+from hybrid.evaluation.harness.scoring import METRIC_DIRECTION
+from hybrid.systems import DRAFT, System
 
 BOOTSTRAP_ROUNDS = 1000
 MIN_PROMPTS_FOR_INTERVAL = 5  # below this a bootstrap interval means nothing: no verdict is drawn
@@ -27,7 +28,7 @@ class Delta:
 
 @dataclass
 class SystemSummary:
-    system: str
+    system: System
     means: dict[str, float | None] = field(default_factory=dict)
     deltas: dict[str, Delta | None] = field(default_factory=dict)  # system - draft, paired per prompt
 
@@ -50,25 +51,25 @@ def paired_delta(system: dict[str, float], draft: dict[str, float], seed: int = 
     return Delta(sum(diffs) / len(diffs), means[int(0.025 * BOOTSTRAP_ROUNDS)], means[int(0.975 * BOOTSTRAP_ROUNDS) - 1], len(ids))
 
 
-def summarise(samples: list[Sample], systems: list[str]) -> list[SystemSummary]:
-    draft_time = {s.example_id: s.total_s for s in samples if s.system == "draft"}
+def summarise(samples: list[Sample], systems: list[System]) -> list[SystemSummary]:
+    draft_time = {s.example_id: s.total_s for s in samples if s.system == DRAFT}
     for sample in samples:
         sample.scores["total_s"] = sample.total_s
         if draft_time.get(sample.example_id):
             sample.scores["cost_vs_draft"] = sample.total_s / draft_time[sample.example_id]
     metrics = sorted({k for s in samples for k in s.scores}, key=lambda k: list(METRIC_DIRECTION).index(k) if k in METRIC_DIRECTION else 99)
-    per_system = {name: {m: {} for m in metrics} for name in systems}
+    per_system = {system: {m: {} for m in metrics} for system in systems}
     for sample in samples:
         if sample.system in per_system:
             for metric in metrics:
                 per_system[sample.system][metric][sample.example_id] = sample.scores.get(metric)
     summaries = []
-    for name in systems:
-        if not any(per_system[name][m] for m in metrics):
+    for system in systems:
+        if not any(per_system[system][m] for m in metrics):
             continue
-        summary = SystemSummary(name, {m: _mean(per_system[name][m].values()) for m in metrics})
-        if name != "draft":
-            summary.deltas = {m: paired_delta(per_system[name][m], per_system["draft"][m]) for m in metrics}
+        summary = SystemSummary(system, {m: _mean(per_system[system][m].values()) for m in metrics})
+        if system != DRAFT:
+            summary.deltas = {m: paired_delta(per_system[system][m], per_system[DRAFT][m]) for m in metrics}
         summaries.append(summary)
     return summaries
 
@@ -91,11 +92,11 @@ def _cell(summary: SystemSummary, metric: str) -> str:
 def verdicts(summaries: list[SystemSummary]) -> list[str]:
     """Plain sentences: for each metric, does the best hybrid beat the draft (CI excludes zero), tie, or lose?"""
     lines = []
-    hybrids = [s for s in summaries if s.system.startswith("hybrid")]
+    hybrids = [s for s in summaries if s.system.mode == "hybrid"]
     for metric, direction in METRIC_DIRECTION.items():
         if direction == 0 or metric in ("total_s", "cost_vs_draft"):
             continue
-        deltas = [(s.system, s.deltas.get(metric)) for s in hybrids if s.deltas.get(metric) is not None]
+        deltas = [(s.system.name, s.deltas.get(metric)) for s in hybrids if s.deltas.get(metric) is not None]
         if not deltas:
             continue
         better = [n for n, d in deltas if (d.low > 0 if direction > 0 else d.high < 0)]
@@ -126,7 +127,7 @@ def markdown(suite_name: str, summaries: list[SystemSummary], header: dict) -> s
     lines.append("| system | " + " | ".join(metrics) + " |")
     lines.append("|---|" + "---|" * len(metrics))
     for summary in summaries:
-        lines.append(f"| {summary.system} | " + " | ".join(_cell(summary, m) for m in metrics) + " |")
+        lines.append(f"| {summary.system.name} | " + " | ".join(_cell(summary, m) for m in metrics) + " |")
     lines += ["", "## What the numbers say", "", *verdicts(summaries), ""]
     return "\n".join(lines)
 
@@ -152,11 +153,12 @@ def plot(summaries: list[SystemSummary], path: Path, suite_name: str) -> None:
             x, y = summary.means.get("total_s"), summary.means.get(metric)
             if x is None or y is None:
                 continue
-            colour = "black" if summary.system == "draft" else "tab:orange" if summary.system.startswith("diffusion") else "tab:blue"
+            colour = {"draft": "black", "diffusion": "tab:orange"}.get(summary.system.mode, "tab:blue")
             ax.scatter([x], [y], color=colour)
-            ax.annotate(summary.system, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        hybrids = sorted((s for s in summaries if s.system.startswith("hybrid") and s.system.count("-") == 1 and s.means.get(metric) is not None),
-                         key=lambda s: int(s.system.split("K")[1]))
+            ax.annotate(summary.system.name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        # One line through the plain (verified, ungrounded) hybrid rows, in order of K.
+        hybrids = sorted((s for s in summaries if s.system == System("hybrid", s.system.steps) and s.means.get(metric) is not None),
+                         key=lambda s: s.system.steps)
         ax.plot([s.means["total_s"] for s in hybrids], [s.means[metric] for s in hybrids], color="tab:blue", lw=1)
         better = "higher" if METRIC_DIRECTION.get(metric, 0) > 0 else "lower"
         ax.set(xlabel="wall-clock per prompt (s)", ylabel=f"{metric} ({better} is better)", title=f"{suite_name}: {metric}")
@@ -171,16 +173,21 @@ def rerender(folder: Path) -> Path:
     summaries = []
     for raw in data["systems"]:
         deltas = {m: Delta(**d) if d else None for m, d in raw["deltas"].items()}
-        summaries.append(SystemSummary(raw["system"], raw["means"], deltas))
+        summaries.append(SystemSummary(System.from_name(raw["system"]), raw["means"], deltas))
     path = folder / "report.md"
     path.write_text(markdown(data["suite"], summaries, data["header"]))
     return path
 
 
+def _named(row: Sample | SystemSummary) -> dict:
+    """A sample or summary as results.json holds it: its system by name."""
+    return asdict(row) | {"system": row.system.name}
+
+
 def write_report(folder: Path, suite_name: str, samples: list[Sample], summaries: list[SystemSummary], header: dict) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "results.json", "markdown": folder / "report.md", "plot": folder / "quality_vs_time.png"}
-    data = {"suite": suite_name, "header": header, "systems": [asdict(s) for s in summaries], "samples": [asdict(s) for s in samples]}
+    data = {"suite": suite_name, "header": header, "systems": [_named(s) for s in summaries], "samples": [_named(s) for s in samples]}
     paths["json"].write_text(json.dumps(data, indent=1) + "\n")
     paths["markdown"].write_text(markdown(suite_name, summaries, header))
     plot(summaries, paths["plot"], suite_name)

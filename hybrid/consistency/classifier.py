@@ -1,5 +1,5 @@
 """Factual consistency of a claim with its source: the FactCC-style classifier trained by
-``scripts/train_consistency.py`` (checkpoint in ``checkpoints/consistency/``).
+``hybrid consistency train`` (checkpoint in ``checkpoints/consistency/``).
 
 ``ConsistencyClassifier.score(claims, sources)`` gives P(consistent) per pair. A long source is cut into windows
 of a few consecutive sentences (as in training); the windows that share the most words with the claim are
@@ -9,14 +9,15 @@ scored and the highest probability is kept. ``score_text`` scores every sentence
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from hybrid.consistency.model import ConsistencyNet
 from hybrid.errors import HybridError
-from hybrid.evaluation.consistency_model import ConsistencyNet
-from hybrid.text.units import split_sentences, word_tokens
 from hybrid.resources import shipped
+from hybrid.results import Result
+from hybrid.text.units import split_sentences, word_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +27,13 @@ _STOP = {"the", "a", "an", "of", "in", "on", "and", "or", "to", "is", "are", "wa
 
 
 @dataclass(frozen=True)
-class ConsistencyResult:
+class ConsistencyResult(Result):
     """Per-sentence P(consistent) of a text against its source, with mean and minimum (None for empty text)."""
 
     mean: float | None
     minimum: float | None
     per_sentence: tuple[float, ...]
     inconsistent_sentences: int  # below the checkpoint's threshold
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["per_sentence"] = list(self.per_sentence)
-        return out
 
 
 def _content_words(text: str) -> set[str]:
@@ -62,7 +58,7 @@ class ConsistencyClassifier:
         folder = Path(checkpoint)
         if not folder.is_dir():
             raise HybridError(f"no consistency classifier at {folder}: train one with "
-                              "`python scripts/train_consistency.py`")
+                              "`hybrid consistency train --output FOLDER`")
         self.net = ConsistencyNet.load(folder, device)
         self.config = self.net.config
         self.batch_size = batch_size

@@ -7,27 +7,23 @@ a text of fewer than two sentences has no score (None).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
-from hybrid.evaluation.minilm import load_minilm, mean_pool
+from hybrid.evaluation.metrics.minilm import load_minilm, mean_pool
+from hybrid.results import Result
 from hybrid.text.units import mean_or_none, split_sentences
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CoherenceResult:
+class CoherenceResult(Result):
     """Mean adjacent-sentence cosine over texts, and per text (None for texts of fewer than two sentences)."""
 
     mean_adjacent_similarity: float | None
     per_text: tuple[float | None, ...]
     sentence_pairs: int
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["per_text"] = list(self.per_text)
-        return out
 
 
 class SentenceEncoder:

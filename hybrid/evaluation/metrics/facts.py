@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from hybrid.errors import HybridError
 from hybrid.resources import shipped
+from hybrid.results import Result
 
 DEFAULT_FACTS = shipped("evals/facts.yaml")
 DEFAULT_WINDOW = 10
@@ -33,17 +34,12 @@ class FactProbe:
 
 
 @dataclass(frozen=True)
-class FactResult:
+class FactResult(Result):
     accuracy: float
     correct: int
     total: int
     per_category: dict[str, float]
     wrong_ids: tuple[str, ...]
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["wrong_ids"] = list(self.wrong_ids)
-        return out
 
 
 def _normalise_words(text: str) -> list[str]:

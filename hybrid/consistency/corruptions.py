@@ -10,7 +10,7 @@ import random
 import re
 from typing import Callable, Sequence
 
-from hybrid.evaluation.grounding import extract_entities
+from hybrid.text.claims import extract_entities
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.minilm import MINILM_PACKAGE, load_minilm, mean_pool
+from hybrid.evaluation.metrics.minilm import MINILM_PACKAGE, load_minilm, mean_pool
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ConsistencyConfig:
         path = folder / CONFIG_FILE
         if not path.is_file():
             raise HybridError(f"no consistency classifier at {folder} (missing {CONFIG_FILE}); "
-                              "train one with `python scripts/train_consistency.py`")
+                              "train one with `hybrid consistency train --output FOLDER`")
         return cls(**json.loads(path.read_text()))
 
 

@@ -1,6 +1,4 @@
-"""Train the FactCC-style consistency classifier on CPU and save it to checkpoints/consistency/.
-
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_consistency.py [--minutes 7] [--sentences 4000]
+"""Train the FactCC-style consistency classifier on CPU (`hybrid consistency train`; defaults: the shipped one).
 
 Steps: build synthetic (claim, source) pairs from training documents; run the frozen lower MiniLM layers once
 and keep their outputs; fine-tune the top layers and the head for a time budget; score held-out corruptions;
@@ -9,45 +7,31 @@ save the fine-tuned layers + head (safetensors), config.json and metrics.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
-import sys
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hybrid.consistency.classifier import ConsistencyClassifier
+from hybrid.consistency.documents import training_documents
+from hybrid.consistency.evaluation import ConsistencyEvaluation, evaluate_predictions, held_out_pairs
+from hybrid.consistency.model import METRICS_FILE, ConsistencyConfig, ConsistencyNet
+from hybrid.consistency.options import TrainingOptions
+from hybrid.consistency.pairs import build_pairs
 
-from hybrid.evaluation.consistency_data import build_pairs, training_documents  # noqa: E402
-from hybrid.evaluation.consistency_eval import evaluate_predictions, held_out_pairs  # noqa: E402
-from hybrid.evaluation.consistency_model import METRICS_FILE, ConsistencyConfig, ConsistencyNet  # noqa: E402
-
-logger = logging.getLogger("train_consistency")
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "checkpoints" / "consistency"
+logger = logging.getLogger(__name__)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--sentences", type=int, default=4000, help="training sentences (2 pairs each)")
-    parser.add_argument("--plain-weight", type=int, default=8, help="times each plain-English sentence is drawn")
-    parser.add_argument("--in-window-share", type=float, default=1.0,
-                        help="share of entity/number swaps whose replacement comes from the source window itself")
-    parser.add_argument("--epochs", type=float, default=4.0)
-    parser.add_argument("--minutes", type=float, default=7.0, help="stop fine-tuning after this long")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr-layers", type=float, default=1e-4)
-    parser.add_argument("--lr-head", type=float, default=1e-3)
-    parser.add_argument("--held-out-per-kind", type=int, default=250)
-    parser.add_argument("--calibration-share", type=float, default=0.08,
-                        help="share of training pairs kept aside to choose the decision threshold")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+@dataclass
+class TrainingResult:
+    output: Path
+    evaluation: ConsistencyEvaluation  # on held-out corruptions, at the chosen threshold
+    metrics: dict  # what metrics.json holds
 
 
 def cache_lower(net: ConsistencyNet, pairs, batch_size: int = 64):
@@ -90,30 +74,30 @@ def pad(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, t
     return out, mask, flags
 
 
-def train(net: ConsistencyNet, cached, labels, args) -> dict:
-    rng = random.Random(args.seed)
-    torch.manual_seed(args.seed)
+def train(net: ConsistencyNet, cached, labels, options: TrainingOptions) -> dict:
+    rng = random.Random(options.seed)
+    torch.manual_seed(options.seed)
     layer_params, head_params = net.trainable_parameters()
     optimizer = torch.optim.AdamW(
-        [{"params": layer_params, "lr": args.lr_layers}, {"params": head_params, "lr": args.lr_head}],
+        [{"params": layer_params, "lr": options.lr_layers}, {"params": head_params, "lr": options.lr_head}],
         weight_decay=0.01,
     )
     lengths = [h.shape[0] for h, _ in cached]
-    per_epoch = make_batches(lengths, args.batch_size, rng)
-    wanted = max(1, round(args.epochs * len(per_epoch)))
+    per_epoch = make_batches(lengths, options.batch_size, rng)
+    wanted = max(1, round(options.epochs * len(per_epoch)))
     epochs_batches = list(per_epoch)
     while len(epochs_batches) < wanted:
-        epochs_batches.extend(make_batches(lengths, args.batch_size, rng))
+        epochs_batches.extend(make_batches(lengths, options.batch_size, rng))
     epochs_batches = epochs_batches[:wanted]
     total = len(epochs_batches)
     warmup = max(1, total // 20)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    budget = args.minutes * 60
+    budget = options.minutes * 60
     loss_fn = torch.nn.BCEWithLogitsLoss()
     net.set_train(True)
     for i in net.config.trainable_layers:  # dropout off in the encoder layers: faster, and one pass needs none
         net.encoder.encoder.layer[i].eval()
-    deadline = time.monotonic() + args.minutes * 60
+    deadline = time.monotonic() + options.minutes * 60
     started = time.monotonic()
     running, seen, steps = [], 0, 0
     for step, batch in enumerate(epochs_batches):
@@ -159,24 +143,23 @@ def choose_threshold(net: ConsistencyNet, cached, labels) -> tuple[float, float]
     return best
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    args = parse_args()
-    torch.manual_seed(args.seed)
+def train_classifier(options: TrainingOptions) -> TrainingResult:
+    """Train, calibrate, save to ``options.output`` and score the saved classifier on held-out pairs."""
+    torch.manual_seed(options.seed)
     t0 = time.monotonic()
-    rng = random.Random(args.seed)
-    pairs = build_pairs(training_documents(), rng, max_sentences=args.sentences,
-                        origin_weights={"plain": args.plain_weight}, in_window_share=args.in_window_share)
+    rng = random.Random(options.seed)
+    pairs = build_pairs(training_documents(), rng, max_sentences=options.sentences,
+                        origin_weights={"plain": options.plain_weight}, in_window_share=options.in_window_share)
     logger.info("training pairs: %d %s", len(pairs), dict(Counter(p.kind for p in pairs)))
     config = ConsistencyConfig()
     net = ConsistencyNet(config)
     cached = cache_lower(net, pairs)
     cache_seconds = time.monotonic() - t0
     logger.info("cached frozen-layer outputs in %.0f s", cache_seconds)
-    n_calibration = int(len(pairs) * args.calibration_share)
+    n_calibration = int(len(pairs) * options.calibration_share)
     train_cached, calibration_cached = cached[n_calibration:], cached[:n_calibration]
     labels = [p.label for p in pairs]
-    stats = train(net, train_cached, labels[n_calibration:], args)
+    stats = train(net, train_cached, labels[n_calibration:], options)
     if n_calibration:
         config.threshold, calibration_balanced = choose_threshold(net, calibration_cached, labels[:n_calibration])
         stats["calibration"] = {"pairs": n_calibration, "threshold": config.threshold,
@@ -185,13 +168,11 @@ def main() -> None:
                     config.threshold, calibration_balanced, n_calibration)
     del cached, train_cached, calibration_cached
 
-    evaluation_pairs = held_out_pairs(per_kind=args.held_out_per_kind)
+    evaluation_pairs = held_out_pairs(per_kind=options.held_out_per_kind)
     t1 = time.monotonic()
-    from hybrid.evaluation.consistency import ConsistencyClassifier
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    net.save(args.out)
-    classifier = ConsistencyClassifier(args.out)
+    options.output.mkdir(parents=True, exist_ok=True)
+    net.save(options.output)
+    classifier = ConsistencyClassifier(options.output)
     probs = classifier.score_pairs([p.claim for p in evaluation_pairs], [p.source for p in evaluation_pairs])
     evaluation = evaluate_predictions(probs, evaluation_pairs, config.threshold)
     logger.info("held-out balanced accuracy %.3f (AUC %.3f) on %d pairs in %.0f s",
@@ -205,13 +186,10 @@ def main() -> None:
         "held_out": evaluation.to_dict(),
         "held_out_source": "ACLSum validation papers + held-out plain-English passages (never trained on)",
         "training": {**stats, "pairs": len(pairs), "pair_kinds": dict(Counter(p.kind for p in pairs)),
-                     "cache_seconds": round(cache_seconds, 1), "args": {k: str(v) for k, v in vars(args).items()}},
+                     "cache_seconds": round(cache_seconds, 1), "args": {k: str(v) for k, v in asdict(options).items()}},
         "config": asdict(config),
         "total_seconds": round(time.monotonic() - t0, 1),
     }
-    (args.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    logger.info("saved to %s in %.0f s total", args.out, time.monotonic() - t0)
-
-
-if __name__ == "__main__":
-    main()
+    (options.output / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    logger.info("saved to %s in %.0f s total", options.output, time.monotonic() - t0)
+    return TrainingResult(options.output, evaluation, metrics)

@@ -6,11 +6,11 @@ import logging
 
 from tqdm.auto import tqdm
 
-from hybrid.evaluation.diversity import score_diversity
-from hybrid.evaluation.facts import answer_in_continuation
-from hybrid.evaluation.grounding import score_grounding
-from hybrid.evaluation.runner import EvalConfig, Sample
-from hybrid.evaluation.suite import Example, Suite
+from hybrid.evaluation.metrics.diversity import score_diversity
+from hybrid.evaluation.metrics.facts import answer_in_continuation
+from hybrid.evaluation.metrics.grounding import score_grounding
+from hybrid.evaluation.harness.runner import EvalConfig, Sample
+from hybrid.evaluation.harness.suite import Example, Suite
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def score_samples(samples: list[Sample], examples: list[Example], suite: Suite, 
         sample.scores.update(_cheap_scores(sample, by_id[sample.example_id], suite))
     with_reference = [s for s in samples if by_id[s.example_id].reference]
     if with_reference and suite.task != "facts":
-        from hybrid.evaluation.summaries import rouge_scores
+        from hybrid.evaluation.metrics.summaries import rouge_scores
 
         for sample in with_reference:
             rouge = rouge_scores([sample.text], [by_id[sample.example_id].reference])
@@ -56,21 +56,21 @@ def score_samples(samples: list[Sample], examples: list[Example], suite: Suite, 
 
 
 def _encoder_scores(samples, by_id, suite, with_reference) -> None:
-    from hybrid.evaluation.similarity import SentenceEncoder, adjacent_similarities
+    from hybrid.evaluation.metrics.similarity import SentenceEncoder, adjacent_similarities
 
     encoder = SentenceEncoder()
     for sample in tqdm(samples, desc="coherence", unit="sample"):
         sims = adjacent_similarities(sample.text, encoder)
         sample.scores["adjacent_similarity"] = sum(sims) / len(sims) if sims else None
     if with_reference:
-        from hybrid.evaluation.summaries import BertScorer
+        from hybrid.evaluation.metrics.summaries import BertScorer
 
         scorer = BertScorer()
         result = scorer.score([s.text for s in with_reference], [by_id[s.example_id].reference for s in with_reference])
         for sample, f1 in zip(with_reference, result.per_pair_f1):
             sample.scores["bertscore_f1"] = f1
     if suite.task == "summarize":
-        from hybrid.evaluation.consistency import ConsistencyClassifier
+        from hybrid.consistency.classifier import ConsistencyClassifier
 
         classifier = ConsistencyClassifier()
         for sample in tqdm(samples, desc="consistency", unit="sample"):
@@ -78,7 +78,7 @@ def _encoder_scores(samples, by_id, suite, with_reference) -> None:
 
 
 def _judge_scores(samples) -> None:
-    from hybrid.evaluation.judge import Judge
+    from hybrid.evaluation.metrics.judge import Judge
 
     judge = Judge()
     texts = [s.text if s.text.strip() else "." for s in samples]

@@ -12,31 +12,29 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hybrid.evaluation.consistency_data import Document, load_aclsum_documents, load_plain_passages
-from hybrid.evaluation.grounding import score_grounding
+from hybrid.consistency.documents import Document, load_aclsum_documents, load_plain_passages
+from hybrid.evaluation.metrics.grounding import score_grounding
 from hybrid.resources import shipped
+from hybrid.results import Result
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class JudgeValidation:
+class JudgeValidation(Result):
     passages: int
     mean_real_perplexity: float
     mean_shuffled_perplexity: float
     real_lower_share: float  # share of passages whose real text has the lower perplexity
     per_passage: tuple[tuple[float, float], ...]  # (real, shuffled)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class GroundingValidation:
+class GroundingValidation(Result):
     passages: int
     clean_number_precision: float
     planted_number_precision: float
@@ -45,12 +43,9 @@ class GroundingValidation:
     number_drop_share: float  # share of passages whose number precision fell after planting
     entity_drop_share: float
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class ClassifierValidation:
+class ClassifierValidation(Result):
     pairs: int
     balanced_accuracy: float
     roc_auc: float
@@ -58,12 +53,9 @@ class ClassifierValidation:
     per_corruption_balanced_accuracy: dict[str, float]
     per_corruption_pairs: dict[str, int]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class HallucinationValidation:
+class HallucinationValidation(Result):
     sets: dict[str, int]  # file name -> labelled sentences in it
     pairs: int
     hallucinations: int
@@ -72,9 +64,6 @@ class HallucinationValidation:
     hallucination_recall: float
     roc_auc: float  # P(consistent) ranking supported above hallucinated sentences
     per_set_balanced_accuracy: dict[str, float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 HALLUCINATIONS_DIR = shipped("evals/hallucinations")
@@ -95,7 +84,7 @@ def shuffle_words(text: str, rng: random.Random) -> str:
 
 def validate_judge(judge=None, passages: Sequence[str] | None = None, seed: int = 0) -> JudgeValidation:
     """Perplexity of real passages vs. the same passages with their words shuffled."""
-    from hybrid.evaluation.judge import Judge
+    from hybrid.evaluation.metrics.judge import Judge
 
     judge = judge or Judge()
     passages = list(passages) if passages is not None else held_out_passages()
@@ -150,8 +139,8 @@ def validate_grounding(passages: Sequence[str] | None = None, seed: int = 0) -> 
 
 def validate_classifier(classifier=None, per_kind: int = 100, seed: int = 1234) -> ClassifierValidation:
     """Balanced accuracy of the consistency classifier on held-out synthetic corruptions, per type."""
-    from hybrid.evaluation.consistency import ConsistencyClassifier
-    from hybrid.evaluation.consistency_eval import evaluate_predictions, held_out_pairs
+    from hybrid.consistency.classifier import ConsistencyClassifier
+    from hybrid.consistency.evaluation import evaluate_predictions, held_out_pairs
 
     classifier = classifier or ConsistencyClassifier()
     pairs = held_out_pairs(seed=seed, per_kind=per_kind)
@@ -191,7 +180,7 @@ def _balanced(probs: Sequence[float], labels: Sequence[int], threshold: float) -
 def validate_classifier_on_hallucinations(classifier=None, folder: Path = HALLUCINATIONS_DIR) -> HallucinationValidation:
     """Balanced accuracy and AUC of the consistency classifier on hand-labelled sentences the drafter really wrote."""
     from hybrid.auc import roc_auc
-    from hybrid.evaluation.consistency import ConsistencyClassifier
+    from hybrid.consistency.classifier import ConsistencyClassifier
 
     sets = load_labelled_sentences(folder)
     rows = [row for set_rows in sets.values() for row in set_rows]

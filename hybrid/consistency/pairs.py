@@ -1,38 +1,20 @@
 """Synthetic (claim, source) pairs for the factual-consistency classifier, built from real source sentences.
 
-Documents come from ACLSum (paper abstracts, introductions and conclusions; train+test papers for training,
-validation papers held out) and from the project's plain-English passages (``evals/passages/plain_english.txt``,
-split into training and held-out passages). A claim is one document sentence, transformed or not; its source is a
-window of 1-3 consecutive sentences of the same document that contains the original sentence.
+A claim is one document sentence (``hybrid.consistency.documents``), transformed or not; its source is a window of
+1-3 consecutive sentences of the same document that contains the original sentence.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import random
-import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from hybrid.errors import HybridError
-from hybrid.evaluation.consistency_corruptions import CONSISTENT_TRANSFORMS, CORRUPTIONS
+from hybrid.consistency.corruptions import CONSISTENT_TRANSFORMS, CORRUPTIONS
+from hybrid.consistency.documents import Document
 from hybrid.text.units import split_sentences
-from hybrid.resources import shipped
 
-PLAIN_PASSAGES = shipped("evals/passages/plain_english.txt")
-HELD_OUT_MARKER = "## held-out"
-ACLSUM_TRAIN_SPLITS = ("train", "test")
-ACLSUM_HELD_OUT_SPLITS = ("val",)
 UNSUPPORTED = "unsupported"  # a sentence of the same document from outside the source window
-
-
-@dataclass(frozen=True)
-class Document:
-    doc_id: str
-    sentences: tuple[str, ...]
-    origin: str  # "aclsum" or "plain"
 
 
 @dataclass(frozen=True)
@@ -42,68 +24,6 @@ class ClaimPair:
     label: int  # 1 consistent, 0 inconsistent
     kind: str  # identity / neighbour / drop_clause / paraphrase, or a corruption name
     origin: str
-
-
-def detokenize(sentence: str) -> str:
-    """Undo ACLSum's space-separated punctuation ("results , ( QA ) 20 % ." -> "results, (QA) 20%.")."""
-    text = re.sub(r"\s+([,.;:!?%)\]])", r"\1", sentence)
-    text = re.sub(r"([(\[])\s+", r"\1", text)
-    text = re.sub(r"\s+(n't|'s|'re|'ve|'ll|'d)\b", r"\1", text)
-    text = re.sub(r"\s+'\s+", "' ", text)
-    return re.sub(r"\s{2,}", " ", text).strip()
-
-
-def _usable(sentence: str) -> bool:
-    words = sentence.split()
-    if not 6 <= len(words) <= 60:
-        return False
-    return not re.match(r"^(Figure|Fig\.|Table)\s*\d", sentence)
-
-
-def aclsum_folder() -> Path:
-    spec = importlib.util.find_spec("aclsum")
-    if spec is None or spec.origin is None:
-        raise HybridError("the ACLSum package is missing: run `bash scripts/install.sh` (it installs aclsum==0.1.2)")
-    return Path(spec.origin).resolve().parent / "dataset"
-
-
-def load_aclsum_documents(splits: Iterable[str]) -> list[Document]:
-    """Each paper section (abstract, introduction, conclusion) becomes one document of detokenized sentences."""
-    documents = []
-    for split in splits:
-        path = aclsum_folder() / f"{split}.jsonl"
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                record = json.loads(line)
-                for section in ("abstract", "introduction", "conclusion"):
-                    sentences = tuple(s for s in (detokenize(x) for x in record["sentences"][section]) if _usable(s))
-                    if len(sentences) >= 2:
-                        documents.append(Document(f"{record['id']}:{section}", sentences, "aclsum"))
-    return documents
-
-
-def load_plain_passages(held_out: bool, path: Path = PLAIN_PASSAGES) -> list[Document]:
-    """The plain-English passages before (training) or after (held-out) the held-out marker line."""
-    if not path.is_file():
-        raise HybridError(f"plain-English passages not found at {path}")
-    text = path.read_text(encoding="utf-8")
-    parts = re.split(r"^" + re.escape(HELD_OUT_MARKER) + r"\s*$", text, maxsplit=1, flags=re.MULTILINE)
-    if len(parts) != 2:
-        raise HybridError(f"{path} has no '{HELD_OUT_MARKER}' line")
-    train_part, held_part = parts
-    part = held_part if held_out else train_part
-    paragraphs = [p for p in re.split(r"\n\s*\n", part) if p.strip() and not p.lstrip().startswith("#")]
-    paragraphs = [" ".join(line.strip() for line in p.splitlines() if not line.startswith("#")) for p in paragraphs]
-    prefix = "heldout" if held_out else "train"
-    return [Document(f"plain-{prefix}-{i}", tuple(split_sentences(p)), "plain") for i, p in enumerate(paragraphs)]
-
-
-def training_documents() -> list[Document]:
-    return load_aclsum_documents(ACLSUM_TRAIN_SPLITS) + load_plain_passages(held_out=False)
-
-
-def held_out_documents() -> list[Document]:
-    return load_aclsum_documents(ACLSUM_HELD_OUT_SPLITS) + load_plain_passages(held_out=True)
 
 
 def source_window(document: Document, index: int, rng: random.Random, size: int | None = None) -> str:

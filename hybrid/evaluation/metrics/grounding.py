@@ -12,10 +12,11 @@ A precision is ``None`` when the output has no item of that kind.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from hybrid.errors import HybridError
+from hybrid.results import Result
 from hybrid.text.claims import NUMBER, entity_supported, extract_entities, extract_numbers, normalise_number, number_values
 from hybrid.text.units import ngrams, word_tokens
 
@@ -24,7 +25,7 @@ __all__ = ["GroundingResult", "aggregate_grounding", "extract_entities", "extrac
 
 
 @dataclass(frozen=True)
-class GroundingResult:
+class GroundingResult(Result):
     """Precisions (None when the output has no item of that kind) and the counts behind them."""
 
     entity_precision: float | None
@@ -46,11 +47,7 @@ class GroundingResult:
         return None if self.ngram_precision is None else 1.0 - self.ngram_precision
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out["novel_ngram_rate"] = self.novel_ngram_rate
-        out["unsupported_entities"] = list(self.unsupported_entities)
-        out["unsupported_numbers"] = list(self.unsupported_numbers)
-        return out
+        return super().to_dict() | {"novel_ngram_rate": self.novel_ngram_rate}
 
 
 def score_grounding(output: str, source: str, ngram_n: int = 3) -> GroundingResult:

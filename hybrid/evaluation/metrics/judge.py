@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.judge_cache import GEMMA_ALIAS, gemma_judge_folder
+from hybrid.evaluation.metrics.judge_cache import GEMMA_ALIAS, gemma_judge_folder
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 from hybrid.auc import roc_auc
-from hybrid.evaluation.consistency_data import ClaimPair, build_pairs, held_out_documents
+from hybrid.consistency.documents import held_out_documents
+from hybrid.consistency.pairs import ClaimPair, build_pairs
+from hybrid.results import Result
 from hybrid.text.units import word_tokens
 
 
@@ -25,7 +27,7 @@ class KindFigures:
 
 
 @dataclass(frozen=True)
-class ConsistencyEvaluation:
+class ConsistencyEvaluation(Result):
     balanced_accuracy: float  # (accuracy on consistent + mean accuracy over corruption types) / 2
     consistent_accuracy: float
     inconsistent_accuracy: float  # macro mean over corruption types
@@ -37,9 +39,6 @@ class ConsistencyEvaluation:
     no_novel_word_accuracy: dict[str, KindFigures]
     pairs: int
     threshold: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def held_out_pairs(seed: int = 1234, per_kind: int = 250, window_size: int = 3) -> list[ClaimPair]:

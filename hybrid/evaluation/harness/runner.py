@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from hybrid.evaluation.suite import Example, Suite
+from hybrid.evaluation.harness.suite import Example, Suite
 from hybrid.options import (DEFAULT_GROUND_CANDIDATES, DEFAULT_GROUND_WEIGHT, DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_REFINE_STEPS,
                             DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW)
 from hybrid.pipeline import HybridPipeline
+from hybrid.systems import DRAFT, System
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class EvalConfig:
 @dataclass
 class Sample:
     example_id: str
-    system: str  # "draft", "diffusion-K8", "hybrid-K4", ...
+    system: System  # written into results.json by its name: "draft", "diffusion-K8", "hybrid-K4", ...
     prompt: str
     text: str
     draft_text: str | None
@@ -55,46 +56,47 @@ class Sample:
 
 
 UNVERIFIED_STEPS = 8
-GROUNDED = f"hybrid-K{DEFAULT_REFINE_STEPS}-grounded"
+GROUNDED = System("hybrid", DEFAULT_REFINE_STEPS, grounded=True)
 
 
-def system_names(config: EvalConfig, grounded: bool = True) -> list[str]:
-    """The systems a run scores; `grounded`: whether the suite's prompts carry sources to ground against."""
-    names = ["draft", f"diffusion-K{config.diffusion_steps}", *[f"hybrid-K{k}" for k in config.hybrid_steps]]
-    names += [f"hybrid-K{UNVERIFIED_STEPS}-unverified"] if config.unverified else []
-    return names + ([GROUNDED] if config.grounded and grounded else [])
+def eval_systems(config: EvalConfig, grounded: bool = True) -> list[System]:
+    """The systems a run scores, in report order; `grounded`: whether the suite's prompts carry sources to ground against."""
+    systems = [DRAFT, System("diffusion", config.diffusion_steps), *[System("hybrid", k) for k in config.hybrid_steps]]
+    systems += [System("hybrid", UNVERIFIED_STEPS, verified=False)] if config.unverified else []
+    return systems + ([GROUNDED] if config.grounded and grounded else [])
 
 
 def has_sources(suite: Suite, examples: list[Example]) -> bool:
     return suite.task == "summarize" and all(e.source for e in examples)
 
 
+def _run(pipe: HybridPipeline, system: System, batch: list[Example], draft, config: EvalConfig, common: dict, refine: dict):
+    prompts = [e.prompt for e in batch]
+    if system.mode == "draft":
+        return pipe(prompts, refine_steps=0, draft=draft, **common)
+    if system.mode == "diffusion":
+        return pipe(prompts, mode="diffusion", refine_steps=system.steps, **common, **refine)
+    if system.grounded:
+        return pipe(prompts, refine_steps=system.steps, draft=draft, select="unsupported", source=[e.source for e in batch],
+                    ground_weight=config.ground_weight, ground_candidates=config.ground_candidates,
+                    verify_window=config.verify_window, **common)
+    unverified = {} if system.verified else {"verify": False}
+    return pipe(prompts, refine_steps=system.steps, draft=draft, **unverified, **common, **refine)
+
+
 def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example], config: EvalConfig) -> list[Sample]:
     samples: list[Sample] = []
-    grounded = has_sources(suite, examples)
-    systems = 1 + (pipe.refiner is not None) * (len(system_names(config, grounded)) - 1)
-    bar = tqdm(total=len(examples) * systems, desc=f"generate {suite.name}", unit="sample")
+    systems = eval_systems(config, has_sources(suite, examples)) if pipe.refiner is not None else [DRAFT]
+    bar = tqdm(total=len(examples) * len(systems), desc=f"generate {suite.name}", unit="sample")
     common = dict(max_new_tokens=suite.max_new_tokens, seed=config.seed)
     refine = dict(strength=config.strength, select=config.select, edit_threshold=config.edit_threshold,
                   min_change_confidence=config.min_change_confidence, verify_weight=config.verify_weight,
                   verify_window=config.verify_window)
     for start in range(0, len(examples), config.batch_size):
         batch = examples[start : start + config.batch_size]
-        prompts = [e.prompt for e in batch]
-        draft = pipe.draft(prompts, **common)
-        runs = [("draft", pipe(prompts, refine_steps=0, draft=draft, **common))]
-        if pipe.refiner is not None:
-            runs.append((f"diffusion-K{config.diffusion_steps}", pipe(prompts, mode="diffusion", refine_steps=config.diffusion_steps, **common, **refine)))
-            for steps in config.hybrid_steps:
-                runs.append((f"hybrid-K{steps}", pipe(prompts, refine_steps=steps, draft=draft, **common, **refine)))
-            if config.unverified:
-                runs.append((f"hybrid-K{UNVERIFIED_STEPS}-unverified", pipe(prompts, refine_steps=UNVERIFIED_STEPS, draft=draft, verify=False,
-                                                                         **common, **refine)))
-            if config.grounded and grounded:
-                runs.append((GROUNDED, pipe(prompts, refine_steps=DEFAULT_REFINE_STEPS, draft=draft, select="unsupported",
-                                            source=[e.source for e in batch], ground_weight=config.ground_weight,
-                                            ground_candidates=config.ground_candidates, verify_window=config.verify_window, **common)))
-        for system, results in runs:
+        draft = pipe.draft([e.prompt for e in batch], **common)
+        for system in systems:
+            results = _run(pipe, system, batch, draft, config, common, refine)
             for example, result in zip(batch, results):
                 t, n = result.timings, len(batch)
                 samples.append(Sample(example.id, system, example.prompt, result.text, result.draft_text, result.steps_run,

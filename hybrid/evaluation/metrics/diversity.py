@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from hybrid.errors import HybridError
+from hybrid.results import Result
 from hybrid.text.units import mean_or_none, ngrams, tokens_with_punctuation
 
 REPEAT_ORDERS = (2, 3, 4)
 
 
 @dataclass(frozen=True)
-class DiversityResult:
+class DiversityResult(Result):
     """Diversity of one text (or the mean over texts for ``aggregate_diversity``)."""
 
     unigram_entropy_bits: float | None
@@ -27,9 +28,6 @@ class DiversityResult:
     repeat_rate_3: float | None
     repeat_rate_4: float | None
     tokens: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def unigram_entropy_bits(tokens: Sequence[str]) -> float | None:

@@ -7,11 +7,11 @@ import logging
 import time
 from pathlib import Path
 
-from hybrid.evaluation.report import summarise, write_report, verdicts
-from hybrid.evaluation.runner import GROUNDED, EvalConfig, generate_samples, has_sources, system_names
+from hybrid.evaluation.harness.report import summarise, write_report, verdicts
+from hybrid.evaluation.harness.runner import GROUNDED, EvalConfig, eval_systems, generate_samples, has_sources
 from hybrid.options import DEFAULT_GROUND_KINDS
-from hybrid.evaluation.scoring import score_samples
-from hybrid.evaluation.suite import load_examples, load_suite
+from hybrid.evaluation.harness.scoring import score_samples
+from hybrid.evaluation.harness.suite import load_examples, load_suite
 from hybrid.resources import output_root
 from hybrid.sampler import SamplerConfig
 
@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def metric_validations(suite_task: str) -> dict:
-    """The figures that say each metric measures what it claims (see hybrid/evaluation/validate.py)."""
-    from hybrid.evaluation.validate import (validate_classifier, validate_classifier_on_hallucinations, validate_grounding,
+    """The figures that say each metric measures what it claims (see hybrid/evaluation/harness/validate.py)."""
+    from hybrid.evaluation.harness.validate import (validate_classifier, validate_classifier_on_hallucinations, validate_grounding,
                                             validate_judge)
 
     figures = {"grounding": dataclasses.asdict(validate_grounding())}
@@ -56,14 +56,14 @@ def run_suite(suite_name: str, *, limit=None, draft_model="smollm2-135m", refine
     del pipe
     score_samples(samples, examples, suite, config)
     grounded = has_sources(suite, examples)
-    summaries = summarise(samples, system_names(config, grounded))
+    summaries = summarise(samples, eval_systems(config, grounded))
     header = {
         "prompts": len(examples), "draft model": draft_model, "dtype": dtype,
         "refiner": refiner or "shipped general (default)", "strength": config.strength,
         "select": pipe_select, "edit threshold": config.edit_threshold, "min change confidence": config.min_change_confidence,
         "verified": f"window {config.verify_window}, refiner weight {config.verify_weight:g} (all hybrid-K rows)",
         "max new tokens": suite.max_new_tokens,
-        **({"grounded": f"{GROUNDED}: select unsupported ({', '.join(DEFAULT_GROUND_KINDS)}), {config.ground_candidates} source copies "
+        **({"grounded": f"{GROUNDED.name}: select unsupported ({', '.join(DEFAULT_GROUND_KINDS)}), {config.ground_candidates} source copies "
                         f"per span, ground weight {config.ground_weight:g}, verified"} if grounded and config.grounded else {}),
         "wall-clock of the whole evaluation (s)": round(time.perf_counter() - started, 1),
     }

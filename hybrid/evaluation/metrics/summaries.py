@@ -7,11 +7,12 @@ Both work offline. BERTScore uses all six MiniLM layers (``num_layers=6``) and n
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 from hybrid.errors import HybridError
-from hybrid.evaluation.minilm import minilm_folder
+from hybrid.evaluation.metrics.minilm import minilm_folder
+from hybrid.results import Result
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
 @dataclass(frozen=True)
-class RougeResult:
+class RougeResult(Result):
     """Mean F-measures over prediction/reference pairs."""
 
     rouge1: float
@@ -27,23 +28,15 @@ class RougeResult:
     rougeL: float
     pairs: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class BertScoreResult:
+class BertScoreResult(Result):
     """Mean BERTScore precision, recall and F1 over pairs, and the per-pair F1."""
 
     precision: float
     recall: float
     f1: float
     per_pair_f1: tuple[float, ...]
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["per_pair_f1"] = list(self.per_pair_f1)
-        return out
 
 
 def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
