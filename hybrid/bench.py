@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, resolve_device, synchronize
-from hybrid.options import DEFAULT_REFINE_STEPS, DEFAULT_STRENGTH
+from hybrid.config import DEFAULT_REFINE_STEPS, DTYPE_NAMES, DraftConfig, SamplerConfig
 from hybrid.pipeline import HybridPipeline, resolve_refiner
 from hybrid.refiner import Refiner
 from hybrid.systems import DRAFT, System
@@ -46,12 +46,12 @@ class BenchConfig:
     lengths: list[int] = field(default_factory=lambda: [128])
     steps: list[int] = field(default_factory=lambda: [DEFAULT_REFINE_STEPS, 8])  # the default K, and K 8
     batch_sizes: list[int] = field(default_factory=lambda: [1])
-    dtypes: list[str] = field(default_factory=lambda: ["float32", "bfloat16"])
+    dtypes: list[str] = field(default_factory=lambda: list(DTYPE_NAMES))
     repeats: int = 3
     warmup: int = 1
     budget_s: float = 0.0  # > 0: stop repeating a cell once its timed runs exceed this (at least one run; long runs are steady)
     reuse_draft: bool = False  # True: hybrid = the draft's median + refining that same draft (timed apart), instead of end to end
-    strength: float = DEFAULT_STRENGTH
+    refine: SamplerConfig = field(default_factory=SamplerConfig)  # the settings every timed system starts from
     draft_model: str = DEFAULT_DRAFTER
     refiner: str | None = None  # None: the shipped general refiner, or an untrained one if none is installed
     measure_memory: bool = True
@@ -226,19 +226,20 @@ def run_bench(config: BenchConfig) -> BenchReport:
         for batch in config.batch_sizes:
             prompts = (PROMPTS * batch)[:batch]
             for tokens in config.lengths:
-                common = dict(max_new_tokens=tokens, ignore_eos=True, seed=0)
-                draft_s, drafts = _median_time(lambda: pipe(prompts, refine_steps=0, **common), config.repeats, config.warmup, config.budget_s)
+                draft_config = DraftConfig(max_new_tokens=tokens, ignore_eos=True, seed=0)
+                draft_s, drafts = _median_time(lambda: pipe(prompts, draft_config, DRAFT.refine_config(config.refine), mode="draft"),
+                                               config.repeats, config.warmup, config.budget_s)
                 report.timings.append(Timing(dtype, batch, tokens, DRAFT, draft_s, batch * tokens / draft_s, 1.0, 0))
                 bar.update()
                 decode_step_s = statistics.median(r[0].timings.draft_decode_s for r in drafts) / max(tokens - 1, 1)
                 report.step_costs.append(_step_cost(pipe, dtype, batch, tokens, decode_step_s, config.repeats))
-                draft = pipe.draft(prompts, max_new_tokens=tokens, ignore_eos=True, seed=0) if config.reuse_draft else None
+                draft = pipe.draft(prompts, draft_config) if config.reuse_draft else None
                 warmup = config.warmup
                 for steps in config.steps:
                     for system in (replace(s, steps=steps) for s in systems):
                         given = draft if system.refines_draft else None
-                        call = lambda: pipe(prompts, refine_steps=steps, mode=system.mode, strength=config.strength,  # noqa: E731
-                                            cache_refresh=system.cache_refresh, draft=given, **common)
+                        call = lambda: pipe(prompts, draft_config, system.refine_config(config.refine), mode=system.mode,  # noqa: E731
+                                            draft=given)
                         seconds, outputs = _median_time(call, config.repeats, warmup, config.budget_s)
                         seconds += draft_s if given is not None else 0.0
                         warmup = config.warmup if not config.reuse_draft else 0  # with reuse: one warm-up per cell

@@ -7,7 +7,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from hybrid.bench import BenchReport, Timing
-from hybrid.options import DEFAULT_REFINE_STEPS
+from hybrid.config import DEFAULT_REFINE_STEPS
 from hybrid.systems import DRAFT, System
 
 # The issues' targets on this 2-core CPU, as ratios measured in one run: the default hybrid (verified, the default K)

@@ -13,7 +13,6 @@ from hybrid import __version__
 from hybrid.errors import HybridError
 from hybrid.cli_options import config_from, config_options
 from hybrid.config import DTYPE_NAMES, MODES, NO_REFINER, DraftConfig, SamplerConfig
-from hybrid.options import DEFAULT_MIN_CHANGE_CONFIDENCE, DEFAULT_STRENGTH, DEFAULT_VERIFY_WEIGHT, DEFAULT_VERIFY_WINDOW, SELECT_CHOICES
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -194,12 +193,7 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
 @click.option("--limit", type=click.IntRange(1, 100000), default=None, help="Only the first N prompts (a quick look).")
 @click.option("--steps", default="1,2,4,8,16", show_default=True, help="Comma-separated refine-step counts for the hybrid systems.")
 @click.option("--diffusion-steps", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_STRENGTH, show_default=True)
-@click.option("--select", type=click.Choice(SELECT_CHOICES), default="auto", show_default=True)
-@click.option("--edit-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)
-@click.option("--min-change-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CHANGE_CONFIDENCE, show_default=True, help="Keep a re-noised draft token unless the refiner is at least this sure of its replacement.")
-@click.option("--verify-weight", type=click.FloatRange(0, 100), default=DEFAULT_VERIFY_WEIGHT, show_default=True, help="Refiner weight in the verify score of the hybrid rows.")
-@click.option("--verify-window", type=click.IntRange(0, 64), default=DEFAULT_VERIFY_WINDOW, show_default=True)
+@config_options(SamplerConfig, skip=("steps",))
 @click.option("--draft-model", default="smollm2-135m", show_default=True)
 @click.option("--refiner", default=None, help="Refiner folder or shipped name; default the shipped general refiner.")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="float32", show_default=True)
@@ -208,8 +202,8 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
 @click.option("--no-encoders", is_flag=True, help="Skip the MiniLM metrics (coherence, BERTScore, consistency classifier).")
 @click.option("--validate", "validate_metrics", is_flag=True, help="Also measure and report the metric validations (judge, grounding, classifier).")
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Report folder (default evals/reports/SUITE).")
-def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_threshold, min_change_confidence, verify_weight,
-                 verify_window, draft_model, refiner, dtype, batch_size, no_judge, no_encoders, validate_metrics, output):
+def eval_command(suite, limit, steps, diffusion_steps, draft_model, refiner, dtype, batch_size, no_judge, no_encoders, validate_metrics,
+                 output, **settings):
     """Score draft only, diffusion only and hybrid (several K) on SUITE's prompts, in one run.
 
     SUITE is a name under evals/suites/ (summarize, continue, facts), `all` for every suite there, or the path of
@@ -223,6 +217,7 @@ def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_th
     from pathlib import Path
 
     from hybrid.evaluation.harness.evaluate_suite import run_suite
+    from hybrid.evaluation.harness.runner import EvalConfig
     from hybrid.evaluation.harness.suite import SUITES_DIR
 
     try:
@@ -232,13 +227,11 @@ def eval_command(suite, limit, steps, diffusion_steps, strength, select, edit_th
     if suite == "all" and output:
         raise click.BadParameter("with `all`, each suite writes to evals/reports/SUITE; drop --output", param_hint="--output")
     names = sorted(p.stem for p in SUITES_DIR.glob("*.yaml")) if suite == "all" else [suite]
-    settings = dict(limit=limit, hybrid_steps=hybrid_steps, diffusion_steps=diffusion_steps, strength=strength, select=select,
-                    edit_threshold=edit_threshold, min_change_confidence=min_change_confidence, verify_weight=verify_weight,
-                    verify_window=verify_window, draft_model=draft_model,
-                    refiner=refiner, dtype=dtype, batch_size=batch_size, judge=not no_judge, encoders=not no_encoders,
-                    validate_metrics=validate_metrics, output=Path(output) if output else None)
+    config = EvalConfig(refine=config_from(SamplerConfig, settings), hybrid_steps=hybrid_steps, diffusion_steps=diffusion_steps,
+                        batch_size=batch_size, judge=not no_judge, encoders=not no_encoders)
     for name in names:
-        paths, _ = run_suite(name, **settings)
+        paths, _ = run_suite(name, config, limit=limit, draft_model=draft_model, refiner=refiner, dtype=dtype,
+                             validate_metrics=validate_metrics, output=Path(output) if output else None)
         click.echo(paths["markdown"].read_text())
         click.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
 

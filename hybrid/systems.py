@@ -8,9 +8,10 @@ A system's name is what reports print: eval rows carry the step count ("diffusio
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-MODES = ("draft", "diffusion", "hybrid")
+from hybrid.config import SamplerConfig
+
 _NAME = re.compile(r"(draft|diffusion|hybrid)(?:-K(\d+))?(-unverified)?(-grounded)?(?:-cache(\d+))?")
 
 
@@ -38,6 +39,18 @@ class System:
     @property
     def refines_draft(self) -> bool:
         return self.mode == "hybrid"
+
+    def refine_config(self, base: SamplerConfig) -> SamplerConfig:
+        """The refine settings this system runs with: `base` (the run's settings) with its own K, verification,
+        selection and cache. The pipeline takes it with `mode=system.mode`."""
+        if self.mode == "draft":
+            return replace(base, steps=0)
+        changes = {"steps": self.steps, "cache_refresh": self.cache_refresh}
+        if not self.verified:
+            changes["verify"] = False
+        if self.grounded:
+            changes["select"] = "unsupported"
+        return replace(base, **changes)
 
     @classmethod
     def from_name(cls, name: str) -> "System":

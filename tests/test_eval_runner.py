@@ -100,10 +100,24 @@ def test_a_cell_with_too_few_prompts_says_so_instead_of_nan():
 
 
 def test_system_names_are_the_report_strings_and_read_back():
-    from hybrid.options import DEFAULT_REFINE_STEPS
+    from hybrid.config import DEFAULT_REFINE_STEPS
 
     names = ["draft", "diffusion-K8", "hybrid-K4", "hybrid-K8-unverified", f"hybrid-K{DEFAULT_REFINE_STEPS}-grounded"]
     config = EvalConfig(hybrid_steps=[4], diffusion_steps=8)
     assert [s.name for s in eval_systems(config, grounded=True)] == names
     assert all(System.from_name(name).name == name for name in names + ["hybrid-K8-cache4"])
     assert System("hybrid", 8, cache_refresh=4).label == "hybrid-cache4" and DRAFT.label == "draft"
+
+
+def test_each_system_runs_the_base_settings_with_its_own_k_verification_and_selection():
+    from hybrid.config import SamplerConfig
+
+    base = SamplerConfig(strength=0.3, verify_window=5, ground_weight=1.5)
+    hybrid = System("hybrid", 4).refine_config(base)
+    assert (hybrid.steps, hybrid.strength, hybrid.verify, hybrid.select, hybrid.verify_window) == (4, 0.3, True, "auto", 5)
+    assert System("hybrid", 8, verified=False).refine_config(base).verify is False
+    grounded = System("hybrid", 2, grounded=True).refine_config(base)
+    assert (grounded.select, grounded.ground_weight, grounded.verify) == ("unsupported", 1.5, True)
+    assert DRAFT.refine_config(base).steps == 0
+    assert System("hybrid", 8, cache_refresh=4).refine_config(base).cache_refresh == 4
+    assert base.steps is None and base.select == "auto"  # the base is not changed

@@ -100,7 +100,7 @@ def test_cache_refresh_runs_and_one_means_exact(tiny_pipeline):
 
 
 def test_refines_by_default_when_a_refiner_is_loaded(tiny_pipeline, tiny_model_dir):
-    from hybrid.options import DEFAULT_REFINE_STEPS
+    from hybrid.config import DEFAULT_REFINE_STEPS
 
     assert tiny_pipeline("Hello", max_new_tokens=6, ignore_eos=True).refine_steps == DEFAULT_REFINE_STEPS > 0
     plain = HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner="none")

@@ -72,7 +72,7 @@ def test_shapes_differ_as_documented():
 
 
 def test_the_declared_schedule_names_are_the_implemented_ones():
-    from hybrid.options import SCHEDULE_NAMES
+    from hybrid.config import SCHEDULE_NAMES
     from hybrid.schedule import SCHEDULES
 
     assert tuple(SCHEDULE_NAMES) == tuple(SCHEDULES)

@@ -197,7 +197,7 @@ def validate(recipe: Recipe) -> Recipe:
     for ok, message in checks:
         if not ok:
             raise HybridError(f"recipe: {message}")
-    from hybrid.options import SCHEDULE_NAMES  # not hybrid.schedule: validating a recipe imports no torch
+    from hybrid.config import SCHEDULE_NAMES  # not hybrid.schedule: validating a recipe imports no torch
 
     if recipe.objective.schedule not in SCHEDULE_NAMES:
         raise HybridError(f"unknown noise schedule {recipe.objective.schedule!r}; choose one of: {', '.join(SCHEDULE_NAMES)}")

@@ -9,11 +9,9 @@ from pathlib import Path
 
 from hybrid.evaluation.harness.report import summarise, write_report, verdicts
 from hybrid.evaluation.harness.runner import GROUNDED, EvalConfig, eval_systems, generate_samples, has_sources
-from hybrid.options import DEFAULT_GROUND_KINDS
 from hybrid.evaluation.harness.scoring import score_samples
 from hybrid.evaluation.harness.suite import load_examples, load_suite
 from hybrid.resources import output_root
-from hybrid.sampler import SamplerConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +31,15 @@ def metric_validations(suite_task: str) -> dict:
     return figures
 
 
-def run_suite(suite_name: str, *, limit=None, draft_model="smollm2-135m", refiner=None, dtype="float32", validate_metrics=False,
-              output: Path | None = None, **settings):
-    """`settings`: EvalConfig fields (hybrid_steps, strength, select, verify_weight, ...)."""
+def run_suite(suite_name: str, config: EvalConfig | None = None, *, limit=None, draft_model="smollm2-135m", refiner=None,
+              dtype="float32", validate_metrics=False, output: Path | None = None):
+    """Generate with every system of `config` on the suite's prompts, score, and write the report."""
     from hybrid.pipeline import HybridPipeline
 
     suite, base = load_suite(suite_name)
-    config = EvalConfig(**settings)
-    select = "logprob" if config.select == "auto" else config.select  # auto is resolved by the pipeline
-    for steps in [*config.hybrid_steps, config.diffusion_steps]:  # fail on bad numbers before loading models
-        SamplerConfig(steps=steps, strength=config.strength, select=select, edit_threshold=config.edit_threshold,
-                      min_change_confidence=config.min_change_confidence, verify_weight=config.verify_weight,
-                      verify_window=config.verify_window).validate()
+    config = config or EvalConfig()
+    for system in eval_systems(config):  # fail on bad numbers before loading models
+        system.refine_config(config.refine).validate()
     examples = load_examples(suite, base, limit)
     started = time.perf_counter()
     refiner = refiner or suite.refiner
@@ -52,19 +47,19 @@ def run_suite(suite_name: str, *, limit=None, draft_model="smollm2-135m", refine
     if pipe.refiner is None:
         log.warning("no refiner available: only the draft-only system is evaluated")
     samples = generate_samples(pipe, suite, examples, config)
-    pipe_select = pipe.default_select if config.select == "auto" else config.select
+    refine = config.refine.resolved(pipe.refiner is not None, pipe.default_select)
     del pipe
     score_samples(samples, examples, suite, config)
     grounded = has_sources(suite, examples)
     summaries = summarise(samples, eval_systems(config, grounded))
     header = {
         "prompts": len(examples), "draft model": draft_model, "dtype": dtype,
-        "refiner": refiner or "shipped general (default)", "strength": config.strength,
-        "select": pipe_select, "edit threshold": config.edit_threshold, "min change confidence": config.min_change_confidence,
-        "verified": f"window {config.verify_window}, refiner weight {config.verify_weight:g} (all hybrid-K rows)",
+        "refiner": refiner or "shipped general (default)", "strength": refine.strength,
+        "select": refine.select, "edit threshold": refine.edit_threshold, "min change confidence": refine.min_change_confidence,
+        "verified": f"window {refine.verify_window}, refiner weight {refine.verify_weight:g} (all hybrid-K rows)",
         "max new tokens": suite.max_new_tokens,
-        **({"grounded": f"{GROUNDED.name}: select unsupported ({', '.join(DEFAULT_GROUND_KINDS)}), {config.ground_candidates} source copies "
-                        f"per span, ground weight {config.ground_weight:g}, verified"} if grounded and config.grounded else {}),
+        **({"grounded": f"{GROUNDED.name}: select unsupported ({', '.join(refine.ground_kinds)}), {refine.ground_candidates} source copies "
+                        f"per span, ground weight {refine.ground_weight:g}, verified"} if grounded and config.grounded else {}),
         "wall-clock of the whole evaluation (s)": round(time.perf_counter() - started, 1),
     }
     if validate_metrics:
