@@ -22,7 +22,8 @@ import torch
 
 from hybrid.grounded import unsupported_kinds
 from hybrid.text.claims import NUMBER, entity_mentions
-from hybrid.verify import DrafterPrompt, DrafterScorer, Proposal, gather_tokens
+from hybrid.logprobs import gather_tokens
+from hybrid.verify import DrafterPrompt, DrafterScorer, Proposal
 
 _NAME_WORD = re.compile(r"[A-Z][\w'’-]*")
 

@@ -3,7 +3,11 @@
 import torch
 
 
+def gather_tokens(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, L): logp[b, i, tokens[b, i]] of normalised log-probs (B, L, V), ids beyond the vocabulary (the mask) clamped."""
+    return logp.gather(-1, tokens.clamp(max=logp.shape[-1] - 1)[..., None]).squeeze(-1)
+
+
 def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(tokens) under `logits` (B, L, V), with ids beyond the vocabulary (the mask) clamped."""
-    ids = tokens.clamp(max=logits.shape[-1] - 1)
-    return logits.float().log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
+    """log p(tokens) under raw `logits` (B, L, V), with ids beyond the vocabulary (the mask) clamped."""
+    return gather_tokens(logits.float().log_softmax(-1), tokens)

@@ -18,13 +18,14 @@ import torch
 from hybrid.config import NO_REFINER, DraftConfig, SamplerConfig, configs_from
 from hybrid.draft import Draft, Drafter
 from hybrid.errors import HybridError
+from hybrid.generation_result import GenerationResult, StageTimings, result_for_row
 from hybrid.grounded import grounding_source, source_restriction, unsupported_in_drafts
 from hybrid.grounded_repair import repair_draft
+from hybrid.logprobs import gather_tokens
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
 from hybrid.refiner import Refiner, resolve_refiner
-from hybrid.generation_result import GenerationResult, StageTimings, result_for_row
 from hybrid.sampler import SamplerOutput, build_canvas, refine, score_draft
-from hybrid.verify import DrafterScorer, gather_tokens, verify_changes
+from hybrid.verify import DrafterScorer, verify_changes
 
 log = logging.getLogger(__name__)
 class HybridPipeline:

@@ -114,11 +114,6 @@ class DrafterScorer:
         return logits.log_softmax(-1)
 
 
-def gather_tokens(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """(B, L): logp[b, i, tokens[b, i]], ids beyond the vocabulary clamped."""
-    return logp.gather(-1, tokens.clamp(max=logp.shape[-1] - 1)[..., None]).squeeze(-1)
-
-
 def verify_changes(original: torch.Tensor, proposed: torch.Tensor, original_logp: torch.Tensor, proposed_logp: torch.Tensor,
                    refiner_gain: torch.Tensor, editable: torch.Tensor, end_ids: set[int], window: int,
                    weight: float) -> tuple[torch.Tensor, list[Proposal]]:

@@ -41,7 +41,8 @@ def test_only_the_tokens_of_an_unsupported_claim_are_marked(default_tokenizer):
 
 
 def test_a_teacher_forced_draft_matches_the_drafters_own_scoring(tiny_pipeline):
-    from hybrid.verify import DrafterScorer, gather_tokens
+    from hybrid.logprobs import gather_tokens
+    from hybrid.verify import DrafterScorer
 
     draft = tiny_pipeline.draft_from_text(["Hello there", "A longer prompt here"], ["one two three", "four"])
     assert draft.texts == ["one two three", "four"]

@@ -72,7 +72,8 @@ def test_only_editable_positions_are_proposed():
 
 def test_drafter_scorer_gives_the_drafts_own_log_probs(tiny_pipeline):
     """The teacher-forced pass over a greedy draft reproduces drafting's log-probs (prompt cache reused, then cropped)."""
-    from hybrid.verify import DrafterScorer, gather_tokens
+    from hybrid.logprobs import gather_tokens
+    from hybrid.verify import DrafterScorer
 
     pipe = tiny_pipeline
     draft = pipe.draft(["a b c", "a much longer prompt here"], max_new_tokens=6, ignore_eos=True)
@@ -118,7 +119,8 @@ def test_trace_lists_every_proposal_with_its_verdict(tiny_pipeline):
 def test_a_cut_drafts_slack_is_put_back_before_scoring(tiny_pipeline):
     """A draft cut at max_new_tokens does not grow, and its proposals are scored on the draft's own slots only: not on
     the refiner's fills of the slack, nor on an end slot the draft never chose."""
-    from hybrid.verify import DrafterScorer, gather_tokens
+    from hybrid.logprobs import gather_tokens
+    from hybrid.verify import DrafterScorer
 
     pipe = tiny_pipeline
     n, window = 10, 4
