@@ -202,8 +202,9 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
 @click.option("--no-encoders", is_flag=True, help="Skip the MiniLM metrics (coherence, BERTScore, consistency classifier).")
 @click.option("--validate", "validate_metrics", is_flag=True, help="Also measure and report the metric validations (judge, grounding, classifier).")
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Report folder (default evals/reports/SUITE).")
+@click.option("--report-only", is_flag=True, help="Generate nothing: write report.md again from the report folder's results.json.")
 def eval_command(suite, limit, steps, diffusion_steps, draft_model, refiner, dtype, batch_size, no_judge, no_encoders, validate_metrics,
-                 output, **settings):
+                 output, report_only, **settings):
     """Score draft only, diffusion only and hybrid (several K) on SUITE's prompts, in one run.
 
     SUITE is a name under evals/suites/ (summarize, continue, facts), `all` for every suite there, or the path of
@@ -216,7 +217,7 @@ def eval_command(suite, limit, steps, diffusion_steps, draft_model, refiner, dty
     """
     from pathlib import Path
 
-    from hybrid.evaluation.harness.evaluate_suite import run_suite
+    from hybrid.evaluation.harness.evaluate_suite import report_folder, run_suite
     from hybrid.evaluation.harness.runner import EvalConfig
     from hybrid.evaluation.harness.suite import SUITES_DIR
 
@@ -227,6 +228,12 @@ def eval_command(suite, limit, steps, diffusion_steps, draft_model, refiner, dty
     if suite == "all" and output:
         raise click.BadParameter("with `all`, each suite writes to evals/reports/SUITE; drop --output", param_hint="--output")
     names = sorted(p.stem for p in SUITES_DIR.glob("*.yaml")) if suite == "all" else [suite]
+    if report_only:
+        from hybrid.evaluation.harness.report import rerender
+
+        for name in names:
+            click.echo(f"wrote {rerender(Path(output) if output else report_folder(name))}")
+        return
     config = EvalConfig(refine=config_from(SamplerConfig, settings), hybrid_steps=hybrid_steps, diffusion_steps=diffusion_steps,
                         batch_size=batch_size, judge=not no_judge, encoders=not no_encoders)
     for name in names:

@@ -13,7 +13,7 @@ config on to the sampler, the eval harness and the bench start from them. This m
 from __future__ import annotations
 
 import difflib
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from hybrid.errors import HybridError
 
@@ -187,9 +187,3 @@ def configs_from(settings: dict, draft_config: DraftConfig | None = None,
     if "ground_kinds" in refine_changes:
         refine_changes["ground_kinds"] = tuple(refine_changes["ground_kinds"])
     return replace(draft_config or DraftConfig(), **draft_changes), replace(refine_config or SamplerConfig(), **refine_changes)
-
-
-def field_default(cls, name: str):
-    """The declared default of one field (for code that shows or compares defaults)."""
-    f = next(f for f in fields(cls) if f.name == name)
-    return f.default if f.default is not MISSING else f.default_factory()

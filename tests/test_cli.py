@@ -85,13 +85,13 @@ def test_too_long_prompt(tiny_model_dir):
 def test_generate_defaults_are_the_pipelines():
     """The CLI's defaults are the configs' own (what `pipe(prompt)` uses), for every refine and draft setting."""
     from hybrid.cli import generate
-    from hybrid.config import DraftConfig, SamplerConfig, field_default
+    from hybrid.config import DraftConfig, SamplerConfig
 
     for cls in (DraftConfig, SamplerConfig):
         for name in ("min_change_confidence", "verify", "verify_weight", "verify_window", "product", "strength", "max_new_tokens",
                      "top_p", "ground_weight", "ground_candidates", "cache_refresh"):
             option = next((p for p in generate.params if p.name == name), None)
             if hasattr(cls(), name):
-                assert option is not None and option.default == field_default(cls, name), name
+                assert option is not None and option.default == getattr(cls(), name), name
     kinds = next(p for p in generate.params if p.name == "ground_kinds")
-    assert kinds.default == ",".join(field_default(SamplerConfig, "ground_kinds"))
+    assert kinds.default == ",".join(SamplerConfig().ground_kinds)

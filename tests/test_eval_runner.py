@@ -73,10 +73,13 @@ def test_eval_on_a_users_suite_end_to_end(tmp_path, tiny_model_dir, tiny_refiner
     assert all("rougeL" in s["scores"] and "unigram_entropy" in s["scores"] for s in data["samples"])
     assert "| hybrid-K2 |" in (out / "report.md").read_text()
     assert (out / "quality_vs_time.png").stat().st_size > 1000
-    from hybrid.evaluation.harness.report import rerender
-
     before = (out / "report.md").read_text()
-    assert rerender(out).read_text() == before  # the report can be rebuilt from results.json alone
+    (out / "report.md").unlink()
+    rebuilt = CliRunner().invoke(cli, ["eval", "x", "--report-only", "--output", str(out)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (out / "report.md").read_text() == before  # the report can be rebuilt from results.json alone
+    missing = CliRunner().invoke(cli, ["eval", "x", "--report-only", "--output", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "holds no results.json" in missing.output
 
 
 def test_eval_bad_suite_is_one_line(tmp_path):

@@ -31,6 +31,15 @@ def metric_validations(suite_task: str) -> dict:
     return figures
 
 
+def _default_folder(suite) -> Path:
+    return output_root() / "evals" / "reports" / suite.name
+
+
+def report_folder(suite_name: str) -> Path:
+    """Where `hybrid eval SUITE` writes its report when no --output is given."""
+    return _default_folder(load_suite(suite_name)[0])
+
+
 def run_suite(suite_name: str, config: EvalConfig | None = None, *, limit=None, draft_model="smollm2-135m", refiner=None,
               dtype="float32", validate_metrics=False, output: Path | None = None):
     """Generate with every system of `config` on the suite's prompts, score, and write the report."""
@@ -64,5 +73,5 @@ def run_suite(suite_name: str, config: EvalConfig | None = None, *, limit=None, 
     }
     if validate_metrics:
         header["metric validations"] = metric_validations(suite.task)
-    folder = output or (output_root() / "evals" / "reports" / suite.name)
+    folder = output or _default_folder(suite)
     return write_report(folder, suite.name, samples, summaries, header), verdicts(summaries)

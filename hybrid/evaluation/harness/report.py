@@ -10,6 +10,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hybrid.errors import HybridError
 from hybrid.evaluation.harness.runner import Sample
 from hybrid.evaluation.harness.scoring import METRIC_DIRECTION
 from hybrid.systems import DRAFT, System
@@ -169,6 +170,8 @@ def plot(summaries: list[SystemSummary], path: Path, suite_name: str) -> None:
 
 def rerender(folder: Path) -> Path:
     """Write report.md again from a report folder's results.json (after a change to the table's layout)."""
+    if not (folder / "results.json").is_file():
+        raise HybridError(f"{folder} holds no results.json: run `hybrid eval` into it first")
     data = json.loads((folder / "results.json").read_text())
     summaries = []
     for raw in data["systems"]:

@@ -147,8 +147,3 @@ class Judge:
             out.append(math.exp(-sum(logps) / len(logps)) if logps else float("nan"))
         return out
 
-    def corpus_perplexity(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> float:
-        """One perplexity over all scored tokens of all texts (token-weighted, not a mean of perplexities)."""
-        all_logps = [lp for logps in self.token_log_likelihoods(texts, contexts) for lp in logps]
-        return math.exp(-sum(all_logps) / len(all_logps)) if all_logps else float("nan")
-
