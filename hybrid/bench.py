@@ -168,7 +168,7 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
         state = refiner.encode_prompt(prompt_ids, prompt_mask)
         seconds, _ = _median_time(lambda: step(True), repeats, 1)
         reused = None
-        if refiner.reuse_lower and refiner.first_bidirectional > 0:
+        if refiner.reuses_lower:
             reused, _ = _median_time(lambda: step(False), repeats, 1)
     return StepCost(dtype, batch, tokens + 4, decode_step_s, seconds, seconds / decode_step_s, reused,
                     reused / decode_step_s if reused is not None else None)

@@ -230,7 +230,7 @@ class HybridPipeline:
         """The verify pass: the drafter's log-probs of the proposal, sharing the refiner's lower layers where they are
         causal and LoRA-free (only the top layers run again), else one full drafter pass."""
         refiner = self.refiner
-        if state is not None and refiner.reuse_lower and refiner.first_bidirectional > 0 and refiner.cache_refresh <= 1:
+        if state is not None and refiner.reuses_lower:
             state.last_drafter_logits = drafter_state.last_logits
             return refiner.drafter_logprobs(state, drafter_state.cache, canvas)
         return scorer.logprobs(drafter_state, canvas)

@@ -96,3 +96,37 @@ def test_the_verify_pass_on_shared_lower_layers_equals_the_drafters_own(partial_
         assert state.lower.recomputed == 5  # from the first changed slot (1) on
         plain = scorer.logprobs(scorer.encode_prompt(prompt, prompt_mask), proposal)
     assert torch.allclose(shared, plain, atol=1e-5)
+
+
+def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pass():
+    """Scoring the draft (the detection head) computes the lower layers once: the refine pass over draft + slack that
+    follows reruns them only for the slack slots, and both results equal those of the passes without reuse."""
+    torch.manual_seed(0)
+    model = build_tiny_llama(300)
+    refiner = Refiner.create(model, "tiny", lora_r=4, lora_alpha=8, bidirectional_layers=1)
+    refiner.add_detection_head(layers=[0, 1], neighbours=1)  # one tap in the causal lower layer, one in the top layer
+    with torch.no_grad():
+        for name, param in refiner.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+        refiner.mask_marker.normal_(0, 0.5)
+        refiner.detection_head.linear.weight.normal_(0, 0.5)
+    refiner.eval()
+    mask = refiner.mask_token_id
+    prompt = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    draft = torch.tensor([[20, 21, 22, 23], [30, 31, 32, 33]])
+    canvas = torch.cat([draft, torch.full((2, 2), mask)], dim=1)  # two slack slots
+    canvas[:, 1] = mask
+    shown = torch.where(canvas == mask, torch.cat([draft, torch.full((2, 2), -1)], dim=1), torch.full_like(canvas, -1))
+    results = {}
+    for reuse in (True, False):
+        refiner.reuse_lower = reuse
+        state = refiner.encode_prompt(prompt, (prompt > 0).long())
+        with torch.no_grad():
+            confidence = refiner.visible_confidence(state, draft)
+            state.shown = shown
+            logits = refiner.canvas_logits(state, canvas)
+        results[reuse] = (confidence, logits, state.lower.recomputed if state.lower is not None else None)
+    assert torch.allclose(results[True][0], results[False][0], atol=1e-5)
+    assert torch.allclose(results[True][1], results[False][1], atol=1e-5)
+    assert results[True][2] == 2  # only the slack slots ran through the lower layers again

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -45,20 +45,31 @@ class LowerStates:
     values: list
     hidden: torch.Tensor  # (B, L, E) the lower stack's output, before the mask marker
     recomputed: int = 0  # canvas positions the last pass ran through the lower layers
+    taps: dict = field(default_factory=dict)  # lower layer index -> (B, L, E) its output, for the detection layers among them
 
 
 class CanvasCacheMixin:
     """The Refiner's passes that reuse earlier work (see the module docstring)."""
 
-    def _reusing_lower(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
+    @property
+    def reuses_lower(self) -> bool:
+        """Whether passes share the causal lower layers' states (exact reuse on, a causal lower stack, no approximate cache)."""
+        return self.reuse_lower and self.first_bidirectional > 0 and self.cache_refresh <= 1
+
+    def _reusing_lower(self, state: PromptState, canvas: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
         """`_backbone` over the whole canvas, with the lower layers rerun only from the first slot whose input changed
-        since the last pass (state.lower); the top layers always see the whole canvas. Same result, to float rounding."""
+        since the last pass (state.lower); the top layers always see the whole canvas. Same result, to float rounding.
+        With `taps` (a dict), the outputs of the detection layers are stored there by layer index, as `_layers` does."""
         every = torch.arange(canvas.shape[1], device=canvas.device)
-        hidden = self._lower_states(state, canvas).hidden
+        lower = self._lower_states(state, canvas)
+        hidden = lower.hidden
+        if taps is not None:
+            taps.update(lower.taps)
         is_mask = canvas == self.mask_token_id
         if self.mask_marker is not None:
             hidden = hidden + is_mask[..., None].to(hidden.dtype) * self.mask_marker.to(hidden.dtype)
-        return self._top_layers(state.cache, hidden, state.next_position, attention_mask(state.attention_mask, every, every, both_ways=True))
+        both_ways = attention_mask(state.attention_mask, every, every, both_ways=True)
+        return self._top_layers(state.cache, hidden, state.next_position, both_ways, taps)
 
     def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor) -> torch.Tensor:
         """(B, L, V) the plain drafter's log-distribution of each canvas token given the prompt and the tokens before it
@@ -81,11 +92,14 @@ class CanvasCacheMixin:
         inner = self.model.get_base_model().model
         is_mask = canvas == self.mask_token_id
         inputs = canvas if state.shown is None else torch.where(is_mask & (state.shown >= 0), state.shown, canvas)
-        lower = state.lower if state.lower is not None and state.lower.inputs.shape == inputs.shape else None
+        lower = state.lower
+        if lower is not None and (lower.inputs.shape[0] != inputs.shape[0] or lower.inputs.shape[1] > length):
+            lower = None
         start = 0
-        if lower is not None:
-            changed = (lower.inputs != inputs).any(0).nonzero().flatten()
-            start = int(changed[0]) if changed.numel() else length
+        if lower is not None:  # the same canvas, or a longer one that begins with it (the draft, then draft + slack)
+            known = lower.inputs.shape[1]
+            changed = (lower.inputs != inputs[:, :known]).any(0).nonzero().flatten()
+            start = int(changed[0]) if changed.numel() else known
         if start == length:
             lower.recomputed = 0
             return lower
@@ -94,7 +108,7 @@ class CanvasCacheMixin:
                                 both_ways=False)
         suffix = self._embed(inputs[:, start:])
         rotary = inner.rotary_emb(suffix, position_ids=positions[:, start:])
-        keys, values = [], []
+        keys, values, taps = [], [], {}
         for index in range(self.first_bidirectional):
             cached = state.cache.layers[index]
             if start > 0:
@@ -105,13 +119,15 @@ class CanvasCacheMixin:
             keys.append(cached.keys[:, :, prompt_len:])
             values.append(cached.values[:, :, prompt_len:])
             cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
+            if index in self.config.detection_layers:
+                taps[index] = suffix if start == 0 else torch.cat([lower.taps[index][:, :start], suffix], dim=1)
         hidden = suffix if start == 0 else torch.cat([lower.hidden[:, :start], suffix], dim=1)
-        state.lower = LowerStates(inputs.clone(), keys, values, hidden, length - start)
+        state.lower = LowerStates(inputs.clone(), keys, values, hidden, length - start, taps)
         return state.lower
 
-    def _top_layers(self, cache, hidden: torch.Tensor, next_position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _top_layers(self, cache, hidden: torch.Tensor, next_position: torch.Tensor, mask: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
         """The layers from first_bidirectional up over the whole canvas under `mask`, on the prompt held in `cache`
-        (the canvas entries are dropped from it again afterwards)."""
+        (the canvas entries are dropped from it again afterwards); `taps` as in `_reusing_lower`."""
         inner = self.model.get_base_model().model
         positions = next_position + torch.arange(hidden.shape[1], device=hidden.device)
         rotary = inner.rotary_emb(hidden, position_ids=positions)
@@ -121,6 +137,8 @@ class CanvasCacheMixin:
                                          use_cache=True, **{self._layer_cache_keyword: cache})
             cached = cache.layers[index]
             cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
+            if taps is not None and index in self.config.detection_layers:
+                taps[index] = hidden
         return inner.norm(hidden)
 
     def _partial_canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:

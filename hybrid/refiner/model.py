@@ -136,7 +136,7 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
             return self._partial_canvas_logits(state, canvas, need)
         length = canvas.shape[1]
         prompt_len = state.attention_mask.shape[1]
-        if self.reuse_lower and self.first_bidirectional > 0 and self.cache_refresh <= 1:
+        if self.reuses_lower:
             hidden = self._reusing_lower(state, canvas)
             state.canvas_keys = state.canvas_values = None
             return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length)
@@ -204,8 +204,11 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         length = canvas.shape[1]
         every = torch.arange(length, device=canvas.device)
         taps = {}
-        hidden = self._backbone(state, canvas, every, every, taps)
-        state.cache.crop(-length)
+        if self.reuses_lower:  # the refine passes that follow reuse these lower states (the draft is their prefix)
+            hidden = self._reusing_lower(state, canvas, taps)
+        else:
+            hidden = self._backbone(state, canvas, every, every, taps)
+            state.cache.crop(-length)
         state.canvas_keys = state.canvas_values = None
         logits = self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), None, length)
         if self.detection_head is None:
