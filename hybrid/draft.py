@@ -46,6 +46,27 @@ class Draft:
     timings: DraftTimings = field(default_factory=DraftTimings)
     distributions: torch.Tensor | None = None  # (B, N, V) log-probs of every step, with DraftConfig.keep_distributions
     cache: object = None  # the drafter's KV cache of prompt and draft (with keep_distributions): the verifier reuses its prompt part
+    lower: "LayerStates | None" = None  # what the lower layers computed for the draft's tokens (Drafter.generate's `record`)
+
+
+@dataclass
+class LayerStates:
+    """What drafting computed in the first `layers` decoder layers at the draft slots it fed (all but the last token):
+    their keys and values, and the outputs of the layers asked for. A refiner whose lower layers are the drafter's
+    (causal, LoRA-free) reuses them instead of running those layers over the draft again."""
+
+    inputs: torch.Tensor  # (B, M) the tokens fed at the draft slots 0..M-1
+    keys: list  # per layer (B, H, M, D)
+    values: list
+    outputs: dict  # layer index -> (B, M, E) that layer's output
+
+
+def _keep_output(kept: list):
+    """A forward hook that appends a decoder layer's output (its hidden states) to `kept`."""
+    def hook(module, args, output):
+        kept.append(output[0] if isinstance(output, tuple) else output)
+
+    return hook
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -121,9 +142,12 @@ class Drafter:
         return ids.to(self.model.device), mask.to(self.model.device)
 
     @torch.inference_mode()
-    def generate(self, prompts: str | list[str], config: DraftConfig | None = None, on_token=None) -> Draft:
+    def generate(self, prompts: str | list[str], config: DraftConfig | None = None, on_token=None,
+                 record: tuple[int, tuple[int, ...]] | None = None) -> Draft:
         """Draft every prompt. `on_token(tokens)`, when given, is called after each decode step with the step's token of
-        every row (LongTensor[B]; rows that already ended hold the pad id), e.g. to stream the draft."""
+        every row (LongTensor[B]; rows that already ended hold the pad id), e.g. to stream the draft. `record` (n,
+        layers), with keep_distributions: keep the first n layers' keys and values and the outputs of `layers` at the
+        draft slots (Draft.lower)."""
         config = config or DraftConfig()
         config.validate()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -133,7 +157,7 @@ class Drafter:
         if config.seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(config.seed)
         prompt_ids, prompt_mask = self.encode_prompts(prompts, config.max_new_tokens)
-        return self._decode_loop(prompt_ids, prompt_mask, config, generator, on_token)
+        return self._decode_loop(prompt_ids, prompt_mask, config, generator, on_token, record if config.keep_distributions else None)
 
     @torch.inference_mode()
     def generate_ids(self, prompts: list[list[int]], config: DraftConfig | None = None) -> Draft:
@@ -193,14 +217,29 @@ class Drafter:
         tail = self.tokenizer.decode(generated[row][-16:], skip_special_tokens=True)
         return any(s in tail for s in stop)
 
-    def _decode_loop(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token=None) -> Draft:
+    def _decode_loop(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token=None, record=None) -> Draft:
         from transformers import DynamicCache
 
+        outputs: dict[int, list] = {index: [] for index in (record[1] if record else ())}
+        hooks = [self.model.get_decoder().layers[index].register_forward_hook(_keep_output(kept)) for index, kept in outputs.items()]
+        try:
+            draft = self._decode(prompt_ids, prompt_mask, config, generator, on_token, DynamicCache(config=self.model.config), outputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if record:
+            start = prompt_ids.shape[1]
+            fed = draft.cache.get_seq_length() - start  # every draft token but the last went through the model
+            draft.lower = LayerStates(draft.token_ids[:, :fed], [draft.cache.layers[i].keys[:, :, start:] for i in range(record[0])],
+                                      [draft.cache.layers[i].values[:, :, start:] for i in range(record[0])],
+                                      {index: torch.cat(kept[1:], dim=1) if fed else kept[0][:, :0] for index, kept in outputs.items()})
+        return draft
+
+    def _decode(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token, cache, outputs) -> Draft:
         batch = prompt_ids.shape[0]
         device = prompt_ids.device
         end_ids = torch.tensor(sorted(self.end_ids), device=device)
         pad_id = self.tokenizer.pad_token_id
-        cache = DynamicCache(config=self.model.config)
         attention = prompt_mask
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -107,7 +107,7 @@ class HybridPipeline:
         config = replace(draft_config or DraftConfig(), **settings)
         config = replace(config, stop=tuple(config.stop), keep_distributions=config.keep_distributions or self.refiner is not None).validate()
         with self._drafting(), torch.inference_mode():
-            return self.drafter.generate(prompts, config)
+            return self.drafter.generate(prompts, config, record=self._record())
 
     def stream(self, prompt: str, **settings):
         """Yield the draft as it is written, the canvas after each refine step, then the result (hybrid.streaming)."""
@@ -132,7 +132,7 @@ class HybridPipeline:
         if mode != "diffusion":
             if not reused:
                 with self._drafting():
-                    draft = self.drafter.generate(prompts, draft_config, on_token=hooks.get("on_token"))
+                    draft = self.drafter.generate(prompts, draft_config, on_token=hooks.get("on_token"), record=self._record())
             timings.draft_s = draft.timings.total_s
             timings.draft_prefill_s = draft.timings.prefill_s
             timings.draft_decode_s = draft.timings.decode_s
@@ -148,6 +148,10 @@ class HybridPipeline:
         mask_id = self.refiner.mask_token_id if self.refiner is not None else None
         return [result_for_row(self.tokenizer, mask_id, row, prompts[row], draft, final_ids[row], output, mode, sampler_config, timings)
                 for row in range(len(prompts))]
+
+    def _record(self):
+        """What drafting keeps of its lower layers for the refiner (hybrid.refiner.cache.adopt_lower), if anything."""
+        return self.refiner.lower_layers_to_record() if self.refiner is not None else None
 
     def _drafting(self):
         """The context drafting runs in: the shared backbone without the refiner's LoRA."""
@@ -169,6 +173,8 @@ class HybridPipeline:
             canvas = None
         copies_only = chosen is not None and sampler_config.verify and not sampler_config.ground_refill
         state = None if copies_only else refiner.encode_prompt(prompt_ids, prompt_mask)
+        if state is not None and draft is not None and draft.lower is not None and refiner.reuses_lower:
+            refiner.adopt_lower(state, draft.lower)  # the lower layers already ran over the draft while drafting
         editable = anchor = None
         if canvas is None:
             scores = score_draft(refiner, state, draft.token_ids) if sampler_config.select == "confidence" else None
@@ -217,7 +223,8 @@ class HybridPipeline:
         if sampler_config.verify:  # what may not change (masks left, padding, a cut draft's slack) is the draft's again
             output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
         if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
-            proposed_logp = gather_tokens(self._drafter_logprobs(state, scorer, drafter_state, output.canvas), output.canvas)
+            scored = _within_window((output.canvas != original) & editable, sampler_config.verify_window)
+            proposed_logp = gather_tokens(self._drafter_logprobs(state, scorer, drafter_state, output.canvas, scored), output.canvas)
             # Only what may change is scored: a cut draft's slack (and its end slot, which drafting never scored) is not text.
             original_logp, proposed_logp = original_logp.masked_fill(~editable, 0.0), proposed_logp.masked_fill(~editable, 0.0)
             output.canvas, output.proposals = verify_changes(
@@ -226,13 +233,14 @@ class HybridPipeline:
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
 
-    def _drafter_logprobs(self, state, scorer: DrafterScorer, drafter_state, canvas: torch.Tensor) -> torch.Tensor:
-        """The verify pass: the drafter's log-probs of the proposal, sharing the refiner's lower layers where they are
-        causal and LoRA-free (only the top layers run again), else one full drafter pass."""
+    def _drafter_logprobs(self, state, scorer: DrafterScorer, drafter_state, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """The verify pass: the drafter's log-probs of the proposal at the `need` slots (the rest is not scored), sharing
+        the refiner's lower layers where they are causal and LoRA-free (only the top layers run again), else one full
+        drafter pass."""
         refiner = self.refiner
         if state is not None and refiner.reuses_lower:
             state.last_drafter_logits = drafter_state.last_logits
-            return refiner.drafter_logprobs(state, drafter_state.cache, canvas)
+            return refiner.drafter_logprobs(state, drafter_state.cache, canvas, need)
         return scorer.logprobs(drafter_state, canvas)
 
     @staticmethod
@@ -253,3 +261,11 @@ class HybridPipeline:
             if token in ends:
                 return ids[:i]
         return ids
+
+
+def _within_window(changed: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, L) the slots a verify score can read: each changed slot and the `window` slots after it (hybrid.verify)."""
+    scored = changed.clone()
+    for shift in range(1, min(window, changed.shape[1] - 1) + 1):
+        scored[:, shift:] |= changed[:, :-shift]
+    return scored

@@ -95,7 +95,11 @@ def test_the_verify_pass_on_shared_lower_layers_equals_the_drafters_own(partial_
         shared = partial_refiner.drafter_logprobs(state, drafter_state.cache, proposal)
         assert state.lower.recomputed == 5  # from the first changed slot (1) on
         plain = scorer.logprobs(scorer.encode_prompt(prompt, prompt_mask), proposal)
+        need = torch.zeros_like(proposal, dtype=torch.bool)
+        need[0, [0, 3, 4]], need[1, 2] = True, True  # the verifier's windows: the head runs on these slots only
+        windowed = partial_refiner.drafter_logprobs(state, drafter_state.cache, proposal, need)
     assert torch.allclose(shared, plain, atol=1e-5)
+    assert torch.allclose(windowed[need], plain[need], atol=1e-5) and not windowed[:, 1:][~need[:, 1:]].any()
 
 
 def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pass():

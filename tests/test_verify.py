@@ -147,3 +147,12 @@ def test_a_cut_drafts_slack_is_put_back_before_scoring(tiny_pipeline):
     for p in result.proposals:
         expected = float(new[p["start"] : stop(proposed, p) + 1].sum() - old[p["start"] : stop(original, p) + 1].sum())
         assert abs(p["drafter_gain"] - expected) < 1e-2, (p["start"], p["end"], p["drafter_gain"], expected)
+
+
+def test_the_verify_windows_cover_every_slot_a_score_reads():
+    from hybrid.pipeline import _within_window
+
+    changed = torch.tensor([[False, True, False, False, False, False, False], [False] * 6 + [True]])
+    scored = _within_window(changed, 2)
+    assert scored.tolist() == [[False, True, True, True, False, False, False], [False] * 6 + [True]]
+    assert _within_window(changed, 0).equal(changed)

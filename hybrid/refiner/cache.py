@@ -56,6 +56,21 @@ class CanvasCacheMixin:
         """Whether passes share the causal lower layers' states (exact reuse on, a causal lower stack, no approximate cache)."""
         return self.reuse_lower and self.first_bidirectional > 0 and self.cache_refresh <= 1
 
+    def lower_layers_to_record(self) -> tuple[int, tuple[int, ...]] | None:
+        """What drafting should keep for `adopt_lower` (Drafter.generate's `record`): the lower layers' keys and values,
+        the lower stack's output and the detection taps among the lower layers; None when passes share no lower states."""
+        if not self.reuses_lower:
+            return None
+        last = self.first_bidirectional - 1
+        return self.first_bidirectional, tuple(sorted({last} | {i for i in self.config.detection_layers if i < last}))
+
+    def adopt_lower(self, state: PromptState, drafted) -> None:
+        """Start state.lower from what drafting computed (`drafted`: hybrid.draft.LayerStates): the lower layers are the
+        drafter's own (causal, LoRA-free), so over the draft they computed what a refiner pass would; the passes then
+        rerun them only from the first slot whose input differs from what drafting fed (its last token, the slack)."""
+        taps = {i: drafted.outputs[i] for i in self.config.detection_layers if i < self.first_bidirectional}
+        state.lower = LowerStates(drafted.inputs, drafted.keys, drafted.values, drafted.outputs[self.first_bidirectional - 1], 0, taps)
+
     def _reusing_lower(self, state: PromptState, canvas: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
         """`_backbone` over the whole canvas, with the lower layers rerun only from the first slot whose input changed
         since the last pass (state.lower); the top layers always see the whole canvas. Same result, to float rounding.
@@ -71,18 +86,28 @@ class CanvasCacheMixin:
         both_ways = attention_mask(state.attention_mask, every, every, both_ways=True)
         return self._top_layers(state.cache, hidden, state.next_position, both_ways, taps)
 
-    def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor) -> torch.Tensor:
+    def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor, need: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, V) the plain drafter's log-distribution of each canvas token given the prompt and the tokens before it
         (what hybrid.verify.DrafterScorer computes), sharing the lower layers with the refiner's passes: they are
         rerun only from the first slot that changed since the last pass, and only the top layers run again, causal
-        and without LoRA, on the drafter's own prompt cache `drafter_cache` (the draft's)."""
+        and without LoRA, on the drafter's own prompt cache `drafter_cache` (the draft's). With `need` (B, L), the
+        output head runs only on the slots marked there (the verifier's windows); other rows hold zeros (slot 0, which the
+        prompt predicts, is always there)."""
         hidden = self._lower_states(state, canvas).hidden
         every = torch.arange(canvas.shape[1], device=canvas.device)
         causal = attention_mask(state.attention_mask, every, every, both_ways=False)
         with self.adapter_disabled():
-            hidden = self._top_layers(drafter_cache, hidden, state.next_position, causal)
-            logits = self.model.get_base_model().lm_head(hidden[:, :-1]).float()
-        return torch.cat([state.last_drafter_logits[:, None], logits], dim=1).log_softmax(-1)
+            hidden = self._top_layers(drafter_cache, hidden, state.next_position, causal)[:, :-1]  # slot i from position i - 1
+            lm_head = self.model.get_base_model().lm_head
+            if need is None:
+                return torch.cat([state.last_drafter_logits[:, None], lm_head(hidden).float()], dim=1).log_softmax(-1)
+            out = torch.zeros(*canvas.shape, state.last_drafter_logits.shape[-1], device=canvas.device)
+            out[:, 0] = state.last_drafter_logits.float().log_softmax(-1)
+            rows = need[:, 1:]
+            if rows.any():
+                target = out[:, 1:]
+                target[rows] = lm_head(hidden[rows]).float().log_softmax(-1)
+        return out
 
     def _lower_states(self, state: PromptState, canvas: torch.Tensor) -> LowerStates:
         """state.lower brought up to `canvas`: the lower layers rerun from the first slot whose input changed."""
