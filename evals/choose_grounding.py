@@ -4,7 +4,8 @@
 * summarize-validation: the first 16 papers of ACLSum's validation split (the summarize report uses test).
 
 The same greedy drafts (summarize refiner) are refined with `select="unsupported"` for every setting; printed per
-setting and split (ground weight x source copies per span x whether the refiner's own fill is offered): texts changed, entity and number precision against the source (micro), ROUGE-L to the
+setting and split (ground weight x source copies per span x whether the refiner's own fill is offered x whether cutting
+a span out is offered): texts changed, entity and number precision against the source (micro), ROUGE-L to the
 reference, the consistency classifier's mean P(consistent) against the source, and the refine stage's time as a
 share of drafting. Run from the repository root:
 
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--weights", default="0,1,2")
     parser.add_argument("--candidates", default="3")
     parser.add_argument("--refill", default="1,0", help="1: the refiner's fill is offered beside the source copies; 0: copies only")
+    parser.add_argument("--deletions", default="0", help="1: cutting a span out is offered too; 0: not")
     parser.add_argument("--news-size", type=int, default=24)
     parser.add_argument("--summarize-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -64,10 +66,11 @@ def main() -> None:
             drafts.append(pipe.draft([e.prompt for e in batch], max_new_tokens=suite.max_new_tokens))
             draft_s += drafts[-1].timings.total_s
         texts = [t for d in drafts for t in d.texts]
-        settings = [(None, None, None)] + list(itertools.product([float(w) for w in args.weights.split(",")],
-                                                                 [int(c) for c in args.candidates.split(",")],
-                                                                 [bool(int(r)) for r in args.refill.split(",")]))
-        for weight, count, refill in settings:
+        settings = [(None, None, None, None)] + list(itertools.product([float(w) for w in args.weights.split(",")],
+                                                                       [int(c) for c in args.candidates.split(",")],
+                                                                       [bool(int(r)) for r in args.refill.split(",")],
+                                                                       [bool(int(d)) for d in args.deletions.split(",")]))
+        for weight, count, refill, deletions in settings:
             outputs, refine_s = texts, 0.0
             if weight is not None:
                 outputs = []
@@ -75,11 +78,11 @@ def main() -> None:
                     batch = examples[index * args.batch_size : (index + 1) * args.batch_size]
                     results = pipe([e.prompt for e in batch], max_new_tokens=suite.max_new_tokens, draft=draft, select="unsupported",
                                    source=[e.source for e in batch], ground_weight=weight, ground_candidates=count,
-                                   ground_refill=refill, ground_kinds=tuple(args.kinds.split(",")))
+                                   ground_refill=refill, ground_deletions=deletions, ground_kinds=tuple(args.kinds.split(",")))
                     outputs += [r.text for r in results]
                     refine_s += sum(r.timings.refine_s for r in results) / len(results)
             grounding = aggregate_grounding(score_grounding(o, e.source) for o, e in zip(outputs, examples))
-            row = {"split": name, "kinds": args.kinds, "ground_weight": weight, "candidates": count, "refill": refill, "changed": sum(o != t for o, t in zip(outputs, texts)),
+            row = {"split": name, "kinds": args.kinds, "ground_weight": weight, "candidates": count, "refill": refill, "deletions": deletions, "changed": sum(o != t for o, t in zip(outputs, texts)),
                    "texts": len(texts), "entity_precision": grounding.entity_precision, "number_precision": grounding.number_precision,
                    "entities": grounding.entities, "numbers": grounding.numbers,
                    "rougeL": rouge_scores(outputs, [e.reference for e in examples]).rougeL,

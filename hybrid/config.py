@@ -132,6 +132,8 @@ class SamplerConfig(_Checked):
                                 "supported.", low=0.0, high=100.0)
     ground_candidates: int = knob(3, "With --select unsupported: copies of the source's own names/numbers tried per "
                                   "unsupported span.", low=0, high=32)
+    ground_deletions: bool = knob(False, "With --select unsupported: also offer cutting each unsupported span out (with the "
+                                  "connecting words before it).")
     ground_refill: bool = knob(False, "With --select unsupported: also offer the refiner's own fill of each span (K refine "
                                "steps; it changed no validation outcome and tripled the cost).")
     temperature: float = knob(0.0, "0 = argmax; > 0 samples masked positions (set from the draft's temperature).", cli=False,

@@ -34,9 +34,14 @@ class Candidate:
     start: int  # the span in the draft row, end exclusive
     end: int
     ids: list[int]  # what replaces draft[start:end]
-    origin: str  # "refiner" or "source"
+    origin: str  # "refiner", "source" or "deletion"
     grounding_gain: float = 0.0
     drafter_gain: float = 0.0
+    span: int = -1  # the unsupported span it repairs (its first slot); -1: `start`
+
+    def __post_init__(self):
+        if self.span < 0:
+            self.span = self.start
 
 
 def source_claims(source: str, kind: str) -> list[str]:
@@ -68,6 +73,22 @@ def span_candidates(tokenizer, row: int, ids: list[int], span: tuple[int, int, s
     return [candidate for _, candidate in options[:count]]
 
 
+CONNECTORS = {",", "in", "of", "the", "at", "from", "for", "by", "a", "an", "on", "to", "and", "with", "near"}
+
+
+def deletion_candidates(tokenizer, row: int, ids: list[int], span: tuple[int, int, str]) -> list[Candidate]:
+    """Cutting the span out: alone, and with the connecting words or comma before it (" in the UK", ", New Zealand"),
+    up to three tokens back, so that the rest still reads."""
+    start, end, _ = span
+    cuts = [Candidate(row, start, end, [], "deletion")]
+    back = start
+    while back > 0 and start - back < 3 and tokenizer.decode([ids[back - 1]], skip_special_tokens=True).strip().lower() in CONNECTORS:
+        back -= 1
+    if back < start:
+        cuts.append(Candidate(row, back, end, [], "deletion", span=start))
+    return cuts
+
+
 def score_candidates(scorer: DrafterScorer, state: DrafterPrompt, rows: list[list[int]], ended: list[bool],
                      original_logp: torch.Tensor, candidates: list[Candidate], end_id: int, window: int) -> None:
     """Fill each candidate's drafter gain (one batched teacher-forced pass; see the module docstring). A draft cut at
@@ -96,19 +117,19 @@ def repair_draft(tokenizer, mask_id: int, draft, canvas: torch.Tensor, kinds_of,
         refilled = torch.where(canvas == mask_id, draft.token_ids[:, : canvas.shape[1]], canvas)
     ended = [n < draft.token_ids.shape[1] for n in draft.lengths]
     return repair(tokenizer, scorer, state, rows, kinds_of, ended, original_logp, prior, refilled, sources, config.ground_kinds,
-                  config.ground_candidates, config.verify_window, config.ground_weight, tokenizer.eos_token_id)
+                  config.ground_candidates, config.verify_window, config.ground_weight, tokenizer.eos_token_id, config.ground_deletions)
 
 
 def repair(tokenizer, scorer: DrafterScorer, state: DrafterPrompt, rows: list[list[int]], kinds_of: list[list[str | None]],
            ended: list[bool], original_logp: torch.Tensor,
            prior: torch.Tensor, refilled: torch.Tensor | None, sources: list[str], kinds: tuple[str, ...], count: int,
-           window: int, ground_weight: float, end_id: int) -> tuple[list[list[int]], list[Proposal]]:
+           window: int, ground_weight: float, end_id: int, deletions: bool = False) -> tuple[list[list[int]], list[Proposal]]:
     """Repaired token rows and one Proposal per unsupported span (its best candidate, kept or not).
 
     `rows`: each draft's tokens (no end token), `kinds_of`: their `unsupported_kinds`, `ended`: whether each ended with an
     end token (else it was cut); `original_logp` (B, >= N+1): the drafter's log-prob of each draft
     token and of its end; `prior` (B, >= N, V): the drafter's distribution at each draft slot; `refilled` (B, >= N):
-    the refiner's fill of the canvas (None: source copies only)."""
+    the refiner's fill of the canvas (None: source copies only); `deletions`: also offer cutting each span out."""
     candidates, spans = [], []
     for row, (ids, source) in enumerate(zip(rows, sources)):
         for span in _runs(kinds_of[row]):
@@ -117,24 +138,27 @@ def repair(tokenizer, scorer: DrafterScorer, state: DrafterPrompt, rows: list[li
             if refilled is not None and refilled[row, start:end].tolist() != ids[start:end]:
                 candidates.append(Candidate(row, start, end, refilled[row, start:end].tolist(), "refiner"))
             candidates.extend(span_candidates(tokenizer, row, ids, span, source, prior[row, start], count))
+            if deletions:
+                candidates.extend(deletion_candidates(tokenizer, row, ids, span))
     if not candidates:
         return rows, []
     for c in candidates:  # unsupported tokens the candidate removes minus those it brings
         ids = rows[c.row][: c.start] + c.ids + rows[c.row][c.end :]
         after = unsupported_kinds(tokenizer, ids, sources[c.row], kinds)
-        c.grounding_gain = float((c.end - c.start) - sum(k is not None for k in after[c.start : c.start + len(c.ids)]))
+        removed = sum(k is not None for k in kinds_of[c.row][c.start : c.end])
+        c.grounding_gain = float(removed - sum(k is not None for k in after[c.start : c.start + len(c.ids)]))
     score_candidates(scorer, state, rows, ended, original_logp, candidates, end_id, window)
     final, proposals = [list(r) for r in rows], []
     for row, start, end in sorted(spans, key=lambda s: (s[0], -s[1])):  # right to left: earlier spans keep their place
-        mine = [c for c in candidates if (c.row, c.start) == (row, start)]
+        mine = [c for c in candidates if (c.row, c.span) == (row, start)]
         if not mine:
             continue
         best = max(mine, key=lambda c: c.drafter_gain + ground_weight * c.grounding_gain)
         score = best.drafter_gain + ground_weight * best.grounding_gain
         if score > 0:
-            final[row][start:end] = best.ids
-        proposals.append(Proposal(row, start, end - 1, rows[row][start:end], best.ids, best.drafter_gain, 0.0, score, score > 0,
-                                  best.grounding_gain, best.origin))
+            final[row][best.start : best.end] = best.ids
+        proposals.append(Proposal(row, best.start, best.end - 1, rows[row][best.start : best.end], best.ids, best.drafter_gain, 0.0, score,
+                                  score > 0, best.grounding_gain, best.origin))
     proposals.sort(key=lambda p: (p.row, p.start))
     return final, proposals
 

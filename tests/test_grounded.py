@@ -149,3 +149,23 @@ def test_grounded_training_blanks_the_supported_names_and_numbers(default_tokeni
     config = ObjectiveSection(min_mask_rate=0.0, max_mask_rate=0.0, substitution_rate=0.0, claim_mask_rate=1.0)
     corruption = corrupt(batch, batch.target_ids, 99, config, torch.Generator().manual_seed(0))
     assert corruption.masked[0, : len(target)].tolist() == claims
+
+
+def test_an_invented_detail_can_be_cut_out_with_its_connecting_words(tiny_pipeline, monkeypatch):
+    """With ground_deletions, a span the source has no counterpart for may be cut, with the words that tie it in; the
+    oracle verdict prefers the cut, and without ground_deletions the cut is never offered."""
+    import hybrid.grounded_repair as repair_module
+
+    def oracle(scorer, state, rows, ended, original_logp, candidates, end_id, window):
+        for c in candidates:
+            c.drafter_gain = 1.0 if c.origin == "deletion" and c.start < c.span else -5.0
+
+    monkeypatch.setattr(repair_module, "score_candidates", oracle)
+    text = "Marta Kowalczyk will repair 1,250 pipes in Portugal by March 2027."
+    cut = tiny_pipeline(PROMPT, draft=tiny_pipeline.draft_from_text(PROMPT, text), select="unsupported", refine_steps=2, trace=True,
+                        ground_deletions=True, max_new_tokens=64)
+    assert cut.text == "Marta Kowalczyk will repair 1,250 pipes by March 2027."
+    assert [(p["old"].strip(), p["new"], p["origin"]) for p in cut.proposals] == [("in Portugal", "", "deletion")]
+    kept = tiny_pipeline(PROMPT, draft=tiny_pipeline.draft_from_text(PROMPT, text), select="unsupported", refine_steps=2, trace=True,
+                         max_new_tokens=64)
+    assert kept.text == text and all(p["origin"] != "deletion" for p in kept.proposals)
