@@ -48,7 +48,7 @@ def knob(default, help: str, *, flag: str | None = None, low=None, high=None, lo
 
 
 class _Checked:
-    """`validate()` from the fields' ranges and choices; a subclass adds the checks that involve several fields."""
+    """`validate()` from the fields' ranges and choices, with one clear error for a value out of them."""
 
     def validate(self):
         for f in fields(self):
@@ -64,6 +64,8 @@ class _Checked:
             if meta["low"] is not None or meta["high"] is not None:
                 if isinstance(meta["low"], int) and isinstance(meta["high"], int) and (isinstance(value, bool) or not isinstance(value, int)):
                     raise HybridError(f"{name} must be an integer, got {value!r}")
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise HybridError(f"{name} must be a number, got {value!r}")
                 if not _inside(value, meta):
                     raise HybridError(f"{name} must be in {_interval(meta)}, got {value!r}")
         return self

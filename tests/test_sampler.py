@@ -243,7 +243,7 @@ def test_zero_steps_is_draft_only():
     "kwargs",
     [dict(strength=0.0), dict(strength=1.5), dict(strength=-0.1), dict(steps=-1), dict(steps=257),
      dict(steps=2.5), dict(select="best"), dict(schedule="sqrt"), dict(slack=-1), dict(edit_threshold=1.0),
-     dict(temperature=-1.0)],
+     dict(temperature=-1.0), dict(strength="0.5"), dict(verify_weight="x"), dict(ground_kinds=("place",))],
 )
 def test_validate_rejects_bad_config(kwargs):
     with pytest.raises(HybridError):
