@@ -198,15 +198,14 @@ def refine(
         if threshold is None and not masked.any():
             break
         need = masked | (~masked & editable) if threshold is not None else masked
-        refiner_logp = _clean_logits(denoiser.canvas_logits(prompt_state, canvas, need), mask_id).log_softmax(-1)
-        logp = refiner_logp
-        if prior is not None and config.product:  # one (B, L, V) temporary, normalised in place
-            logp = _clean_logits(torch.add(prior, refiner_logp, alpha=weight), mask_id)
-            logp -= logp.logsumexp(-1, keepdim=True)
-        if allowed is not None:
-            logp = logp.masked_fill(restricted[..., None] & ~allowed[:, None, : logp.shape[-1]], float("-inf"))
-            logp = logp - logp.logsumexp(-1, keepdim=True)
-        tokens, confidence = _predict(logp, masked, config.temperature, generator)
+        logits = denoiser.canvas_logits(prompt_state, canvas, need)
+        # Without editing or a trace only the masked slots are read: the vocabulary-wide work runs on those rows alone.
+        rows = masked if threshold is None and not config.trace else None
+        refiner_logp, logp = _proposal(logits, rows, prior if config.product else None, weight, allowed, restricted, mask_id)
+        tokens, confidence = _predict(logp, masked if rows is None else torch.ones(logp.shape[:-1], dtype=torch.bool, device=logp.device),
+                                      config.temperature, generator)
+        if rows is not None:  # back to (B, L): the other slots are never committed
+            tokens, confidence = _scatter(rows, tokens, 0), _scatter(rows, confidence, 0.0)
         commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
         if anchor is not None and (config.min_change_confidence > 0 or config.verify):
             keep_draft = (anchor >= 0) & (confidence < config.min_change_confidence)
@@ -215,9 +214,10 @@ def refine(
             tokens = torch.where(keep_draft, anchor, tokens)
         if old is not None:
             vocab = refiner_logp.shape[-1] - 1
-            gain = (refiner_logp.gather(-1, tokens.clamp(max=vocab)[..., None])
-                    - refiner_logp.gather(-1, old.clamp(min=0, max=vocab)[..., None])).squeeze(-1)
-            out.refiner_gain = torch.where(commit, gain, out.refiner_gain)
+            chosen, replaced = (tokens, old) if rows is None else (tokens[rows], old[rows])
+            gain = (refiner_logp.gather(-1, chosen.clamp(max=vocab)[..., None])
+                    - refiner_logp.gather(-1, replaced.clamp(min=0, max=vocab)[..., None])).squeeze(-1)
+            out.refiner_gain = torch.where(commit, gain if rows is None else _scatter(rows, gain, 0.0), out.refiner_gain)
         edit = torch.zeros_like(masked)
         if threshold is not None and k < steps - 1:
             edit = _edits(logp, canvas, ~masked & editable, threshold)
@@ -237,6 +237,35 @@ def refine(
             break
     out.canvas = canvas
     return out
+
+
+def _proposal(logits, rows, prior, weight, allowed, restricted, mask_id):
+    """(the refiner's log-probs, the proposal's log-probs): log_softmax(prior + weight x log p_refiner) where a `prior`
+    is given, restricted to the allowed tokens at restricted slots. With `rows` (B, L) both are (n, V) for those slots
+    only; else (B, L, V)."""
+    if rows is not None:
+        logits = logits[rows]
+        prior = prior[rows] if prior is not None else None
+        if allowed is not None:
+            restricted = restricted[rows]
+            allowed = allowed[:, None].expand(*rows.shape, allowed.shape[-1])[rows]
+    refiner_logp = _clean_logits(logits, mask_id).log_softmax(-1)
+    logp = refiner_logp
+    if prior is not None:  # one temporary, normalised in place
+        logp = _clean_logits(torch.add(prior, refiner_logp, alpha=weight), mask_id)
+        logp -= logp.logsumexp(-1, keepdim=True)
+    if allowed is not None:
+        own = allowed if rows is not None else allowed[:, None]
+        logp = logp.masked_fill(restricted[..., None] & ~own[..., : logp.shape[-1]], float("-inf"))
+        logp = logp - logp.logsumexp(-1, keepdim=True)
+    return refiner_logp, logp
+
+
+def _scatter(rows: torch.Tensor, values: torch.Tensor, fill) -> torch.Tensor:
+    """(B, L) from the values of the `rows` slots (in row-major order), `fill` elsewhere."""
+    full = torch.full(rows.shape, fill, dtype=values.dtype, device=values.device)
+    full[rows] = values
+    return full
 
 
 def _clean_logits(logits: torch.Tensor, mask_id: int) -> torch.Tensor:

@@ -288,3 +288,41 @@ def test_guarded_refiner_cannot_end_the_text_inside_the_draft():
     guarded = refine(oracle, state, canvas, config, anchor=draft, end_token_id=EOS).canvas
     assert free[0, 6] == EOS
     assert torch.equal(guarded[0, [6, 7]], draft[0, [6, 7]])
+
+
+class Noisy:
+    """A denoiser whose logits depend on the canvas (random but fixed per canvas), so every step's proposal differs."""
+
+    mask_token_id = MASK
+
+    def encode_prompt(self, prompt_ids, prompt_attention_mask):
+        return None
+
+    def canvas_logits(self, prompt_state, canvas_ids, need=None):
+        generator = torch.Generator().manual_seed(int(canvas_ids.sum()))
+        return torch.randn(*canvas_ids.shape, V, generator=generator) * 3
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_the_masked_rows_path_equals_the_whole_canvas_path(temperature):
+    """Without editing the loop computes the proposal on the masked slots only; with a trace it takes the whole-canvas
+    path. Both give the same canvas, gains and commits, with a drafter prior, an anchor and restricted slots."""
+    torch.manual_seed(0)
+    draft = torch.randint(1, 11, (2, 9))
+    canvas = draft.clone()
+    canvas[0, [1, 4, 5, 8]] = MASK
+    canvas[1, [0, 2, 3]] = MASK
+    anchor = torch.where(canvas == MASK, draft, torch.full_like(draft, -1))
+    prior = torch.randn(2, 9, V).log_softmax(-1)
+    allowed = torch.rand(2, V) > 0.3
+    restricted = torch.zeros_like(canvas, dtype=torch.bool)
+    restricted[0, 4] = restricted[1, 2] = True
+    outputs = []
+    for trace in (False, True):
+        config = SamplerConfig(steps=3, temperature=temperature, trace=trace, verify=True)
+        out = refine(Noisy(), None, canvas, config, torch.Generator().manual_seed(5), anchor=anchor, end_token_id=EOS, prior=prior,
+                     allowed=allowed, restricted=restricted)
+        outputs.append(out)
+    fast, full = outputs
+    assert torch.equal(fast.canvas, full.canvas) and fast.committed_per_step == full.committed_per_step
+    assert torch.allclose(fast.refiner_gain, full.refiner_gain, atol=1e-6)
