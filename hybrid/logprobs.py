@@ -11,3 +11,11 @@ def gather_tokens(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log p(tokens) under raw `logits` (B, L, V), with ids beyond the vocabulary (the mask) clamped."""
     return gather_tokens(logits.float().log_softmax(-1), tokens)
+
+
+def clean_logits(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Float logits with the mask token (if inside the vocabulary) made impossible."""
+    logits = logits.float()
+    if logits.shape[-1] > mask_id:
+        logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+    return logits

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import torch
 
+from hybrid.canvas import build_canvas, score_draft
 from hybrid.config import NO_REFINER, DraftConfig, SamplerConfig, configs_from
 from hybrid.draft import Draft, Drafter
 from hybrid.errors import HybridError
@@ -24,7 +25,7 @@ from hybrid.grounded_repair import repair_draft
 from hybrid.logprobs import gather_tokens
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
 from hybrid.refiner import Refiner, resolve_refiner
-from hybrid.sampler import SamplerOutput, build_canvas, refine, score_draft
+from hybrid.sampler import SamplerOutput, refine
 from hybrid.verify import DrafterScorer, verify_changes
 
 log = logging.getLogger(__name__)

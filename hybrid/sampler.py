@@ -9,9 +9,9 @@ as the noise schedule allows (the last step commits all that is left).
 One loop, three modes:
 
 * draft only:     steps = 0. `refine` returns the canvas unchanged (the pipeline uses the draft as is and
-                  should not call `build_canvas`, which would put masks on it).
+                  should not call `hybrid.canvas.build_canvas`, which would put masks on it).
 * diffusion only: a canvas of masks only (strength 1 and no draft, or simply `torch.full(..., mask_id)`).
-* hybrid:         `build_canvas` re-masks a fraction `strength` of the draft (plus `slack` positions after it
+* hybrid:         `hybrid.canvas.build_canvas` re-masks a fraction `strength` of the draft (plus `slack` positions after it
                   so the text can grow) and `refine` denoises it.
 
 Editing (`edit_threshold` set), in the spirit of LLaDA 2.1's draft-and-edit and ReMDM's remasking: after
@@ -26,17 +26,16 @@ mask is left). With temperature 0 rows are independent: a batch gives exactly th
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Optional, Protocol, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Protocol
 
 import torch
 
-from hybrid.config import SamplerConfig, default_slack
+from hybrid.config import SamplerConfig
 from hybrid.errors import HybridError
-from hybrid.logprobs import token_logprob
+from hybrid.logprobs import clean_logits, gather_tokens
 from hybrid.schedule import get_schedule
 
 logger = logging.getLogger(__name__)
-
 
 
 class Denoiser(Protocol):
@@ -75,76 +74,6 @@ class SamplerOutput:
     # end token in the slack), at the step that committed it; 0 elsewhere. The verifier's refiner evidence.
     refiner_gain: Optional[torch.Tensor] = None
     proposals: list = field(default_factory=list)  # hybrid.verify.Proposal, filled by the verifier
-
-
-def num_to_mask(strength: float, length: int) -> int:
-    """round(strength * length), halves rounded up."""
-    return int(strength * length + 0.5)
-
-
-def score_draft(denoiser: Denoiser, prompt_state: object, canvas: torch.LongTensor) -> torch.FloatTensor:
-    """One scoring pass: how likely each token already on the (unmasked) canvas is right, [B, L].
-
-    A denoiser with a `visible_confidence(prompt_state, canvas)` method (a trained error detector) answers itself;
-    otherwise the score is the denoiser's probability of the token.
-    """
-    own = getattr(denoiser, "visible_confidence", None)
-    if own is not None:
-        return own(prompt_state, canvas)
-    return token_logprob(_clean_logits(denoiser.canvas_logits(prompt_state, canvas), denoiser.mask_token_id), canvas).exp()
-
-
-def build_canvas(
-    draft_ids: torch.LongTensor,
-    draft_logprobs: Optional[torch.FloatTensor],
-    draft_lengths: Union[torch.LongTensor, Sequence[int]],
-    config: SamplerConfig,
-    eos_id: int,
-    mask_id: int,
-    generator: Optional[torch.Generator] = None,
-    scores: Optional[torch.FloatTensor] = None,
-    chosen: Optional[torch.BoolTensor] = None,
-) -> tuple[torch.LongTensor, torch.BoolTensor]:
-    """Draft [B, L] -> (canvas [B, L + slack], noise_mask [B, L + slack]).
-
-    Row b keeps its first draft_lengths[b] tokens, re-masks num_to_mask(strength, length_b) of them (lowest
-    draft logprob, lowest refiner `scores` or random, per `config.select`, where 'auto' is the scores when given, else
-    the log-probs; ties go to the earlier position; with select 'unsupported', exactly the positions marked in `chosen`
-    [B, >= L]), and masks the `slack` positions right after its draft (None: hybrid.config.default_slack). Everything after that is eos_id (batch padding).
-    strength 0 is accepted here as an edge case meaning "mask no draft token"; `validate()` rejects it.
-    """
-    batch, length = draft_ids.shape
-    lengths = [int(n) for n in (draft_lengths.tolist() if torch.is_tensor(draft_lengths) else draft_lengths)]
-    if len(lengths) != batch or any(not 0 <= n <= length for n in lengths):
-        raise ValueError(f"draft_lengths {lengths} do not fit draft_ids of shape {tuple(draft_ids.shape)}")
-    select = config.select if config.select != "auto" else ("confidence" if scores is not None else "logprob")
-    slack = config.slack if config.slack is not None else default_slack(select)
-    if select == "logprob" and draft_logprobs is None:
-        raise HybridError("select='logprob' needs the drafter's token log-probs")
-    if select == "confidence" and scores is None:
-        raise HybridError("select='confidence' needs refiner scores (see score_draft)")
-    if select == "unsupported" and chosen is None:
-        raise HybridError("select='unsupported' needs the unsupported draft tokens (see hybrid.grounded)")
-    canvas = draft_ids.new_full((batch, length + slack), eos_id)
-    noise = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
-    for b, n in enumerate(lengths):
-        canvas[b, :n] = draft_ids[b, :n]
-        if select == "unsupported":
-            noise[b, :n] = chosen[b, :n].to(canvas.device)
-        else:
-            noise[b, _pick(b, n, select, config.strength, draft_logprobs, scores, generator).to(canvas.device)] = True
-        noise[b, n : n + slack] = True
-    return canvas.masked_fill(noise, mask_id), noise
-
-
-def _pick(b, n, select, strength, draft_logprobs, scores, generator) -> torch.LongTensor:
-    """Positions of row b's draft (length n) to re-mask."""
-    count = num_to_mask(strength, n)
-    if select == "random":
-        device = generator.device if generator is not None else "cpu"
-        return torch.randperm(n, generator=generator, device=device)[:count]
-    values = draft_logprobs if select == "logprob" else scores
-    return torch.sort(values[b, :n].float(), stable=True).indices[:count]
 
 
 def refine(
@@ -199,13 +128,17 @@ def refine(
             break
         need = masked | (~masked & editable) if threshold is not None else masked
         logits = denoiser.canvas_logits(prompt_state, canvas, need)
-        # Without editing or a trace only the masked slots are read: the vocabulary-wide work runs on those rows alone.
-        rows = masked if threshold is None and not config.trace else None
-        refiner_logp, logp = _proposal(logits, rows, prior if config.product else None, weight, allowed, restricted, mask_id)
-        tokens, confidence = _predict(logp, masked if rows is None else torch.ones(logp.shape[:-1], dtype=torch.bool, device=logp.device),
-                                      config.temperature, generator)
-        if rows is not None:  # back to (B, L): the other slots are never committed
-            tokens, confidence = _scatter(rows, tokens, 0), _scatter(rows, confidence, 0.0)
+        # Only the needed slots are read: the vocabulary-wide work runs on those rows alone, (n, V), and what the step
+        # decides comes back to (B, L) (the other slots are never committed, edited or traced).
+        refiner_logp, logp = _proposal(logits[need], prior[need] if prior is not None and config.product else None, weight,
+                                       allowed[:, None].expand(*need.shape, -1)[need] if allowed is not None else None,
+                                       restricted[need] if allowed is not None else None, mask_id)
+        tokens, confidence = _predict(logp, masked[need], config.temperature, generator)
+        current = None  # p(the token now on each visible slot): editing and the trace read it
+        if threshold is not None or config.trace:
+            current = _scatter(need, gather_tokens(logp, canvas[need]).exp(), 1.0)
+        tokens, confidence = _scatter(need, tokens, 0), _scatter(need, confidence, 0.0)
+        argmax = tokens  # at visible slots `_predict` takes the argmax (it samples masked ones only)
         commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
         if anchor is not None and (config.min_change_confidence > 0 or config.verify):
             keep_draft = (anchor >= 0) & (confidence < config.min_change_confidence)
@@ -213,14 +146,11 @@ def refine(
                 keep_draft |= (anchor >= 0) & (tokens == end_token_id)
             tokens = torch.where(keep_draft, anchor, tokens)
         if old is not None:
-            vocab = refiner_logp.shape[-1] - 1
-            chosen, replaced = (tokens, old) if rows is None else (tokens[rows], old[rows])
-            gain = (refiner_logp.gather(-1, chosen.clamp(max=vocab)[..., None])
-                    - refiner_logp.gather(-1, replaced.clamp(min=0, max=vocab)[..., None])).squeeze(-1)
-            out.refiner_gain = torch.where(commit, gain if rows is None else _scatter(rows, gain, 0.0), out.refiner_gain)
+            gain = gather_tokens(refiner_logp, tokens[need]) - gather_tokens(refiner_logp, old[need].clamp(min=0))
+            out.refiner_gain = torch.where(commit, _scatter(need, gain, 0.0), out.refiner_gain)
         edit = torch.zeros_like(masked)
         if threshold is not None and k < steps - 1:
-            edit = _edits(logp, canvas, ~masked & editable, threshold)
+            edit = ~masked & editable & (current < threshold) & (argmax != canvas)
         before = canvas  # torch.where below makes a new tensor
         canvas = torch.where(commit, tokens, canvas).masked_fill(edit, mask_id)
 
@@ -228,7 +158,7 @@ def refine(
         out.committed_per_step.append(int(commit.sum()))
         out.edits_per_step.append(int(edit.sum()))
         if config.trace:
-            out.trace.append(_trace_step(before, canvas, commit, edit, confidence, logp))
+            out.trace.append(_trace_step(before, canvas, commit, edit, confidence, current))
         if on_step is not None:
             on_step(k + 1, canvas, commit | edit)
         logger.debug("step %d/%d: committed %d, re-masked %d", k + 1, steps, out.committed_per_step[-1],
@@ -239,24 +169,16 @@ def refine(
     return out
 
 
-def _proposal(logits, rows, prior, weight, allowed, restricted, mask_id):
-    """(the refiner's log-probs, the proposal's log-probs): log_softmax(prior + weight x log p_refiner) where a `prior`
-    is given, restricted to the allowed tokens at restricted slots. With `rows` (B, L) both are (n, V) for those slots
-    only; else (B, L, V)."""
-    if rows is not None:
-        logits = logits[rows]
-        prior = prior[rows] if prior is not None else None
-        if allowed is not None:
-            restricted = restricted[rows]
-            allowed = allowed[:, None].expand(*rows.shape, allowed.shape[-1])[rows]
-    refiner_logp = _clean_logits(logits, mask_id).log_softmax(-1)
+def _proposal(logits, prior, weight, allowed, restricted, mask_id):
+    """(the refiner's log-probs, the proposal's log-probs), (n, V) for n slots: log_softmax(prior + weight x log
+    p_refiner) where a `prior` is given, restricted to the `allowed` tokens (n, V) at the `restricted` slots (n,)."""
+    refiner_logp = clean_logits(logits, mask_id).log_softmax(-1)
     logp = refiner_logp
     if prior is not None:  # one temporary, normalised in place
-        logp = _clean_logits(torch.add(prior, refiner_logp, alpha=weight), mask_id)
+        logp = clean_logits(torch.add(prior, refiner_logp, alpha=weight), mask_id)
         logp -= logp.logsumexp(-1, keepdim=True)
     if allowed is not None:
-        own = allowed if rows is not None else allowed[:, None]
-        logp = logp.masked_fill(restricted[..., None] & ~own[..., : logp.shape[-1]], float("-inf"))
+        logp = logp.masked_fill(restricted[:, None] & ~allowed[:, : logp.shape[-1]], float("-inf"))
         logp = logp - logp.logsumexp(-1, keepdim=True)
     return refiner_logp, logp
 
@@ -268,22 +190,14 @@ def _scatter(rows: torch.Tensor, values: torch.Tensor, fill) -> torch.Tensor:
     return full
 
 
-def _clean_logits(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
-    """Float logits with the mask token (if inside the vocabulary) made impossible."""
-    logits = logits.float()
-    if logits.shape[-1] > mask_id:
-        logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
-    return logits
-
-
 def _predict(logp, masked, temperature, generator):
-    """Token for every position (argmax, or sampled at masked positions) and its probability under the refiner."""
+    """Token for every row of `logp` (argmax, or sampled at the `masked` rows) and its probability under the refiner."""
     tokens = logp.argmax(-1)
     if temperature > 0 and masked.any():
         probs = (logp[masked] / temperature).softmax(-1)
         where = generator.device if generator is not None else probs.device  # a CPU generator samples on the CPU
         tokens[masked] = torch.multinomial(probs.to(where), 1, generator=generator).squeeze(-1).to(tokens.device)
-    return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).exp()
+    return tokens, gather_tokens(logp, tokens).exp()
 
 
 def _most_confident(confidence, masked, count):
@@ -294,14 +208,7 @@ def _most_confident(confidence, masked, count):
     return masked & (rank < count.clamp(min=0).unsqueeze(1))
 
 
-def _edits(logp, canvas, candidates, threshold):
-    """Visible candidates whose current token has p < threshold while the refiner's argmax is another token."""
-    current = logp.gather(-1, canvas.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)).squeeze(-1).exp()
-    return candidates & (current < threshold) & (logp.argmax(-1) != canvas)
-
-
-def _trace_step(before, after, commit, edit, confidence, logp) -> list[list[TraceEntry]]:
-    current = logp.gather(-1, before.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)).squeeze(-1).exp()
+def _trace_step(before, after, commit, edit, confidence, current) -> list[list[TraceEntry]]:
     score = torch.where(commit, confidence, current)  # p(new) for commits, p(old) for edits
     rows = []
     for b, changed in enumerate(commit | edit):

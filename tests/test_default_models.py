@@ -38,7 +38,7 @@ def test_shipped_general_refiner_scores_drafts_with_its_detection_head():
 
     from hybrid import HybridPipeline
     from hybrid.logprobs import token_logprob
-    from hybrid.sampler import score_draft
+    from hybrid.canvas import score_draft
 
     pipe = HybridPipeline.from_pretrained()
     refiner = pipe.refiner

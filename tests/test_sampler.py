@@ -1,8 +1,10 @@
 import pytest
 import torch
 
+from hybrid.canvas import build_canvas, num_to_mask, score_draft
+from hybrid.config import SamplerConfig
 from hybrid.errors import HybridError
-from hybrid.sampler import SamplerConfig, build_canvas, num_to_mask, refine, score_draft
+from hybrid.sampler import refine
 
 EOS, MASK, V = 0, 11, 12  # real tokens are 1..10; the mask id is inside V on purpose (see Oracle)
 
@@ -291,22 +293,30 @@ def test_guarded_refiner_cannot_end_the_text_inside_the_draft():
 
 
 class Noisy:
-    """A denoiser whose logits depend on the canvas (random but fixed per canvas), so every step's proposal differs."""
+    """A denoiser whose logits depend on the canvas (random but fixed per canvas), so every step's proposal differs.
+    With `poison`, the slots the sampler did not ask for (`need`) hold NaN: any read of them would show."""
 
     mask_token_id = MASK
+
+    def __init__(self, poison=False):
+        self.poison = poison
 
     def encode_prompt(self, prompt_ids, prompt_attention_mask):
         return None
 
     def canvas_logits(self, prompt_state, canvas_ids, need=None):
         generator = torch.Generator().manual_seed(int(canvas_ids.sum()))
-        return torch.randn(*canvas_ids.shape, V, generator=generator) * 3
+        logits = torch.randn(*canvas_ids.shape, V, generator=generator) * 3
+        if self.poison and need is not None:
+            logits[~need] = float("nan")
+        return logits
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_the_masked_rows_path_equals_the_whole_canvas_path(temperature):
-    """Without editing the loop computes the proposal on the masked slots only; with a trace it takes the whole-canvas
-    path. Both give the same canvas, gains and commits, with a drafter prior, an anchor and restricted slots."""
+@pytest.mark.parametrize("temperature, edit, trace", [(0.0, None, False), (1.0, None, False), (0.0, None, True), (1.0, 0.3, True)])
+def test_only_the_slots_the_step_asks_for_are_read(temperature, edit, trace):
+    """The loop asks the denoiser for the slots it needs (masked ones, and the editable visible ones with editing) and
+    does its vocabulary-wide work on those rows alone: NaN elsewhere changes nothing, with a drafter prior, an anchor
+    and restricted slots, greedy or sampled, with editing and the trace."""
     torch.manual_seed(0)
     draft = torch.randint(1, 11, (2, 9))
     canvas = draft.clone()
@@ -318,11 +328,12 @@ def test_the_masked_rows_path_equals_the_whole_canvas_path(temperature):
     restricted = torch.zeros_like(canvas, dtype=torch.bool)
     restricted[0, 4] = restricted[1, 2] = True
     outputs = []
-    for trace in (False, True):
-        config = SamplerConfig(steps=3, temperature=temperature, trace=trace, verify=True)
-        out = refine(Noisy(), None, canvas, config, torch.Generator().manual_seed(5), anchor=anchor, end_token_id=EOS, prior=prior,
+    for poison in (True, False):
+        config = SamplerConfig(steps=3, temperature=temperature, trace=trace, verify=True, edit_threshold=edit)
+        out = refine(Noisy(poison), None, canvas, config, torch.Generator().manual_seed(5), anchor=anchor, end_token_id=EOS, prior=prior,
                      allowed=allowed, restricted=restricted)
         outputs.append(out)
     fast, full = outputs
     assert torch.equal(fast.canvas, full.canvas) and fast.committed_per_step == full.committed_per_step
     assert torch.allclose(fast.refiner_gain, full.refiner_gain, atol=1e-6)
+    assert fast.edits_per_step == full.edits_per_step and fast.trace == full.trace

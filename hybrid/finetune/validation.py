@@ -23,9 +23,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from hybrid.auc import roc_auc
+from hybrid.canvas import build_canvas, score_draft
+from hybrid.config import SamplerConfig
 from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes, random_substitutes, shown_tokens
 from hybrid.logprobs import token_logprob
-from hybrid.sampler import SamplerConfig, build_canvas, refine, score_draft
+from hybrid.sampler import refine
 
 
 @dataclass

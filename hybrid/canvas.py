@@ -1,0 +1,84 @@
+"""The canvas a refine pass starts from: which draft tokens are re-noised, and the slack after the draft.
+
+`build_canvas` turns drafts into canvases (hybrid.sampler.refine denoises them); `score_draft` is the scoring pass
+that the `confidence` rule ranks draft tokens by.
+"""
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from hybrid.config import SamplerConfig, default_slack
+from hybrid.errors import HybridError
+from hybrid.logprobs import clean_logits, token_logprob
+from hybrid.sampler import Denoiser
+
+
+def num_to_mask(strength: float, length: int) -> int:
+    """round(strength * length), halves rounded up."""
+    return int(strength * length + 0.5)
+
+
+def score_draft(denoiser: Denoiser, prompt_state: object, canvas: torch.LongTensor) -> torch.FloatTensor:
+    """One scoring pass: how likely each token already on the (unmasked) canvas is right, [B, L].
+
+    A denoiser with a `visible_confidence(prompt_state, canvas)` method (a trained error detector) answers itself;
+    otherwise the score is the denoiser's probability of the token.
+    """
+    own = getattr(denoiser, "visible_confidence", None)
+    if own is not None:
+        return own(prompt_state, canvas)
+    return token_logprob(clean_logits(denoiser.canvas_logits(prompt_state, canvas), denoiser.mask_token_id), canvas).exp()
+
+
+def build_canvas(
+    draft_ids: torch.LongTensor,
+    draft_logprobs: Optional[torch.FloatTensor],
+    draft_lengths: Union[torch.LongTensor, Sequence[int]],
+    config: SamplerConfig,
+    eos_id: int,
+    mask_id: int,
+    generator: Optional[torch.Generator] = None,
+    scores: Optional[torch.FloatTensor] = None,
+    chosen: Optional[torch.BoolTensor] = None,
+) -> tuple[torch.LongTensor, torch.BoolTensor]:
+    """Draft [B, L] -> (canvas [B, L + slack], noise_mask [B, L + slack]).
+
+    Row b keeps its first draft_lengths[b] tokens, re-masks num_to_mask(strength, length_b) of them (lowest
+    draft logprob, lowest refiner `scores` or random, per `config.select`, where 'auto' is the scores when given, else
+    the log-probs; ties go to the earlier position; with select 'unsupported', exactly the positions marked in `chosen`
+    [B, >= L]), and masks the `slack` positions right after its draft (None: hybrid.config.default_slack). Everything after that is eos_id (batch padding).
+    strength 0 is accepted here as an edge case meaning "mask no draft token"; `validate()` rejects it.
+    """
+    batch, length = draft_ids.shape
+    lengths = [int(n) for n in (draft_lengths.tolist() if torch.is_tensor(draft_lengths) else draft_lengths)]
+    if len(lengths) != batch or any(not 0 <= n <= length for n in lengths):
+        raise ValueError(f"draft_lengths {lengths} do not fit draft_ids of shape {tuple(draft_ids.shape)}")
+    select = config.select if config.select != "auto" else ("confidence" if scores is not None else "logprob")
+    slack = config.slack if config.slack is not None else default_slack(select)
+    if select == "logprob" and draft_logprobs is None:
+        raise HybridError("select='logprob' needs the drafter's token log-probs")
+    if select == "confidence" and scores is None:
+        raise HybridError("select='confidence' needs refiner scores (see score_draft)")
+    if select == "unsupported" and chosen is None:
+        raise HybridError("select='unsupported' needs the unsupported draft tokens (see hybrid.grounded)")
+    canvas = draft_ids.new_full((batch, length + slack), eos_id)
+    noise = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
+    for b, n in enumerate(lengths):
+        canvas[b, :n] = draft_ids[b, :n]
+        if select == "unsupported":
+            noise[b, :n] = chosen[b, :n].to(canvas.device)
+        else:
+            noise[b, _pick(b, n, select, config.strength, draft_logprobs, scores, generator).to(canvas.device)] = True
+        noise[b, n : n + slack] = True
+    return canvas.masked_fill(noise, mask_id), noise
+
+
+def _pick(b, n, select, strength, draft_logprobs, scores, generator) -> torch.LongTensor:
+    """Positions of row b's draft (length n) to re-mask."""
+    count = num_to_mask(strength, n)
+    if select == "random":
+        device = generator.device if generator is not None else "cpu"
+        return torch.randperm(n, generator=generator, device=device)[:count]
+    values = draft_logprobs if select == "logprob" else scores
+    return torch.sort(values[b, :n].float(), stable=True).indices[:count]
