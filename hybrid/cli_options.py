@@ -63,6 +63,4 @@ def config_from(cls, options: dict, **given):
     names = {f.name for f in fields(cls) if f.metadata.get("cli", False)}
     values = {name: options.pop(name) for name in list(options) if name in names}
     values.update(given)
-    if "stop" in values:
-        values["stop"] = tuple(values["stop"])
     return cls(**values)

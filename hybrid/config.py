@@ -50,6 +50,12 @@ def knob(default, help: str, *, flag: str | None = None, low=None, high=None, lo
 class _Checked:
     """`validate()` from the fields' ranges and choices, with one clear error for a value out of them."""
 
+    def __post_init__(self):
+        for f in fields(self):  # a sequence setting given as a list (the CLI, JSON, a generator) is kept as a tuple
+            value = getattr(self, f.name)
+            if isinstance(f.default, tuple) and not isinstance(value, (tuple, str)):
+                setattr(self, f.name, tuple(value))
+
     def validate(self):
         for f in fields(self):
             value, meta = getattr(self, f.name), f.metadata
@@ -157,7 +163,7 @@ class SamplerConfig(_Checked):
             raise HybridError("--select unsupported refines a draft: use it in hybrid mode")
         slack = self.slack if self.slack is not None else default_slack(select)
         return replace(self, steps=steps, select=select, slack=slack, strength=1.0 if mode == "diffusion" else self.strength,
-                       verify=self.verify and mode == "hybrid", ground_kinds=tuple(self.ground_kinds)).validate()
+                       verify=self.verify and mode == "hybrid").validate()
 
 
 def default_slack(select: str) -> int:
@@ -186,8 +192,4 @@ def configs_from(settings: dict, draft_config: DraftConfig | None = None,
             known = sorted(draft_names | refine_names | set(ALIASES))
             close = difflib.get_close_matches(key, known, n=1)
             raise HybridError(f"unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    if "stop" in draft_changes:
-        draft_changes["stop"] = tuple(draft_changes["stop"])
-    if "ground_kinds" in refine_changes:
-        refine_changes["ground_kinds"] = tuple(refine_changes["ground_kinds"])
     return replace(draft_config or DraftConfig(), **draft_changes), replace(refine_config or SamplerConfig(), **refine_changes)

@@ -106,7 +106,7 @@ class HybridPipeline:
         are DraftConfig fields."""
         # With a refiner, keep the drafter's distributions: refining this draft later then needs no extra drafter pass.
         config = replace(draft_config or DraftConfig(), **settings)
-        config = replace(config, stop=tuple(config.stop), keep_distributions=config.keep_distributions or self.refiner is not None).validate()
+        config = replace(config, keep_distributions=config.keep_distributions or self.refiner is not None).validate()
         with self._drafting(), torch.inference_mode():
             return self.drafter.generate(prompts, config, record=self._record())
 

@@ -337,3 +337,13 @@ def test_only_the_slots_the_step_asks_for_are_read(temperature, edit, trace):
     assert torch.equal(fast.canvas, full.canvas) and fast.committed_per_step == full.committed_per_step
     assert torch.allclose(fast.refiner_gain, full.refiner_gain, atol=1e-6)
     assert fast.edits_per_step == full.edits_per_step and fast.trace == full.trace
+
+
+def test_sequence_settings_are_kept_as_tuples_however_they_are_given():
+    from dataclasses import replace
+
+    from hybrid.config import DraftConfig, configs_from
+
+    draft, refine = configs_from({"stop": ["\n\n"], "ground_kinds": iter(["number"])})
+    assert draft.stop == ("\n\n",) and refine.ground_kinds == ("number",)
+    assert replace(DraftConfig(), stop=["x", "y"]).stop == ("x", "y") and SamplerConfig(ground_kinds=["entity"]).ground_kinds == ("entity",)
