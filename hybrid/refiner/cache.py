@@ -103,10 +103,9 @@ class CanvasCacheMixin:
                 return torch.cat([state.last_drafter_logits[:, None], lm_head(hidden).float()], dim=1).log_softmax(-1)
             out = torch.zeros(*canvas.shape, state.last_drafter_logits.shape[-1], device=canvas.device)
             out[:, 0] = state.last_drafter_logits.float().log_softmax(-1)
-            rows = need[:, 1:]
-            if rows.any():
-                target = out[:, 1:]
-                target[rows] = lm_head(hidden[rows]).float().log_softmax(-1)
+            batch, index = need[:, 1:].nonzero(as_tuple=True)
+            if len(batch):
+                out[batch, index + 1] = lm_head(hidden[batch, index]).float().log_softmax(-1)
         return out
 
     def _lower_states(self, state: PromptState, canvas: torch.Tensor) -> LowerStates:

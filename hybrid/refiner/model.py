@@ -192,10 +192,9 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         logits = torch.zeros(hidden.shape[0], length, state.last_logits.shape[-1], device=hidden.device)
         logits[:, 0] = state.last_logits
         rows = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device) if need is None else need[:, slots]
-        if rows.any():
-            target = logits[:, slots]
-            target[rows] = lm_head(hidden[rows]).float()
-            logits[:, slots] = target
+        batch, index = rows.nonzero(as_tuple=True)
+        if len(batch):  # written in place: copying logits[:, slots] out and back costs more than the head's rows
+            logits[batch, slots[index]] = lm_head(hidden[batch, index]).float()
         return logits
 
     def visible_confidence(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
