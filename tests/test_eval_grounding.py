@@ -54,6 +54,12 @@ def test_number_extraction_kinds():
     assert numbers == ["1,000", "0.5", "95%", "2020", "12 percent"]
 
 
+def test_list_enumerators_are_not_numbers():
+    text = "The outcome:\n\n1. Beam search won.\n 2) It took 7 hours.\n3. Done in 2019.\nScores rose 4. Then 5 fell."
+    assert extract_numbers(text) == ["7", "2019", "4", "5"]  # "1." "2)" "3." open lines; "4." ends a sentence
+    assert score_grounding("Steps:\n1. Train.\n2. Test.", SOURCE).number_precision is None  # no number claimed
+
+
 def test_entities_skip_sentence_start_but_keep_acronyms():
     entities = extract_entities("The team met Barack Obama in New York City. However, BERT beats GloVe.")
     assert "Barack Obama" in entities and "New York City" in entities

@@ -7,7 +7,8 @@ support), so what generation repairs is what evaluation counts.
   * entities: capitalised spans that do not start a sentence, plus acronyms anywhere (``NASA``, ``GPUs``);
     supported when every word of the span occurs in the source (case-insensitive, a plural ``s`` forgiven);
   * numbers: integers, decimals, percentages and years; supported when the same value occurs in the source
-    (``1,000`` == ``1000``, ``2.50`` == ``2.5``, ``three`` in the source == ``3``);
+    (``1,000`` == ``1000``, ``2.50`` == ``2.5``, ``three`` in the source == ``3``). A list's enumerator (the ``2``
+    of a line that opens with ``2.`` or ``2)``) numbers the text's own items and claims nothing, so it is no number;
   * content words: lower-case words of three letters or more that are not function words; supported when the
     source has the word (or its singular). Only grounded generation uses them, and only when asked.
 """
@@ -26,6 +27,8 @@ _ACRONYM = re.compile(r"(?<![\w-])[A-Z][A-Z0-9&-]*[A-Z0-9](?:s)?(?![\w-])")
 NUMBER = re.compile(
     r"(?<![\w.,])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:\s?(%|percent\b|per cent\b))?(?!\d)"
 )
+# A list item's number: at the start of a line, followed by "." or ")" and a space (or the text's end).
+_ENUMERATOR = re.compile(r"(?m)^[ \t]*\d{1,3}[.)](?=\s|$)")
 _WORD = re.compile(r"\w+(?:[-'’]\w+)*")
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -72,10 +75,16 @@ def normalise_number(raw: str) -> str:
     return text
 
 
+def number_matches(text: str) -> list[re.Match]:
+    """The numbers of ``text`` as ``NUMBER`` matches, without list enumerators (``"1."`` opening a line)."""
+    enumerators = {m.end() - 1 for m in _ENUMERATOR.finditer(text)}  # where each enumerator's "." or ")" stands
+    return [m for m in NUMBER.finditer(text) if m.end() not in enumerators]
+
+
 def extract_numbers(text: str) -> list[str]:
     """Distinct numbers in order of first appearance, as written (``"1,000"``, ``"20%"``, ``"3.5"``, ``"1969"``)."""
     seen: dict[str, str] = {}
-    for match in NUMBER.finditer(text):
+    for match in number_matches(text):
         value = normalise_number(match.group(1))
         seen.setdefault(value, match.group(0).strip())
     return list(seen.values())
@@ -164,7 +173,7 @@ def _name_and_number_claims(text: str, source: str, kinds: tuple[str, ...]) -> l
     if "number" in kinds:
         values = number_values(source, include_words=True)
         found += [(Claim("number", m.group(1), m.start(1), m.end(1)), normalise_number(m.group(1)) in values)
-                  for m in NUMBER.finditer(text)]
+                  for m in number_matches(text)]
     return found
 
 
