@@ -1,6 +1,6 @@
 """Choose the grounded-repair settings (ground weight, source copies per span) on validation prompts no report uses.
 
-* news-validation: the 24 reports of evals/news/validation.jsonl (the news report uses evals/news/test.jsonl);
+* news-validation: the 64 reports of evals/news/validation.jsonl (24 until 2026-12-02's third session) (the news report uses evals/news/test.jsonl);
 * summarize-validation: the first 16 papers of ACLSum's validation split (the summarize report uses test).
 
 The same greedy drafts (summarize refiner) are refined with `select="unsupported"` for every setting; printed per
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--candidates", default="3")
     parser.add_argument("--refill", default="1,0", help="1: the refiner's fill is offered beside the source copies; 0: copies only")
     parser.add_argument("--deletions", default="0", help="1: cutting a span out is offered too; 0: not")
-    parser.add_argument("--news-size", type=int, default=24)
+    parser.add_argument("--news-size", type=int, default=64)
     parser.add_argument("--summarize-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--refiner", default="summarize")
@@ -60,6 +60,8 @@ def main() -> None:
     classifier = ConsistencyClassifier()
     rows = []
     for name, (suite, examples) in splits(args.news_size, args.summarize_size).items():
+        if not examples:  # --news-size 0 or --summarize-size 0: that split is left out
+            continue
         drafts, draft_s = [], 0.0
         for start in range(0, len(examples), args.batch_size):
             batch = examples[start : start + args.batch_size]

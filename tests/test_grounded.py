@@ -153,7 +153,7 @@ def test_grounded_training_blanks_the_supported_names_and_numbers(default_tokeni
 
 def test_an_invented_detail_can_be_cut_out_with_its_connecting_words(tiny_pipeline, monkeypatch):
     """With ground_deletions, a span the source has no counterpart for may be cut, with the words that tie it in; the
-    oracle verdict prefers the cut, and without ground_deletions the cut is never offered."""
+    oracle verdict prefers the cut, and with ground_deletions off the cut is never offered."""
     import hybrid.grounded_repair as repair_module
 
     def oracle(scorer, state, rows, ended, original_logp, candidates, end_id, window):
@@ -167,5 +167,5 @@ def test_an_invented_detail_can_be_cut_out_with_its_connecting_words(tiny_pipeli
     assert cut.text == "Marta Kowalczyk will repair 1,250 pipes by March 2027."
     assert [(p["old"].strip(), p["new"], p["origin"]) for p in cut.proposals] == [("in Portugal", "", "deletion")]
     kept = tiny_pipeline(PROMPT, draft=tiny_pipeline.draft_from_text(PROMPT, text), select="unsupported", refine_steps=2, trace=True,
-                         max_new_tokens=64)
+                         ground_deletions=False, max_new_tokens=64)
     assert kept.text == text and all(p["origin"] != "deletion" for p in kept.proposals)
