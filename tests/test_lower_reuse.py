@@ -134,3 +134,37 @@ def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pa
     assert torch.allclose(results[True][0], results[False][0], atol=1e-5)
     assert torch.allclose(results[True][1], results[False][1], atol=1e-5)
     assert results[True][2] == 2  # only the slack slots ran through the lower layers again
+
+
+def test_the_last_layer_runs_only_on_the_read_positions_with_the_same_result(partial_refiner, monkeypatch):
+    """With needed slots, the last layer's queries, output projection and MLP run on the positions that predict them
+    alone (the other positions' keys and values still enter): the needed logits equal those of the whole layer, for
+    the refine pass (both ways) and the verify pass (causal, LoRA off)."""
+    import hybrid.refiner.cache as cache_module
+    from hybrid.verify import DrafterScorer
+
+    calls = []
+    real = cache_module._last_layer_at
+    monkeypatch.setattr(cache_module, "_last_layer_at", lambda *a, **k: calls.append(int(a[4].sum())) or real(*a, **k))
+    mask = partial_refiner.mask_token_id
+    prompt = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    canvas = torch.tensor([[20, mask, 22, mask, 24, 25], [30, 31, mask, 33, mask, 35]])
+    need = canvas == mask
+    scorer = DrafterScorer(partial_refiner.model, partial_refiner.adapter_disabled)
+
+    def run():
+        with torch.no_grad():
+            state = partial_refiner.encode_prompt(prompt, (prompt > 0).long())
+            refined = partial_refiner.canvas_logits(state, canvas, need)
+            drafter_state = scorer.encode_prompt(prompt, (prompt > 0).long())
+            state.last_drafter_logits = drafter_state.last_logits
+            verified = partial_refiner.drafter_logprobs(state, drafter_state.cache, canvas.masked_fill(need, 50), need)
+        return refined, verified
+
+    split = run()
+    assert calls == [4, 4]  # positions 0-3 predict the masked slots (1, 3 and 2, 4); positions 4 and 5 are not run
+    monkeypatch.setattr(cache_module, "_SPLITTABLE", ())
+    whole = run()
+    assert len(calls) == 2
+    for a, b in zip(split, whole):
+        assert torch.allclose(a[need], b[need], atol=1e-5)

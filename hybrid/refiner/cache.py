@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from transformers.models.llama.modeling_llama import LlamaAttention, apply_rotary_pos_emb
+
 from hybrid.refiner.masks import attention_mask
+
+# Attention whose keys and values are k_proj / v_proj of the normed input with rotary positions, and nothing else
+# (no key norm, no sliding window): `_last_layer_at` can compute them itself for the rows it does not run.
+_SPLITTABLE = (LlamaAttention,)
 
 
 @dataclass
@@ -71,10 +77,11 @@ class CanvasCacheMixin:
         taps = {i: drafted.outputs[i] for i in self.config.detection_layers if i < self.first_bidirectional}
         state.lower = LowerStates(drafted.inputs, drafted.keys, drafted.values, drafted.outputs[self.first_bidirectional - 1], 0, taps)
 
-    def _reusing_lower(self, state: PromptState, canvas: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
+    def _reusing_lower(self, state: PromptState, canvas: torch.Tensor, taps: dict | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """`_backbone` over the whole canvas, with the lower layers rerun only from the first slot whose input changed
         since the last pass (state.lower); the top layers always see the whole canvas. Same result, to float rounding.
-        With `taps` (a dict), the outputs of the detection layers are stored there by layer index, as `_layers` does."""
+        With `taps` (a dict), the outputs of the detection layers are stored there by layer index, as `_layers` does;
+        with `rows`, only those positions' outputs are computed (`_top_layers`)."""
         every = torch.arange(canvas.shape[1], device=canvas.device)
         lower = self._lower_states(state, canvas)
         hidden = lower.hidden
@@ -84,7 +91,7 @@ class CanvasCacheMixin:
         if self.mask_marker is not None:
             hidden = hidden + is_mask[..., None].to(hidden.dtype) * self.mask_marker.to(hidden.dtype)
         both_ways = attention_mask(state.attention_mask, every, every, both_ways=True)
-        return self._top_layers(state.cache, hidden, state.next_position, both_ways, taps)
+        return self._top_layers(state.cache, hidden, state.next_position, both_ways, taps, rows)
 
     def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor, need: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, V) the plain drafter's log-distribution of each canvas token given the prompt and the tokens before it
@@ -97,7 +104,8 @@ class CanvasCacheMixin:
         every = torch.arange(canvas.shape[1], device=canvas.device)
         causal = attention_mask(state.attention_mask, every, every, both_ways=False)
         with self.adapter_disabled():
-            hidden = self._top_layers(drafter_cache, hidden, state.next_position, causal)[:, :-1]  # slot i from position i - 1
+            rows = None if need is None else read_positions(need)
+            hidden = self._top_layers(drafter_cache, hidden, state.next_position, causal, rows=rows)[:, :-1]  # slot i from position i - 1
             lm_head = self.model.get_base_model().lm_head
             if need is None:
                 return torch.cat([state.last_drafter_logits[:, None], lm_head(hidden).float()], dim=1).log_softmax(-1)
@@ -149,13 +157,19 @@ class CanvasCacheMixin:
         state.lower = LowerStates(inputs.clone(), keys, values, hidden, length - start, taps)
         return state.lower
 
-    def _top_layers(self, cache, hidden: torch.Tensor, next_position: torch.Tensor, mask: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
+    def _top_layers(self, cache, hidden: torch.Tensor, next_position: torch.Tensor, mask: torch.Tensor, taps: dict | None = None,
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
         """The layers from first_bidirectional up over the whole canvas under `mask`, on the prompt held in `cache`
-        (the canvas entries are dropped from it again afterwards); `taps` as in `_reusing_lower`."""
+        (the canvas entries are dropped from it again afterwards); `taps` as in `_reusing_lower`. `rows` (L,) bool: the
+        positions whose output is read; the last layer then runs on those alone (`_last_layer_at`), and the other rows of
+        the result are zeros."""
         inner = self.model.get_base_model().model
         positions = next_position + torch.arange(hidden.shape[1], device=hidden.device)
         rotary = inner.rotary_emb(hidden, position_ids=positions)
-        for index in range(self.first_bidirectional, inner.config.num_hidden_layers):
+        last = inner.config.num_hidden_layers - 1
+        split = (rows is not None and not bool(rows.all()) and isinstance(inner.layers[last].self_attn, _SPLITTABLE)
+                 and not (taps is not None and last in self.config.detection_layers))
+        for index in range(self.first_bidirectional, last + (not split)):
             prompt_len = cache.layers[index].keys.shape[2]
             hidden = inner.layers[index](hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions,
                                          use_cache=True, **{self._layer_cache_keyword: cache})
@@ -163,6 +177,8 @@ class CanvasCacheMixin:
             cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
             if taps is not None and index in self.config.detection_layers:
                 taps[index] = hidden
+        if split:
+            hidden = _last_layer_at(inner.layers[last], self._layer_cache_keyword, cache, hidden, rows, positions, rotary, mask)
         return inner.norm(hidden)
 
     def _partial_canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
@@ -185,3 +201,39 @@ class CanvasCacheMixin:
             layer.keys, layer.values = layer.keys[:, :, :prompt_len], layer.values[:, :, :prompt_len]
         state.passes_since_refresh += 1
         return self._head(state, hidden, positions + 1, need, length)
+
+
+def read_positions(need: torch.Tensor) -> torch.Tensor:
+    """(L,) bool: the canvas positions whose output a pass reads for the needed slots `need` (B, L) (position i - 1
+    predicts slot i; the last position predicts nothing on the canvas)."""
+    rows = torch.zeros(need.shape[1], dtype=torch.bool, device=need.device)
+    rows[:-1] = need[:, 1:].any(0)
+    return rows
+
+
+def _last_layer_at(layer, cache_keyword: str, cache, hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
+                   rotary: tuple, mask: torch.Tensor) -> torch.Tensor:
+    """The last decoder layer's output at the positions `rows` only (zeros elsewhere), exactly as the whole layer gives it
+    there: every position's key and value still enter its attention (computed here for the rows it does not run, as
+    the layer would), but the queries, the output projection and the MLP, most of the layer, run on `rows` alone."""
+    if not bool(rows.any()):
+        return torch.zeros_like(hidden)
+    attn = layer.self_attn
+    read, rest = rows.nonzero().flatten(), (~rows).nonzero().flatten()
+    cos, sin = rotary
+    normed = layer.input_layernorm(hidden[:, rest])
+    shape = (*normed.shape[:-1], -1, attn.head_dim)
+    keys = attn.k_proj(normed).view(shape).transpose(1, 2)
+    keys, _ = apply_rotary_pos_emb(keys, keys, cos[:, rest], sin[:, rest])
+    values = attn.v_proj(normed).view(shape).transpose(1, 2)
+    cached = cache.layers[attn.layer_idx]
+    prompt_len = cached.keys.shape[2]
+    cached.keys, cached.values = torch.cat([cached.keys, keys], dim=2), torch.cat([cached.values, values], dim=2)
+    # The cache now holds prompt, rest, then (once the layer adds them) the read rows: the mask's keys in that order.
+    order = torch.cat([torch.arange(prompt_len, device=hidden.device), prompt_len + rest, prompt_len + read])
+    out = layer(hidden[:, read], attention_mask=mask[:, :, read][..., order], position_embeddings=(cos[:, read], sin[:, read]),
+                position_ids=positions[:, read], use_cache=True, **{cache_keyword: cache})
+    cached.keys, cached.values = cached.keys[:, :, :prompt_len], cached.values[:, :, :prompt_len]
+    result = torch.zeros_like(hidden)
+    result[:, read] = out
+    return result

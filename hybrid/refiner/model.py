@@ -32,7 +32,7 @@ from torch import nn
 from hybrid.errors import HybridError
 from hybrid.logprobs import token_logprob
 from hybrid.models import cache_keyword
-from hybrid.refiner.cache import CanvasCacheMixin, PromptState
+from hybrid.refiner.cache import CanvasCacheMixin, PromptState, read_positions
 from hybrid.refiner.head import DetectionHeadMixin
 from hybrid.refiner.io import CheckpointMixin, RefinerConfig
 from hybrid.refiner.masks import attention_mask
@@ -137,7 +137,7 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         length = canvas.shape[1]
         prompt_len = state.attention_mask.shape[1]
         if self.reuses_lower:
-            hidden = self._reusing_lower(state, canvas)
+            hidden = self._reusing_lower(state, canvas, rows=None if need is None else read_positions(need))
             state.canvas_keys = state.canvas_values = None
             return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length)
         every = torch.arange(length, device=canvas.device)
