@@ -169,3 +169,20 @@ def test_an_invented_detail_can_be_cut_out_with_its_connecting_words(tiny_pipeli
     kept = tiny_pipeline(PROMPT, draft=tiny_pipeline.draft_from_text(PROMPT, text), select="unsupported", refine_steps=2, trace=True,
                          ground_deletions=False, max_new_tokens=64)
     assert kept.text == text and all(p["origin"] != "deletion" for p in kept.proposals)
+
+
+def test_a_cut_never_displaces_a_copy_the_drafter_accepts(tiny_pipeline, monkeypatch):
+    """A cut removes what the span said: it is weighed only where no copy from the source scores above 0, so a copy
+    that does is kept even when the cut would score higher."""
+    import hybrid.grounded_repair as repair_module
+
+    def oracle(scorer, state, rows, ended, original_logp, candidates, end_id, window):
+        for c in candidates:
+            c.drafter_gain = 5.0 if c.origin == "deletion" else 0.5 if c.origin == "source" else -5.0
+
+    monkeypatch.setattr(repair_module, "score_candidates", oracle)
+    text = "Marta Kowalczyk will repair 1,250 pipes in Portugal by March 2027."
+    out = tiny_pipeline(PROMPT, draft=tiny_pipeline.draft_from_text(PROMPT, text), select="unsupported", refine_steps=2, trace=True,
+                        max_new_tokens=64)
+    assert [(p["old"].strip(), p["origin"], p["accepted"]) for p in out.proposals] == [("Portugal", "source", True)]
+    assert "Portugal" not in out.text and " in " in out.text
