@@ -1,6 +1,7 @@
 """Choose the grounded-repair settings (ground weight, source copies per span) on validation prompts no report uses.
 
-* news-validation: the 64 reports of evals/news/validation.jsonl (24 until 2026-12-02's third session) (the news report uses evals/news/test.jsonl);
+* news-validation: the 64 reports of evals/news/validation.jsonl (24 before 2026-12-02's third session; the news
+  report uses evals/news/test.jsonl);
 * summarize-validation: the first 16 papers of ACLSum's validation split (the summarize report uses test).
 
 The same greedy drafts (summarize refiner) are refined with `select="unsupported"` for every setting; printed per

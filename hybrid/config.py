@@ -143,7 +143,7 @@ class SamplerConfig(_Checked):
     # On by default since the validation prompts grew to 64 news reports and 50 ACLSum papers: cuts raised entity
     # precision and consistency on both splits, ROUGE-L within 0.001 (evals/defaults/grounding_deletions*.json).
     ground_deletions: bool = knob(True, "With --select unsupported: also offer cutting each unsupported span out (with the "
-                                  "connecting words before it), scored like every other candidate.")
+                                  "connecting words before it), where no copy from the source scores above 0.")
     ground_refill: bool = knob(False, "With --select unsupported: also offer the refiner's own fill of each span (K refine "
                                "steps; it changed no validation outcome and tripled the cost).")
     temperature: float = knob(0.0, "0 = argmax; > 0 samples masked positions (set from the draft's temperature).", cli=False,
