@@ -13,6 +13,12 @@ of a batch are scored in one drafter pass over the draft prompts' cache. A span 
 that scores above 0. Only where none does is cutting the span out (`ground_deletions`) weighed, and taken when it
 scores above 0: a cut also removes what the span said, so it never displaces a supported copy (on the planted names,
 offering cuts beside copies as equals cut 12 of the 53 planted names, 9 of which a copy repairs). Otherwise the draft stays.
+
+A run of more than MAX_SPAN_TOKENS unsupported tokens is no mis-copied name or number but degenerate text (a
+hyphenated chain of 81 tokens on ACLSum test paper 48, which a copy of "AESOP" replaced whole, leaving
+"AESOP (AESOP-" and the judge's perplexity 5 -> 381); copying one claim over it cannot mend it, so it is left alone.
+Every other repair in the committed reports spans at most 4 tokens; a number's digits are one token each, so a
+16-token bound still takes "1,234,567.89".
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from dataclasses import dataclass
 import torch
 
 from hybrid.grounded import unsupported_kinds
-from hybrid.text.claims import NUMBER, entity_mentions
+from hybrid.text.claims import entity_mentions, number_matches
 from hybrid.logprobs import gather_tokens
 from hybrid.verify import DrafterPrompt, DrafterScorer, Proposal
 
 _NAME_WORD = re.compile(r"[A-Z][\w'’-]*")
+MAX_SPAN_TOKENS = 16  # longer unsupported runs are left alone (see the module docstring)
 
 
 @dataclass
@@ -49,7 +56,7 @@ class Candidate:
 def source_claims(source: str, kind: str) -> list[str]:
     """The source's own claims of a kind, distinct, in order: its numbers as written, or the words of its names."""
     if kind == "number":
-        found = [m.group(1) for m in NUMBER.finditer(source)]
+        found = [m.group(1) for m in number_matches(source)]
     elif kind == "entity":
         found = [w.group(0) for m in entity_mentions(source) for w in _NAME_WORD.finditer(m.text)]
     else:
@@ -136,6 +143,8 @@ def repair(tokenizer, scorer: DrafterScorer, state: DrafterPrompt, rows: list[li
     for row, (ids, source) in enumerate(zip(rows, sources)):
         for span in _runs(kinds_of[row]):
             start, end, _ = span
+            if end - start > MAX_SPAN_TOKENS:
+                continue
             spans.append((row, start, end))
             if refilled is not None and refilled[row, start:end].tolist() != ids[start:end]:
                 candidates.append(Candidate(row, start, end, refilled[row, start:end].tolist(), "refiner"))

@@ -91,3 +91,14 @@ def test_aggregate_is_micro_average():
 def test_mismatched_lengths_raise():
     with pytest.raises(HybridError):
         score_grounding_batch(["a"], [])
+
+
+def test_a_sources_list_enumerators_support_no_number():
+    """The source side reads numbers as the text side does: a source's "2." opening a line numbers its list and
+    supports no "2" in the output, and grounded repair never offers it as a copy."""
+    from hybrid.grounded_repair import source_claims
+    from hybrid.text.claims import number_values
+
+    source = "Findings:\n1. Costs rose 14%.\n2. The 2019 audit found 7 faults."
+    assert number_values(source) == {"14", "2019", "7"}
+    assert source_claims(source, "number") == ["14", "2019", "7"]

@@ -186,3 +186,22 @@ def test_a_cut_never_displaces_a_copy_the_drafter_accepts(tiny_pipeline, monkeyp
                         max_new_tokens=64)
     assert [(p["old"].strip(), p["origin"], p["accepted"]) for p in out.proposals] == [("Portugal", "source", True)]
     assert "Portugal" not in out.text and " in " in out.text
+
+
+def test_a_run_too_long_for_any_claim_is_left_alone(tiny_pipeline, monkeypatch):
+    """A degenerate run of unsupported tokens (a hyphenated chain) is no mis-copied claim: even with every candidate
+    preferred, it keeps its tokens and gets no proposal, while the short planted number beside it is still repaired."""
+    import hybrid.grounded_repair as repair_module
+
+    monkeypatch.setattr(repair_module, "score_candidates", lambda *args: [setattr(c, "drafter_gain", 1.0) for c in args[5]])
+    chain = "-".join(["Zorp", "to", "Blent"] * 8)
+    text = f"Marta Kowalczyk will repair 1,870 pipes with {chain} tools."
+    out = tiny_pipeline(PROMPT, draft=tiny_pipeline.draft_from_text(PROMPT, text), select="unsupported", refine_steps=2, trace=True,
+                        max_new_tokens=96)
+    assert chain in out.text and "1,870" not in out.text
+    assert all(len(tiny_pipeline.tokenizer(p["old"], add_special_tokens=False).input_ids) <= repair_module.MAX_SPAN_TOKENS
+               for p in out.proposals)
+    monkeypatch.setattr(repair_module, "MAX_SPAN_TOKENS", 10**6)
+    unbounded = tiny_pipeline(PROMPT, draft=tiny_pipeline.draft_from_text(PROMPT, text), select="unsupported", refine_steps=2,
+                              max_new_tokens=96)
+    assert chain not in unbounded.text  # the bound, not the scoring, is what keeps it

@@ -92,7 +92,7 @@ def extract_numbers(text: str) -> list[str]:
 
 def number_values(text: str, include_words: bool = False) -> set[str]:
     """Canonical values of all numbers in ``text``; with ``include_words``, also small number words (``three``)."""
-    values = {normalise_number(m.group(1)) for m in NUMBER.finditer(text)}
+    values = {normalise_number(m.group(1)) for m in number_matches(text)}
     if include_words:
         for word in word_tokens(text):
             if word in _NUMBER_WORDS:
