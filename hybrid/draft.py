@@ -14,7 +14,7 @@ import torch
 
 from hybrid.config import DraftConfig
 from hybrid.errors import HybridError
-from hybrid.models import DEFAULT_DRAFTER, cache_keyword, load_causal_lm, synchronize
+from hybrid.models import DEFAULT_DRAFTER, cache_keyword, last_position_logits, load_causal_lm, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -247,13 +247,11 @@ class Drafter:
         tokens, logprobs, generated, distributions = [], [], [[] for _ in range(batch)], []
 
         start = time.perf_counter()
-        out = self.model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1,
-                         **{self.cache_keyword: cache})
+        logits = last_position_logits(self.model, cache, input_ids=prompt_ids, attention_mask=attention, position_ids=positions)
         synchronize(device)  # the prefill ends when the device is done
         prefill_s = time.perf_counter() - start
         next_positions = positions[:, -1:] + 1
         for step in range(config.max_new_tokens):
-            logits = out.logits[:, -1, :].float()
             token = self._choose(logits, config, generator)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             log_distribution = torch.log_softmax(logits, dim=-1)
@@ -278,6 +276,7 @@ class Drafter:
             attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
             out = self.model(input_ids=token[:, None], attention_mask=attention, position_ids=next_positions, use_cache=True,
                              **{self.cache_keyword: cache})
+            logits = out.logits[:, -1, :].float()
             next_positions = next_positions + 1
         decode_s = time.perf_counter() - start - prefill_s
 

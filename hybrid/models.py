@@ -90,6 +90,20 @@ def cache_keyword(module) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+def last_position_logits(model, cache, **inputs) -> torch.Tensor:
+    """Float logits (B, V) of a causal LM's last input position, filling `cache` with the inputs' keys and values: the
+    same values as ``model(**inputs, logits_to_keep=1).logits[:, -1]``. For one prompt the output head gets a 2-D
+    input: the 3-D (1, 1, H) call that `logits_to_keep=1` makes copies the whole transposed head weight in bfloat16 on
+    the CPU (torch 2.13: 70-75 ms for SmolLM2's 49,152 x 576 head, against 2 ms), and gives the same values. A batch
+    keeps the 3-D call, which has no such cost (a 2-D one differs from it by ~1e-5 in float32). A PEFT model runs with
+    its adapters."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = base.base_model
+    out = backbone(use_cache=True, **inputs, **{cache_keyword(backbone): cache})
+    last, head = out.last_hidden_state[:, -1:], base.get_output_embeddings()
+    return (head(last[:, 0].contiguous()) if last.shape[0] == 1 else head(last)[:, 0]).float()
+
+
 def _package_folder(spec: PackagedModel) -> Path:
     found = importlib.util.find_spec(spec.module)
     if found is None or found.origin is None:

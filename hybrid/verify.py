@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hybrid.models import cache_keyword
+from hybrid.models import cache_keyword, last_position_logits
 
 
 @dataclass
@@ -83,9 +83,8 @@ class DrafterScorer:
         cache = DynamicCache(config=self.model.config)
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         with self.plain():
-            out = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1, **{self._keyword: cache})
-        return DrafterPrompt(cache, prompt_mask, positions[:, -1:] + 1, out.logits[:, -1].float())
+            last = last_position_logits(self.model, cache, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions)
+        return DrafterPrompt(cache, prompt_mask, positions[:, -1:] + 1, last)
 
     @staticmethod
     def prompt_from_draft(draft) -> DrafterPrompt | None:

@@ -98,3 +98,30 @@ def test_cache_keyword_names_a_real_parameter(tiny_model):
     layer = model.model.layers[0]
     assert cache_keyword(model) in inspect.signature(model.forward).parameters
     assert cache_keyword(layer) in inspect.signature(layer.forward).parameters
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_last_position_logits_equal_the_models_own(batch):
+    """The prompt pass that feeds the head a 2-D input (one prompt) gives the logits and cache of
+    `model(..., logits_to_keep=1)`, for a plain model and for a refiner's PEFT model with its adapters on."""
+    from transformers import DynamicCache
+
+    from hybrid.models import last_position_logits
+    from tiny import make_refiner
+
+    base, refiner = make_refiner(vocab=100)
+    ids = torch.randint(3, 100, (batch, 7), generator=torch.Generator().manual_seed(batch))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # left padding on one row
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    for model in (base, refiner.model):
+        theirs, ours = DynamicCache(config=base.config), DynamicCache(config=base.config)
+        expected = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                         past_key_values=theirs).logits[:, -1].float()
+        got = last_position_logits(model, ours, input_ids=ids, attention_mask=mask, position_ids=positions)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+        assert all(torch.equal(a.keys, b.keys) for a, b in zip(theirs.layers, ours.layers))
+    with refiner.adapter_disabled():
+        plain = last_position_logits(refiner.model, DynamicCache(config=base.config), input_ids=ids, attention_mask=mask,
+                                     position_ids=positions)
+    assert not torch.allclose(plain, got)  # the adapters were on above

@@ -31,7 +31,7 @@ from torch import nn
 
 from hybrid.errors import HybridError
 from hybrid.logprobs import token_logprob
-from hybrid.models import cache_keyword
+from hybrid.models import cache_keyword, last_position_logits
 from hybrid.refiner.cache import CanvasCacheMixin, PromptState, read_positions
 from hybrid.refiner.head import DetectionHeadMixin
 from hybrid.refiner.io import CheckpointMixin, RefinerConfig
@@ -87,7 +87,6 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         # With causal lower layers (bidirectional_layers > 0), keep their states between passes and recompute them
         # only from the first slot whose input changed (exact; see LowerStates). False recomputes every layer.
         self.reuse_lower = True
-        self._model_cache_keyword = cache_keyword(self.model)
         self._layer_cache_keyword = cache_keyword(self.model.get_base_model().model.layers[0])
 
     def check_renoised_input(self) -> None:
@@ -118,11 +117,9 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
 
         cache = DynamicCache(config=self.model.config)
         positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
-            inputs_embeds=self._embed(prompt_ids), attention_mask=prompt_attention_mask, position_ids=positions,
-            use_cache=True, logits_to_keep=1, **{self._model_cache_keyword: cache},
-        )
-        return PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, out.logits[:, -1].float())
+        last = last_position_logits(self.model, cache, inputs_embeds=self._embed(prompt_ids), attention_mask=prompt_attention_mask,
+                                    position_ids=positions)
+        return PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, last)
 
     def canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, L, V) for every canvas slot given the cached prompt and the whole canvas.
