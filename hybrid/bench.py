@@ -26,6 +26,7 @@ from hybrid.config import DEFAULT_REFINE_STEPS, DTYPE_NAMES, DraftConfig, Sample
 from hybrid.pipeline import HybridPipeline, resolve_refiner
 from hybrid.refiner import Refiner
 from hybrid.systems import DRAFT, System
+from hybrid.verify import DrafterScorer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,14 @@ class StepCost:
     # run); None for a refiner whose every layer is bidirectional.
     reused_step_s: float | None = None
     reused_ar_token_equivalents: float | None = None
+    # The verify pass for one change on those reused lower states: the top layers again, causal and without LoRA, and
+    # the head on one verify window (the changed slot and the `verify_window` after it); None as above.
+    verify_pass_s: float | None = None
+
+    @property
+    def lower_layers_s(self) -> float | None:
+        """What the lower layers cost in a full step: the full step minus one that reuses them."""
+        return None if self.reused_step_s is None else self.refine_step_s - self.reused_step_s
 
 
 @dataclass
@@ -164,14 +173,24 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
         refiner.canvas_logits(state, canvas)
         synchronize(canvas.device)  # GPU work is asynchronous: time it to the end
 
+    def verify():
+        refiner.drafter_logprobs(state, drafter_state.cache, canvas, window)
+        synchronize(canvas.device)
+
     with torch.inference_mode():
         state = refiner.encode_prompt(prompt_ids, prompt_mask)
         seconds, _ = _median_time(lambda: step(True), repeats, 1)
-        reused = None
+        reused = verify_s = None
         if refiner.reuses_lower:
             reused, _ = _median_time(lambda: step(False), repeats, 1)
+            drafter_state = DrafterScorer(refiner.model, refiner.adapter_disabled).encode_prompt(prompt_ids, prompt_mask)
+            state.last_drafter_logits = drafter_state.last_logits
+            middle, width = canvas.shape[1] // 2, SamplerConfig().verify_window + 1
+            window = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
+            window[:, middle : middle + width] = True
+            verify_s, _ = _median_time(verify, repeats, 1)
     return StepCost(dtype, batch, tokens + 4, decode_step_s, seconds, seconds / decode_step_s, reused,
-                    reused / decode_step_s if reused is not None else None)
+                    reused / decode_step_s if reused is not None else None, verify_s)
 
 
 def peak_memory_of_generate(refiner: str | None, max_new_tokens: int = 128) -> float:

@@ -43,3 +43,24 @@ def test_budget_stops_repeating_long_calls():
     calls.clear()
     _median_time(lambda: calls.append(1), repeats=5, warmup=0, budget_s=0.0)
     assert len(calls) == 5
+
+
+def test_the_step_split_times_lower_layers_top_layers_and_the_verify_pass(tiny_model, tiny_pipeline):
+    """With causal lower layers the step cost has its three parts: a reused step, the lower layers (the full step
+    minus the reused one) and a verify pass, each timed; a refiner whose every layer is bidirectional has none."""
+    from types import SimpleNamespace
+
+    from hybrid.bench import _step_cost
+    from hybrid.bench_report import format_table
+    from hybrid.refiner import Refiner
+
+    model, _ = tiny_model
+    partial = Refiner.create(model, "tiny", lora_r=4, lora_alpha=8, bidirectional_layers=1).eval()
+    cost = _step_cost(SimpleNamespace(drafter=tiny_pipeline.drafter, refiner=partial), "float32", 1, 16, 1e-3, repeats=2)
+    assert cost.reused_step_s > 0 and cost.verify_pass_s > 0
+    assert cost.lower_layers_s == pytest.approx(cost.refine_step_s - cost.reused_step_s)
+    report = SimpleNamespace(config=BenchConfig(), refiner="tiny", machine={"threads": 2, "torch": "x"}, timings=[], step_costs=[cost],
+                             peak_rss_mb=None, peak_gpu_mb=None, decode_bound_s={})
+    assert "verify pass for one change" in format_table(report)
+    whole = _step_cost(tiny_pipeline, "float32", 1, 16, 1e-3, repeats=2)  # the tiny refiner: every layer both ways
+    assert whole.reused_step_s is None and whole.verify_pass_s is None and whole.lower_layers_s is None
