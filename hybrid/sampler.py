@@ -51,7 +51,9 @@ class Denoiser(Protocol):
         """FloatTensor[B, L, V]: logits[b, i] is the distribution of canvas token i given prompt and whole canvas.
 
         `need` [B, L], when given, marks the slots the sampler will read; a denoiser may skip the output head
-        elsewhere (those rows then hold any finite value) to save time.
+        elsewhere (those rows then hold any finite value) to save time. A denoiser may also offer
+        `needed_logits(prompt_state, canvas_ids, need)`: the `need` rows alone, (n, V) in row-major order, equal to
+        ``canvas_logits(...)[need]``; the sampler then calls it instead.
         """
         ...
 
@@ -127,10 +129,13 @@ def refine(
         if threshold is None and not masked.any():
             break
         need = masked | (~masked & editable) if threshold is not None else masked
-        logits = denoiser.canvas_logits(prompt_state, canvas, need)
         # Only the needed slots are read: the vocabulary-wide work runs on those rows alone, (n, V), and what the step
         # decides comes back to (B, L) (the other slots are never committed, edited or traced).
-        refiner_logp, logp = _proposal(logits[need], prior[need] if prior is not None and config.product else None, weight,
+        if hasattr(denoiser, "needed_logits"):
+            logits = denoiser.needed_logits(prompt_state, canvas, need)
+        else:
+            logits = denoiser.canvas_logits(prompt_state, canvas, need)[need]
+        refiner_logp, logp = _proposal(logits, prior[need] if prior is not None and config.product else None, weight,
                                        allowed[:, None].expand(*need.shape, -1)[need] if allowed is not None else None,
                                        restricted[need] if allowed is not None else None, mask_id)
         tokens, confidence = _predict(logp, masked[need], config.temperature, generator)

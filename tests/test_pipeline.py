@@ -75,7 +75,7 @@ def test_partial_output_head_changes_nothing(tiny_pipeline, monkeypatch):
     kwargs = dict(max_new_tokens=10, refine_steps=4, edit_threshold=0.3, seed=0, ignore_eos=True, trace=True)
     fast = tiny_pipeline("The history of Rome", **kwargs)
     full_head = tiny_pipeline.refiner.canvas_logits
-    monkeypatch.setattr(tiny_pipeline.refiner, "canvas_logits", lambda state, canvas, need=None: full_head(state, canvas))
+    monkeypatch.setattr(tiny_pipeline.refiner, "needed_logits", lambda state, canvas, need: full_head(state, canvas)[need])
     slow = tiny_pipeline("The history of Rome", **kwargs)
     assert fast.token_ids == slow.token_ids and fast.edits_per_step == slow.edits_per_step
 

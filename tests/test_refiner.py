@@ -147,6 +147,24 @@ def test_needed_slots_get_the_same_logits(layers):
 
 
 @BOTH_MODES
+@pytest.mark.parametrize("cache_refresh", [0, 4])
+def test_needed_logits_are_the_needed_rows_of_the_canvas_logits(layers, cache_refresh):
+    """The packed path returns exactly `canvas_logits(...)[need]`, slot 0 (the prompt's prediction) included, on a
+    first pass and on the next one (which, with cache_refresh, recomputes only the needed positions)."""
+    _, refiner = make_refiner(layers=layers)
+    refiner.cache_refresh = cache_refresh
+    canvas = canvas_for(refiner)
+    need = canvas == refiner.mask_token_id
+    need[0, 0] = need[1, 3] = True
+    with torch.no_grad():
+        state, packed_state = refiner.encode_prompt(PROMPT, PROMPT_MASK), refiner.encode_prompt(PROMPT, PROMPT_MASK)
+        for _ in range(2):
+            full = refiner.canvas_logits(state, canvas, need)
+            packed = refiner.needed_logits(packed_state, canvas, need)
+            assert packed.shape == (int(need.sum()), full.shape[-1]) and torch.equal(packed, full[need])
+
+
+@BOTH_MODES
 def test_reused_canvas_cache_is_exact_when_the_canvas_did_not_change(layers):
     _, refiner = make_refiner(layers=layers)
     refiner.cache_refresh = 4

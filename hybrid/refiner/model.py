@@ -121,22 +121,24 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
                                     position_ids=positions)
         return PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, last)
 
-    def canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor | None = None) -> torch.Tensor:
+    def canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor | None = None,
+                      packed: bool = False) -> torch.Tensor:
         """Logits (B, L, V) for every canvas slot given the cached prompt and the whole canvas.
 
         With `need` (B, L), the output head runs only on the slots marked there (other rows are zeros): the head is
-        a 49k x 576 matmul per slot, a fifth of a step's work on the default model.
+        a 49k x 576 matmul per slot, a fifth of a step's work on the default model. With `packed` too, only those
+        rows come back, (n, V) in row-major order (``canvas_logits(...)[need]`` without the (B, L, V) tensor).
         """
         reuse = (need is not None and self.cache_refresh > 1 and state.canvas_keys is not None
                  and state.canvas_keys[0].shape[2] == canvas.shape[1] and state.passes_since_refresh < self.cache_refresh)
         if reuse:
-            return self._partial_canvas_logits(state, canvas, need)
+            return self._partial_canvas_logits(state, canvas, need, packed)
         length = canvas.shape[1]
         prompt_len = state.attention_mask.shape[1]
         if self.reuses_lower:
             hidden = self._reusing_lower(state, canvas, rows=None if need is None else read_positions(need))
             state.canvas_keys = state.canvas_values = None
-            return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length)
+            return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length, packed)
         every = torch.arange(length, device=canvas.device)
         hidden = self._backbone(state, canvas, every, every)
         layers = state.cache.layers
@@ -148,7 +150,12 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
             state.canvas_keys = state.canvas_values = None
         state.cache.crop(-length)  # drop the canvas again: the cache keeps only the prompt
         # The AR shift: slot 0 is predicted by the prompt's last position, slot i by canvas position i - 1.
-        return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length)
+        return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length, packed)
+
+    def needed_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """(n, V): the logits of the `need` slots in row-major order, as ``canvas_logits(state, canvas, need)[need]``
+        (the sampler's optional fast path: no (B, L, V) tensor is filled and gathered again)."""
+        return self.canvas_logits(state, canvas, need, packed=True)
 
     def _backbone(self, state: PromptState, canvas: torch.Tensor, positions: torch.Tensor, key_positions: torch.Tensor,
                   taps: dict | None = None) -> torch.Tensor:
@@ -183,9 +190,22 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
                 taps[index] = hidden
         return inner.norm(hidden)
 
-    def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int) -> torch.Tensor:
-        """Scatter output-head logits for `slots` (hidden[:, j] predicts slot slots[j]) into a (B, L, V) tensor."""
+    def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int,
+              packed: bool = False) -> torch.Tensor:
+        """Scatter output-head logits for `slots` (hidden[:, j] predicts slot slots[j]) into a (B, L, V) tensor; with
+        `packed` (and `need`), only the `need` slots' rows, (n, V) in row-major order."""
         lm_head = self.model.get_base_model().lm_head
+        if packed and need is not None:
+            batch, slot = need.nonzero(as_tuple=True)
+            logits = torch.empty(len(batch), state.last_logits.shape[-1], device=hidden.device)
+            first = slot == 0  # predicted by the prompt
+            logits[first] = state.last_logits[batch[first]]
+            column = torch.full((length,), -1, dtype=torch.long, device=hidden.device)
+            column[slots] = torch.arange(len(slots), device=hidden.device)
+            rest = ~first
+            if rest.any():
+                logits[rest] = lm_head(hidden[batch[rest], column[slot[rest]]]).float()
+            return logits
         logits = torch.zeros(hidden.shape[0], length, state.last_logits.shape[-1], device=hidden.device)
         logits[:, 0] = state.last_logits
         rows = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device) if need is None else need[:, slots]
