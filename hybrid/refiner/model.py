@@ -192,26 +192,23 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
 
     def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int,
               packed: bool = False) -> torch.Tensor:
-        """Scatter output-head logits for `slots` (hidden[:, j] predicts slot slots[j]) into a (B, L, V) tensor; with
-        `packed` (and `need`), only the `need` slots' rows, (n, V) in row-major order."""
-        lm_head = self.model.get_base_model().lm_head
+        """Output-head logits of the `need` slots (all when None; hidden[:, j] predicts slot slots[j], the prompt slot 0),
+        scattered into a (B, L, V) tensor whose slot 0 always holds the prompt's prediction; with `packed` (and `need`),
+        only those rows, (n, V) in row-major order."""
+        wanted = torch.ones(hidden.shape[0], length, dtype=torch.bool, device=hidden.device) if need is None else need
+        batch, slot = wanted.nonzero(as_tuple=True)
+        by_head = slot > 0  # slot 0 is predicted by the prompt
+        column = torch.full((length,), -1, dtype=torch.long, device=hidden.device)
+        column[slots] = torch.arange(len(slots), device=hidden.device)
+        vocab = state.last_logits.shape[-1]
         if packed and need is not None:
-            batch, slot = need.nonzero(as_tuple=True)
-            logits = torch.empty(len(batch), state.last_logits.shape[-1], device=hidden.device)
-            first = slot == 0  # predicted by the prompt
-            logits[first] = state.last_logits[batch[first]]
-            column = torch.full((length,), -1, dtype=torch.long, device=hidden.device)
-            column[slots] = torch.arange(len(slots), device=hidden.device)
-            rest = ~first
-            if rest.any():
-                logits[rest] = lm_head(hidden[batch[rest], column[slot[rest]]]).float()
-            return logits
-        logits = torch.zeros(hidden.shape[0], length, state.last_logits.shape[-1], device=hidden.device)
-        logits[:, 0] = state.last_logits
-        rows = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device) if need is None else need[:, slots]
-        batch, index = rows.nonzero(as_tuple=True)
-        if len(batch):  # written in place: copying logits[:, slots] out and back costs more than the head's rows
-            logits[batch, slots[index]] = lm_head(hidden[batch, index]).float()
+            logits, target = torch.empty(len(batch), vocab, device=hidden.device), by_head
+            logits[~by_head] = state.last_logits[batch[~by_head]]
+        else:  # written in place: copying logits[:, slots] out and back costs more than the head's rows
+            logits, target = torch.zeros(hidden.shape[0], length, vocab, device=hidden.device), (batch[by_head], slot[by_head])
+            logits[:, 0] = state.last_logits
+        if by_head.any():
+            logits[target] = self.model.get_base_model().lm_head(hidden[batch[by_head], column[slot[by_head]]]).float()
         return logits
 
     def visible_confidence(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
