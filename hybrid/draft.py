@@ -59,6 +59,10 @@ class LayerStates:
     keys: list  # per layer (B, H, M, D)
     values: list
     outputs: dict  # layer index -> (B, M, E) that layer's output
+    # The same layers over the prompt (the prefill): per layer (B, H, P, D), and the last one's output (B, P, E).
+    prompt_keys: list = field(default_factory=list)
+    prompt_values: list = field(default_factory=list)
+    prompt_hidden: torch.Tensor | None = None
 
 
 def _keep_output(kept: list):
@@ -147,7 +151,7 @@ class Drafter:
         """Draft every prompt. `on_token(tokens)`, when given, is called after each decode step with the step's token of
         every row (LongTensor[B]; rows that already ended hold the pad id), e.g. to stream the draft. `record` (n,
         layers), with keep_distributions: keep the first n layers' keys and values and the outputs of `layers` at the
-        draft slots (Draft.lower)."""
+        draft slots, and over the prompt those keys and values and layer n - 1's output when `layers` holds it (Draft.lower)."""
         config = config or DraftConfig()
         config.validate()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -230,9 +234,12 @@ class Drafter:
         if record:
             start = prompt_ids.shape[1]
             fed = draft.cache.get_seq_length() - start  # every draft token but the last went through the model
-            draft.lower = LayerStates(draft.token_ids[:, :fed], [draft.cache.layers[i].keys[:, :, start:] for i in range(record[0])],
-                                      [draft.cache.layers[i].values[:, :, start:] for i in range(record[0])],
-                                      {index: torch.cat(kept[1:], dim=1) if fed else kept[0][:, :0] for index, kept in outputs.items()})
+            layers = [draft.cache.layers[i] for i in range(record[0])]
+            draft.lower = LayerStates(draft.token_ids[:, :fed], [layer.keys[:, :, start:] for layer in layers],
+                                      [layer.values[:, :, start:] for layer in layers],
+                                      {index: torch.cat(kept[1:], dim=1) if fed else kept[0][:, :0] for index, kept in outputs.items()},
+                                      [layer.keys[:, :, :start] for layer in layers], [layer.values[:, :, :start] for layer in layers],
+                                      outputs[record[0] - 1][0] if record[0] - 1 in outputs else None)
         return draft
 
     def _decode(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token, cache, outputs) -> Draft:

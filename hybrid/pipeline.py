@@ -173,9 +173,8 @@ class HybridPipeline:
             prompt_ids, prompt_mask = draft.prompt_ids, draft.prompt_attention_mask
             canvas = None
         copies_only = chosen is not None and sampler_config.verify and not sampler_config.ground_refill
-        state = None if copies_only else refiner.encode_prompt(prompt_ids, prompt_mask)
-        if state is not None and draft is not None and draft.lower is not None and refiner.reuses_lower:
-            refiner.adopt_lower(state, draft.lower)  # the lower layers already ran over the draft while drafting
+        # the lower layers already ran over the prompt and the draft while drafting: the refiner takes their states
+        state = None if copies_only else refiner.encode_prompt(prompt_ids, prompt_mask, draft.lower if draft is not None else None)
         editable = anchor = None
         if canvas is None:
             scores = score_draft(refiner, state, draft.token_ids) if sampler_config.select == "confidence" else None

@@ -160,6 +160,27 @@ def test_starting_over_an_existing_run_is_refused(tiny_model_dir, tmp_path):
         run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, out, steps=2)))
 
 
+def test_lora_training_lays_its_initial_refiner_out_as_the_recipe_says(tiny_model_dir, tmp_path):
+    """model.init_refiner with another lora.bidirectional_layers: the run trains and saves the recipe's layout (the
+    layers both have start from the initial refiner's LoRA); head-only training keeps the initial layout."""
+    from safetensors.torch import load_file
+
+    from hybrid.finetune.methods import run_recipe
+    from hybrid.refiner import ADAPTER_WEIGHTS_NAME
+
+    first, narrow = tmp_path / "first", tmp_path / "narrow"
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, first, steps=2) + ["lora.bidirectional_layers=0"]))
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, narrow, steps=2) + [f"model.init_refiner={first}", "lora.bidirectional_layers=1"]))
+    assert json.loads((narrow / "refiner_config.json").read_text())["bidirectional_layers"] == 1
+    before, after = load_file(str(first / ADAPTER_WEIGHTS_NAME)), load_file(str(narrow / ADAPTER_WEIGHTS_NAME))
+    assert any(".layers.0." in k for k in before) and after and all(".layers.1." in k for k in after)
+    assert set(after) == {k for k in before if ".layers.1." in k}
+    head = tmp_path / "head"
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, head, steps=2) + [f"model.init_refiner={first}", "lora.bidirectional_layers=1",
+                                                                                "train.method=head", "objective.detection_weight=1"]))
+    assert json.loads((head / "refiner_config.json").read_text())["bidirectional_layers"] == 0
+
+
 def test_validate_a_saved_refiner_on_the_recipes_held_out_examples(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     trained = CliRunner().invoke(cli, ["finetune", str(TINY), *tiny_overrides(tiny_model_dir, out, steps=2)])

@@ -168,3 +168,39 @@ def test_the_last_layer_runs_only_on_the_read_positions_with_the_same_result(par
     assert len(calls) == 2
     for a, b in zip(split, whole):
         assert torch.allclose(a[need], b[need], atol=1e-5)
+
+
+def test_the_refiners_prompt_pass_takes_the_lower_layers_from_drafting(tiny_model_dir):
+    """With lower layers that are the drafter's, the refiner's prompt state starts from what drafting computed over the
+    prompt (only the top layers run again): the same cache and logits as its own prompt pass, left padding included,
+    and the same refined tokens end to end."""
+    from hybrid.pipeline import HybridPipeline
+
+    pipe = HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner="none")
+    refiner = Refiner.create(pipe.drafter.model, str(tiny_model_dir), lora_r=4, lora_alpha=8, bidirectional_layers=1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in refiner.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+        refiner.mask_marker.normal_(0, 0.5)
+    pipe.refiner = refiner.eval()
+    prompts = ["The history of Rome", "Tell me about the sea and the ships that sail on it"]  # the first is left-padded
+    draft = pipe.draft(prompts, max_new_tokens=8, ignore_eos=True)
+    assert draft.lower.prompt_hidden.shape[:2] == draft.prompt_ids.shape
+    with torch.no_grad():
+        shared = refiner.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask, draft.lower)
+        own = refiner.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask)
+        assert torch.allclose(shared.last_logits, own.last_logits, atol=1e-5)
+        valid = draft.prompt_attention_mask.bool()
+        for a, b in zip(shared.cache.layers, own.cache.layers):
+            assert torch.allclose(a.keys.transpose(1, 2)[valid], b.keys.transpose(1, 2)[valid], atol=1e-5)
+            assert torch.allclose(a.values.transpose(1, 2)[valid], b.values.transpose(1, 2)[valid], atol=1e-5)
+        canvas = draft.token_ids.clone()
+        canvas[:, 2] = refiner.mask_token_id
+        assert torch.allclose(refiner.canvas_logits(shared, canvas), refiner.canvas_logits(own, canvas), atol=1e-5)
+    settings = dict(refine_steps=3, strength=0.5, seed=0, draft=draft, verify=False, min_change_confidence=0.0)
+    reused = pipe(prompts, **settings)
+    refiner.reuse_lower = False
+    plain = pipe(prompts, **settings)
+    assert [r.token_ids for r in reused] == [r.token_ids for r in plain]

@@ -241,6 +241,29 @@ def test_partial_checkpoint_does_not_load_as_a_full_one(tmp_path):
         full.load_tensors(partial.trainable_state())
 
 
+def test_a_refiner_loads_laid_out_anew(tmp_path):
+    """Fewer bidirectional layers: the kept layers keep their LoRA, the others lose it and turn causal; more: the new
+    layers start as the base layer (LoRA B zero). The mask embedding carries over, a marker appears where needed."""
+    _, full = make_refiner(layers=0)
+    full.save(tmp_path / "full")
+    saved = full.trainable_state()
+    narrow = Refiner.load(tmp_path / "full", build_tiny_llama(100, seed=0), bidirectional_layers=1).eval()
+    assert narrow.config.bidirectional_layers == 1 and narrow.first_bidirectional == 1
+    state = narrow.trainable_state()
+    top = {k for k in saved if ".layers.1." in k}
+    assert top and all(torch.equal(state[k], saved[k]) for k in top)
+    assert not any(".layers.0." in k for k in state)
+    assert torch.equal(state["mask_embedding"], saved["mask_embedding"]) and not state["mask_marker"].any()
+    narrow.save(tmp_path / "narrow")
+    wide = Refiner.load(tmp_path / "narrow", build_tiny_llama(100, seed=0), bidirectional_layers=0).eval()
+    fresh = {k: v for k, v in wide.trainable_state().items() if ".layers.0." in k}
+    assert fresh and all(not v.any() for k, v in fresh.items() if "lora_B" in k)
+    assert wide.mask_marker is None
+    # without the argument a refiner loads in its saved layout
+    again = Refiner.load(tmp_path / "narrow", build_tiny_llama(100, seed=0)).eval()
+    assert again.config.bidirectional_layers == 1 and torch.equal(again.trainable_state()["mask_marker"], state["mask_marker"])
+
+
 def test_bidirectional_layers_beyond_the_model_refused():
     with pytest.raises(HybridError, match="bidirectional_layers"):
         Refiner.create(build_tiny_llama(100), "tiny", bidirectional_layers=3)

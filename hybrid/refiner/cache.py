@@ -70,6 +70,31 @@ class CanvasCacheMixin:
         last = self.first_bidirectional - 1
         return self.first_bidirectional, tuple(sorted({last} | {i for i in self.config.detection_layers if i < last}))
 
+    def prompt_from_lower(self, prompt_attention_mask: torch.Tensor, drafted) -> PromptState:
+        """`encode_prompt` on the lower layers' prompt states from drafting (`drafted`: hybrid.draft.LayerStates): their
+        keys and values fill the cache and the last one's output enters the top layers, which alone run over the prompt.
+        The same states as the full prompt pass (the lower layers are the drafter's); the top layers' attention runs on
+        an explicit mask, so the result matches it to float rounding."""
+        from transformers import DynamicCache
+
+        inner = self.model.get_base_model().model
+        cache = DynamicCache(config=self.model.config)
+        for index in range(self.first_bidirectional):
+            cache.update(drafted.prompt_keys[index], drafted.prompt_values[index], index)
+        length = prompt_attention_mask.shape[1]
+        device = prompt_attention_mask.device
+        positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
+        queries = torch.arange(-length, 0, device=device)
+        # causal over the prompt; a padding query also sees itself, so that no row of the mask is empty
+        mask = attention_mask(prompt_attention_mask, queries, queries[:0], both_ways=False) | torch.eye(length, dtype=torch.bool, device=device)
+        hidden = drafted.prompt_hidden
+        rotary = inner.rotary_emb(hidden, position_ids=positions)
+        for index in range(self.first_bidirectional, inner.config.num_hidden_layers):
+            hidden = inner.layers[index](hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions, use_cache=True,
+                                         **{self._layer_cache_keyword: cache})
+        last = self.model.get_base_model().lm_head(inner.norm(hidden[:, -1])).float()
+        return PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, last)
+
     def adopt_lower(self, state: PromptState, drafted) -> None:
         """Start state.lower from what drafting computed (`drafted`: hybrid.draft.LayerStates): the lower layers are the
         drafter's own (causal, LoRA-free), so over the draft they computed what a refiner pass would; the passes then

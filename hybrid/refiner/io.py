@@ -4,6 +4,7 @@ adapter files, the rest in refiner.safetensors). `CheckpointMixin` gives the Ref
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,8 @@ from hybrid.atomic import atomic_folder
 from hybrid.errors import HybridError
 from hybrid.refiner.head import split_head_tensors
 from hybrid.refiner.location import resolve_refiner
+
+log = logging.getLogger(__name__)
 
 CONFIG_NAME = "refiner_config.json"
 WEIGHTS_NAME = "refiner.safetensors"  # what peft does not know: the mask embedding and marker, the detection head
@@ -86,8 +89,10 @@ class CheckpointMixin:
         return cls.load(folder, base_model)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, base_model) -> "Refiner":
-        """Load a saved refiner onto `base_model`, refusing a backbone it was not trained for."""
+    def load(cls, path: str | os.PathLike, base_model, bidirectional_layers: int | None = None) -> "Refiner":
+        """Load a saved refiner onto `base_model`, refusing a backbone it was not trained for. With
+        `bidirectional_layers` other than the saved layout's, the refiner is laid out anew (`relaid_out`): a start for
+        training, since the kept LoRA layers were trained over a different stack below them."""
         folder = Path(path)
         config = read_config(folder)
         actual = fingerprint(base_model)
@@ -98,7 +103,12 @@ class CheckpointMixin:
                 f"vocab {config.base_fingerprint.get('vocab_size')}) and does not fit this drafter: use --draft-model {config.base_model}"
             )
         tensors = read_tensors(folder)
+        saved_layers = config.bidirectional_layers
+        if bidirectional_layers is not None and bidirectional_layers != saved_layers:
+            config.bidirectional_layers = bidirectional_layers
         refiner = cls(base_model, config)
+        if config.bidirectional_layers != saved_layers:
+            tensors = relaid_out(tensors, refiner.trainable_state(), f"{folder} ({saved_layers} -> {bidirectional_layers} bidirectional layers)")
         refiner.load_tensors(tensors, source=str(folder))
         return refiner
 
@@ -184,6 +194,24 @@ class CheckpointMixin:
                 return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message))
             except Exception as exc:  # offline, no token, no rights: one line for the user
                 raise HybridError(f"could not push to the hub repo '{repo_id}' ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from exc
+
+
+def relaid_out(saved: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+    """A saved refiner's tensors fitted to another LoRA layout, `fresh` (a new refiner's `trainable_state`): layers in
+    both keep their saved LoRA weights, layers only in the new layout start fresh (LoRA B is zero, so they start as the
+    base layer), saved layers outside it are dropped; the mask embedding and the detection head carry over, and a mask
+    marker only where the new layout has one (fresh, zero, if the saved refiner had none)."""
+    lora = [key for key in fresh if key not in saved and "lora_" in key]
+    dropped = [key for key in saved if key not in fresh and "lora_" in key]
+    out = {key: value for key, value in saved.items() if key not in dropped}
+    out |= {key: fresh[key] for key in lora}
+    if MASK_MARKER_KEY in fresh:
+        out.setdefault(MASK_MARKER_KEY, fresh[MASK_MARKER_KEY])
+    else:
+        out.pop(MASK_MARKER_KEY, None)
+    log.info("refiner %s laid out anew: %d LoRA tensors kept, %d dropped, %d fresh", what,
+             sum("lora_" in key for key in out) - len(lora), len(dropped), len(lora))
+    return out
 
 
 def read_tensors(folder: Path) -> dict[str, torch.Tensor]:

@@ -112,14 +112,25 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
 
     # ---- Denoiser protocol --------------------------------------------------------------------------------------
 
-    def encode_prompt(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor) -> PromptState:
+    def encode_prompt(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, drafted=None) -> PromptState:
+        """The prompt's cache and last logits. With `drafted` (hybrid.draft.LayerStates of a draft of this prompt) and
+        lower layers that are the drafter's, their states over the prompt and the draft come from drafting: only the
+        top layers run over the prompt (`prompt_from_lower`), and the passes that follow start from the draft's lower
+        states (`adopt_lower`)."""
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
-        positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
-        last = last_position_logits(self.model, cache, inputs_embeds=self._embed(prompt_ids), attention_mask=prompt_attention_mask,
-                                    position_ids=positions)
-        return PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, last)
+        drafted = drafted if self.reuses_lower else None
+        if drafted is not None and drafted.prompt_hidden is not None:
+            state = self.prompt_from_lower(prompt_attention_mask, drafted)
+        else:
+            cache = DynamicCache(config=self.model.config)
+            positions = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
+            last = last_position_logits(self.model, cache, inputs_embeds=self._embed(prompt_ids), attention_mask=prompt_attention_mask,
+                                        position_ids=positions)
+            state = PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, last)
+        if drafted is not None:
+            self.adopt_lower(state, drafted)
+        return state
 
     def canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor | None = None,
                       packed: bool = False) -> torch.Tensor:
