@@ -174,7 +174,7 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
         synchronize(canvas.device)  # GPU work is asynchronous: time it to the end
 
     def verify():
-        refiner.drafter_logprobs(state, drafter_state.cache, canvas, window)
+        refiner.drafter_token_logprobs(state, drafter_state.cache, canvas, window)
         synchronize(canvas.device)
 
     with torch.inference_mode():

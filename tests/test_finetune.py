@@ -17,7 +17,8 @@ from tiny import TINY, tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 def test_shipped_recipes_validate():
-    for name in ("tiny", "continue", "summarize", "continue-gpu", "summarize-gpu", "continue-detector", "summarize-detector"):
+    for name in ("tiny", "continue", "summarize", "continue-gpu", "summarize-gpu", "continue-detector", "summarize-detector",
+                 "continue-product", "continue-4-layers"):
         recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
         assert recipe.train.steps == yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text())["train"]["steps"]
 

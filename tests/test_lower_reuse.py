@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tiny import build_tiny_llama
+from hybrid.logprobs import gather_tokens
 from hybrid.refiner import Refiner
 
 
@@ -97,9 +98,12 @@ def test_the_verify_pass_on_shared_lower_layers_equals_the_drafters_own(partial_
         plain = scorer.logprobs(scorer.encode_prompt(prompt, prompt_mask), proposal)
         need = torch.zeros_like(proposal, dtype=torch.bool)
         need[0, [0, 3, 4]], need[1, 2] = True, True  # the verifier's windows: the head runs on these slots only
-        windowed = partial_refiner.drafter_logprobs(state, drafter_state.cache, proposal, need)
+        windowed = partial_refiner.drafter_token_logprobs(state, drafter_state.cache, proposal, need)
     assert torch.allclose(shared, plain, atol=1e-5)
-    assert torch.allclose(windowed[need], plain[need], atol=1e-5) and not windowed[:, 1:][~need[:, 1:]].any()
+    tokens = gather_tokens(plain, proposal)
+    assert windowed.shape == proposal.shape and torch.allclose(windowed[need], tokens[need], atol=1e-5)
+    assert torch.allclose(windowed[:, 0], tokens[:, 0], atol=1e-5)  # slot 0 always: the prompt predicts it
+    assert not windowed[:, 1:][~need[:, 1:]].any()
 
 
 def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pass():
@@ -158,7 +162,7 @@ def test_the_last_layer_runs_only_on_the_read_positions_with_the_same_result(par
             refined = partial_refiner.canvas_logits(state, canvas, need)
             drafter_state = scorer.encode_prompt(prompt, (prompt > 0).long())
             state.last_drafter_logits = drafter_state.last_logits
-            verified = partial_refiner.drafter_logprobs(state, drafter_state.cache, canvas.masked_fill(need, 50), need)
+            verified = partial_refiner.drafter_token_logprobs(state, drafter_state.cache, canvas.masked_fill(need, 50), need)
         return refined, verified
 
     split = run()

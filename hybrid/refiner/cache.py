@@ -17,6 +17,7 @@ import torch
 
 from transformers.models.llama.modeling_llama import LlamaAttention, apply_rotary_pos_emb
 
+from hybrid.logprobs import token_logprob
 from hybrid.refiner.masks import attention_mask
 
 # Attention whose keys and values are k_proj / v_proj of the normed input with rotary positions, and nothing else
@@ -118,28 +119,39 @@ class CanvasCacheMixin:
         both_ways = attention_mask(state.attention_mask, every, every, both_ways=True)
         return self._top_layers(state.cache, hidden, state.next_position, both_ways, taps, rows)
 
-    def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor, need: torch.Tensor | None = None) -> torch.Tensor:
+    def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor) -> torch.Tensor:
         """(B, L, V) the plain drafter's log-distribution of each canvas token given the prompt and the tokens before it
         (what hybrid.verify.DrafterScorer computes), sharing the lower layers with the refiner's passes: they are
         rerun only from the first slot that changed since the last pass, and only the top layers run again, causal
-        and without LoRA, on the drafter's own prompt cache `drafter_cache` (the draft's). With `need` (B, L), the
-        output head runs only on the slots marked there (the verifier's windows); other rows hold zeros (slot 0, which the
-        prompt predicts, is always there)."""
+        and without LoRA, on the drafter's own prompt cache `drafter_cache` (the draft's)."""
+        hidden = self._drafter_hidden(state, drafter_cache, canvas)
+        lm_head = self.model.get_base_model().lm_head
+        return torch.cat([state.last_drafter_logits[:, None], lm_head(hidden).float()], dim=1).log_softmax(-1)
+
+    def drafter_token_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """(B, L): the verify pass, ``gather_tokens(drafter_logprobs(...), canvas)`` at the slots marked in `need` (B, L)
+        and at slot 0, which the prompt predicts; zeros elsewhere. The output head runs on those slots alone and no
+        (B, L, V) tensor is made."""
+        need = need.clone()
+        need[:, 0] = True
+        hidden = self._drafter_hidden(state, drafter_cache, canvas, read_positions(need))
+        batch, slot = need.nonzero(as_tuple=True)
+        by_head = slot > 0
+        logits = torch.empty(len(batch), state.last_drafter_logits.shape[-1], device=canvas.device)
+        logits[~by_head] = state.last_drafter_logits[batch[~by_head]].float()
+        logits[by_head] = self.model.get_base_model().lm_head(hidden[batch[by_head], slot[by_head] - 1]).float()
+        out = torch.zeros(canvas.shape, device=canvas.device)
+        out[batch, slot] = token_logprob(logits, canvas[batch, slot])
+        return out
+
+    def _drafter_hidden(self, state: PromptState, drafter_cache, canvas: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L - 1, E) the plain drafter's final hidden states at canvas positions 0 .. L - 2 (position i - 1 predicts
+        slot i) on the shared lower layers; with `rows`, as in `_top_layers`."""
         hidden = self._lower_states(state, canvas).hidden
         every = torch.arange(canvas.shape[1], device=canvas.device)
         causal = attention_mask(state.attention_mask, every, every, both_ways=False)
         with self.adapter_disabled():
-            rows = None if need is None else read_positions(need)
-            hidden = self._top_layers(drafter_cache, hidden, state.next_position, causal, rows=rows)[:, :-1]  # slot i from position i - 1
-            lm_head = self.model.get_base_model().lm_head
-            if need is None:
-                return torch.cat([state.last_drafter_logits[:, None], lm_head(hidden).float()], dim=1).log_softmax(-1)
-            out = torch.zeros(*canvas.shape, state.last_drafter_logits.shape[-1], device=canvas.device)
-            out[:, 0] = state.last_drafter_logits.float().log_softmax(-1)
-            batch, index = need[:, 1:].nonzero(as_tuple=True)
-            if len(batch):
-                out[batch, index + 1] = lm_head(hidden[batch, index]).float().log_softmax(-1)
-        return out
+            return self._top_layers(drafter_cache, hidden, state.next_position, causal, rows=rows)[:, :-1]
 
     def _lower_states(self, state: PromptState, canvas: torch.Tensor) -> LowerStates:
         """state.lower brought up to `canvas`: the lower layers rerun from the first slot whose input changed."""
