@@ -132,7 +132,9 @@ class SamplerConfig(_Checked):
                                 "prefers gets through.", low=0.0, high=100.0)
     verify_window: int = knob(8, "Tokens after a change whose drafter log-likelihood counts in its score.", low=0, high=64)
     cache_refresh: int = knob(0, "N > 1: between full passes every N steps, recompute only the canvas positions being "
-                              "predicted (faster, approximate); 0 is exact.", low=0, high=256)
+                              "predicted (approximate); 0 is exact. Faster only for refiners whose every layer is "
+                              "bidirectional: the exact reuse of causal lower layers (the shipped general refiner) is faster.",
+                              low=0, high=256)
     # Grounded refinement (select "unsupported", hybrid.grounded_repair).
     ground_kinds: tuple = knob(DEFAULT_GROUND_KINDS, f"With --select unsupported: what is checked against the source, some "
                                f"of {','.join(GROUND_KINDS)}.", choices=GROUND_KINDS)

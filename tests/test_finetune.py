@@ -180,6 +180,10 @@ def test_lora_training_lays_its_initial_refiner_out_as_the_recipe_says(tiny_mode
     run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, head, steps=2) + [f"model.init_refiner={first}", "lora.bidirectional_layers=1",
                                                                                 "train.method=head", "objective.detection_weight=1"]))
     assert json.loads((head / "refiner_config.json").read_text())["bidirectional_layers"] == 0
+    unset = tmp_path / "unset"  # lora.bidirectional_layers left unset: the initial refiner's layout
+    run_recipe(load_recipe(TINY, tiny_overrides(tiny_model_dir, unset, steps=2) + [f"model.init_refiner={first}", "lora.bidirectional_layers=null"]))
+    assert json.loads((unset / "refiner_config.json").read_text())["bidirectional_layers"] == 0
+    assert load_recipe(unset / "recipe.yaml", [f"model.init_refiner={first}"]).lora.bidirectional_layers is None  # a saved null reloads
 
 
 def test_validate_a_saved_refiner_on_the_recipes_held_out_examples(tiny_model_dir, tmp_path):

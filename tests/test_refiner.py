@@ -348,3 +348,15 @@ def test_from_pretrained_takes_a_shipped_name_or_a_folder(tiny_model, tmp_path):
     model, _ = tiny_model
     Refiner.create(model, "tiny", lora_r=4, lora_alpha=8).save(tmp_path / "r")
     assert Refiner.from_pretrained(str(tmp_path / "r"), model).mask_token_id == model.get_input_embeddings().weight.shape[0]
+
+
+def test_the_four_layer_refiner_is_shipped_by_name():
+    import json
+
+    from hybrid.refiner.location import resolve_refiner
+
+    folder = resolve_refiner("general-4-layers")
+    config = json.loads((folder / "refiner_config.json").read_text())
+    assert config["bidirectional_layers"] == 4 and config["detection_head"]
+    general = json.loads((resolve_refiner("general") / "refiner_config.json").read_text())
+    assert general["bidirectional_layers"] == 8

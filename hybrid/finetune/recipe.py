@@ -73,7 +73,9 @@ class LoraSection:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
-    bidirectional_layers: int = 0  # 0: all layers see the canvas both ways; N: only the top N (with LoRA), the rest stay causal
+    # 0: all layers see the canvas both ways; N: only the top N (with LoRA), the rest stay causal; None (unset): as
+    # model.init_refiner is laid out, 0 for a new refiner. With an initial refiner, another N lays it out anew.
+    bidirectional_layers: int | None = None
 
 
 @dataclass
@@ -133,6 +135,9 @@ def _build(cls, raw, where: str):
         if dataclasses.is_dataclass(tp):
             values[key] = _build(tp, value or {}, path)
             continue
+        if value is None and type(None) in typing.get_args(tp):  # an optional key left unset (a saved recipe writes null)
+            values[key] = None
+            continue
         allowed = _expected(tp)
         if float in allowed and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -173,7 +178,8 @@ def validate(recipe: Recipe) -> Recipe:
         (recipe.train.eval_every >= 1 and recipe.train.save_every >= 1, "train.eval_every and train.save_every must be at least 1"),
         (0 < recipe.objective.min_mask_rate < 1, "objective.min_mask_rate must be in (0, 1)"),
         (recipe.objective.min_mask_rate < recipe.objective.max_mask_rate <= 1, "objective.max_mask_rate must be in (min_mask_rate, 1]"),
-        (recipe.lora.bidirectional_layers >= 0, "lora.bidirectional_layers must be 0 (all layers) or a positive layer count"),
+        (recipe.lora.bidirectional_layers is None or recipe.lora.bidirectional_layers >= 0,
+         "lora.bidirectional_layers must be 0 (all layers) or a positive layer count"),
         (0 <= recipe.objective.substitution_rate < 1, "objective.substitution_rate must be in [0, 1)"),
         (recipe.objective.substitute_top_k >= 2, "objective.substitute_top_k must be at least 2"),
         (0 <= recipe.objective.random_substitute_share <= 1, "objective.random_substitute_share must be in [0, 1]"),

@@ -98,14 +98,14 @@ class Training:
         extends this with its detection head and with which weights train."""
         recipe = self.recipe
         if recipe.model.init_refiner:
-            # LoRA training lays the refiner out as the recipe's lora.bidirectional_layers says; head-only training
-            # keeps the initial refiner's LoRA, and so its layout, as they are.
+            # LoRA training lays the refiner out as the recipe's lora.bidirectional_layers says (unset: as it is);
+            # head-only training keeps the initial refiner's LoRA, and so its layout, as they are.
             layers = recipe.lora.bidirectional_layers if self.trains_lora else None
             refiner = Refiner.load(recipe.model.init_refiner, model, bidirectional_layers=layers)
             refiner.config.training = training | {"initial_refiner_training": refiner.config.training}
         else:
             refiner = Refiner.create(model, recipe.model.base, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout,
-                                     training=training, bidirectional_layers=recipe.lora.bidirectional_layers)
+                                     training=training, bidirectional_layers=recipe.lora.bidirectional_layers or 0)
         objective = recipe.objective
         if objective.residual_weight > 0:  # proposals then combine with the weight the refiner was trained through
             refiner.config.residual_weight = refiner.residual_weight = objective.residual_weight

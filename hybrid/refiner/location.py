@@ -1,5 +1,5 @@
-"""Where a refiner comes from: a shipped name (`general`, `summarize`), a local folder, or a hub id (`owner/name`,
-fetched once into the hub cache)."""
+"""Where a refiner comes from: a shipped name (`general`, `summarize`, `general-4-layers`), a local folder, or a hub
+id (`owner/name`, fetched once into the hub cache)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hybrid.errors import HybridError
 from hybrid.resources import shipped
 
 CHECKPOINTS = shipped("checkpoints")
-SHIPPED_REFINERS = {"general": CHECKPOINTS / "general", "summarize": CHECKPOINTS / "summarize"}
+SHIPPED_REFINERS = {name: CHECKPOINTS / name for name in ("general", "summarize", "general-4-layers")}
 DEFAULT_REFINER = "general"
 
 
