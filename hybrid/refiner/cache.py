@@ -135,13 +135,11 @@ class CanvasCacheMixin:
         need = need.clone()
         need[:, 0] = True
         hidden = self._drafter_hidden(state, drafter_cache, canvas, read_positions(need))
-        batch, slot = need.nonzero(as_tuple=True)
-        by_head = slot > 0
-        logits = torch.empty(len(batch), state.last_drafter_logits.shape[-1], device=canvas.device)
-        logits[~by_head] = state.last_drafter_logits[batch[~by_head]].float()
-        logits[by_head] = self.model.get_base_model().lm_head(hidden[batch[by_head], slot[by_head] - 1]).float()
+        length = canvas.shape[1]
+        logits = self._head(state, hidden, torch.arange(1, length, device=canvas.device), need, length, packed=True,
+                            first=state.last_drafter_logits)
         out = torch.zeros(canvas.shape, device=canvas.device)
-        out[batch, slot] = token_logprob(logits, canvas[batch, slot])
+        out[need] = token_logprob(logits, canvas[need])
         return out
 
     def _drafter_hidden(self, state: PromptState, drafter_cache, canvas: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:

@@ -202,22 +202,24 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         return inner.norm(hidden)
 
     def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int,
-              packed: bool = False) -> torch.Tensor:
+              packed: bool = False, first: torch.Tensor | None = None) -> torch.Tensor:
         """Output-head logits of the `need` slots (all when None; hidden[:, j] predicts slot slots[j], the prompt slot 0),
         scattered into a (B, L, V) tensor whose slot 0 always holds the prompt's prediction; with `packed` (and `need`),
-        only those rows, (n, V) in row-major order."""
+        only those rows, (n, V) in row-major order. `first` (B, V): slot 0's logits, when not the refiner's own prompt's
+        (state.last_logits): the verify pass gives the plain drafter's."""
+        first = state.last_logits if first is None else first
         wanted = torch.ones(hidden.shape[0], length, dtype=torch.bool, device=hidden.device) if need is None else need
         batch, slot = wanted.nonzero(as_tuple=True)
         by_head = slot > 0  # slot 0 is predicted by the prompt
         column = torch.full((length,), -1, dtype=torch.long, device=hidden.device)
         column[slots] = torch.arange(len(slots), device=hidden.device)
-        vocab = state.last_logits.shape[-1]
+        vocab = first.shape[-1]
         if packed and need is not None:
             logits, target = torch.empty(len(batch), vocab, device=hidden.device), by_head
-            logits[~by_head] = state.last_logits[batch[~by_head]]
+            logits[~by_head] = first[batch[~by_head]]
         else:  # written in place: copying logits[:, slots] out and back costs more than the head's rows
             logits, target = torch.zeros(hidden.shape[0], length, vocab, device=hidden.device), (batch[by_head], slot[by_head])
-            logits[:, 0] = state.last_logits
+            logits[:, 0] = first
         if by_head.any():
             logits[target] = self.model.get_base_model().lm_head(hidden[batch[by_head], column[slot[by_head]]]).float()
         return logits
