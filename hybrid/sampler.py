@@ -135,7 +135,7 @@ def refine(
             logits = denoiser.needed_logits(prompt_state, canvas, need)
         else:
             logits = denoiser.canvas_logits(prompt_state, canvas, need)[need]
-        refiner_logp, logp = _proposal(logits, prior[need] if prior is not None and config.product else None, weight,
+        refiner_logits, logp = _proposal(logits, prior[need] if prior is not None and config.product else None, weight,
                                        allowed[:, None].expand(*need.shape, -1)[need] if allowed is not None else None,
                                        restricted[need] if allowed is not None else None, mask_id)
         tokens, confidence = _predict(logp, masked[need], config.temperature, generator)
@@ -151,7 +151,7 @@ def refine(
                 keep_draft |= (anchor >= 0) & (tokens == end_token_id)
             tokens = torch.where(keep_draft, anchor, tokens)
         if old is not None:
-            gain = gather_tokens(refiner_logp, tokens[need]) - gather_tokens(refiner_logp, old[need].clamp(min=0))
+            gain = gather_tokens(refiner_logits, tokens[need]) - gather_tokens(refiner_logits, old[need].clamp(min=0))  # log-prob gain
             out.refiner_gain = torch.where(commit, _scatter(need, gain, 0.0), out.refiner_gain)
         edit = torch.zeros_like(masked)
         if threshold is not None and k < steps - 1:
@@ -175,17 +175,22 @@ def refine(
 
 
 def _proposal(logits, prior, weight, allowed, restricted, mask_id):
-    """(the refiner's log-probs, the proposal's log-probs), (n, V) for n slots: log_softmax(prior + weight x log
-    p_refiner) where a `prior` is given, restricted to the `allowed` tokens (n, V) at the `restricted` slots (n,)."""
-    refiner_logp = clean_logits(logits, mask_id).log_softmax(-1)
-    logp = refiner_logp
-    if prior is not None:  # one temporary, normalised in place
-        logp = clean_logits(torch.add(prior, refiner_logp, alpha=weight), mask_id)
+    """(the refiner's logits, the proposal's log-probs), (n, V) for n slots, the mask token made impossible in both:
+    log_softmax(prior + weight x log p_refiner) where a `prior` is given (= log_softmax(prior + weight x logits): the
+    refiner's normaliser cancels), restricted to the `allowed` tokens (n, V) at the `restricted` slots (n,). The
+    logits serve differences of the refiner's log-probs, in which its normaliser cancels too."""
+    logits = clean_logits(logits, mask_id)
+    if prior is None:
+        logp = logits.log_softmax(-1)
+    else:  # `prior` is the caller's own copy of its rows: summed and normalised in place
+        logp = prior.add_(logits, alpha=weight)
+        if logp.shape[-1] > mask_id:
+            logp[:, mask_id] = float("-inf")  # weight 0 would leave 0 x -inf there
         logp -= logp.logsumexp(-1, keepdim=True)
     if allowed is not None:
         logp = logp.masked_fill(restricted[:, None] & ~allowed[:, : logp.shape[-1]], float("-inf"))
         logp = logp - logp.logsumexp(-1, keepdim=True)
-    return refiner_logp, logp
+    return logits, logp
 
 
 def _scatter(rows: torch.Tensor, values: torch.Tensor, fill) -> torch.Tensor:

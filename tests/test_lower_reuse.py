@@ -41,12 +41,14 @@ def test_cached_logits_equal_uncached_and_only_the_suffix_is_recomputed(partial_
     second[0, 3], second[1, 4] = 40, 41  # slots 3 and 4 filled: slots 0-2 keep their lower states
     third = second.clone()
     third[:, 5] = 42  # only the last slot
-    canvases = [first, second, second.clone(), third]
+    fourth = third.clone()
+    fourth[1, 2] = 43  # one row only: the other is not run
+    canvases = [first, second, second.clone(), third, fourth]
     cached, recomputed = passes(partial_refiner, canvases)
     plain, _ = passes(partial_refiner, canvases, reuse=False)
     for a, b in zip(cached, plain):
         assert torch.allclose(a, b, atol=1e-5)
-    assert recomputed == [6, 3, 0, 1]
+    assert recomputed == [12, 6, 0, 2, 4]  # both rows in one pass from slot 3; then the changed row alone
 
 
 def test_a_masked_slot_showing_its_draft_token_is_unchanged_when_that_token_is_committed(partial_refiner):
@@ -61,7 +63,17 @@ def test_a_masked_slot_showing_its_draft_token_is_unchanged_when_that_token_is_c
     cached, recomputed = passes(partial_refiner, [canvas, committed], shown=shown)
     plain, _ = passes(partial_refiner, [canvas, committed], shown=shown, reuse=False)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(cached, plain))
-    assert recomputed == [6, 2]
+    assert recomputed == [12, 4]
+
+
+def test_rows_are_rerun_in_the_passes_of_least_cost():
+    from hybrid.refiner.cache import lower_pass_groups
+
+    starts = [3, 100, 90, 100, 0]  # 100: unchanged
+    assert lower_pass_groups(starts, 100, overhead=0) == [(0, [4]), (3, [0]), (90, [2])]  # every row alone
+    assert lower_pass_groups(starts, 100, overhead=1000) == [(0, [4, 0, 2])]  # one pass from the first change
+    assert lower_pass_groups(starts, 100, overhead=20) == [(0, [4, 0]), (90, [2])]  # 20 + 200 + 20 + 10
+    assert lower_pass_groups([100, 100], 100) == []
 
 
 def test_batched_passes_equal_one_by_one(partial_refiner):
@@ -94,7 +106,7 @@ def test_the_verify_pass_on_shared_lower_layers_equals_the_drafters_own(partial_
         drafter_state = scorer.encode_prompt(prompt, prompt_mask)
         state.last_drafter_logits = drafter_state.last_logits
         shared = partial_refiner.drafter_logprobs(state, drafter_state.cache, proposal)
-        assert state.lower.recomputed == 5  # from the first changed slot (1) on
+        assert state.lower.recomputed == 10  # from the first changed slot (1) on, both rows in one pass
         plain = scorer.logprobs(scorer.encode_prompt(prompt, prompt_mask), proposal)
         need = torch.zeros_like(proposal, dtype=torch.bool)
         need[0, [0, 3, 4]], need[1, 2] = True, True  # the verifier's windows: the head runs on these slots only
@@ -104,6 +116,12 @@ def test_the_verify_pass_on_shared_lower_layers_equals_the_drafters_own(partial_
     assert windowed.shape == proposal.shape and torch.allclose(windowed[need], tokens[need], atol=1e-5)
     assert torch.allclose(windowed[:, 0], tokens[:, 0], atol=1e-5)  # slot 0 always: the prompt predicts it
     assert not windowed[:, 1:][~need[:, 1:]].any()
+    # a row with nothing to score after slot 0 is left out of the top layers: the other row's figures do not move
+    need[0] = False
+    with torch.no_grad():
+        one_row = partial_refiner.drafter_token_logprobs(state, drafter_state.cache, proposal, need)
+    assert torch.allclose(one_row[1][need[1]], tokens[1][need[1]], atol=1e-5)
+    assert torch.allclose(one_row[:, 0], tokens[:, 0], atol=1e-5) and not one_row[0, 1:].any()
 
 
 def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pass():
@@ -137,7 +155,7 @@ def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pa
         results[reuse] = (confidence, logits, state.lower.recomputed if state.lower is not None else None)
     assert torch.allclose(results[True][0], results[False][0], atol=1e-5)
     assert torch.allclose(results[True][1], results[False][1], atol=1e-5)
-    assert results[True][2] == 2  # only the slack slots ran through the lower layers again
+    assert results[True][2] == 4  # only the slack slots (2 in each row) ran through the lower layers again
 
 
 def test_the_last_layer_runs_only_on_the_read_positions_with_the_same_result(partial_refiner, monkeypatch):

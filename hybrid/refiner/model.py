@@ -213,15 +213,19 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         by_head = slot > 0  # slot 0 is predicted by the prompt
         column = torch.full((length,), -1, dtype=torch.long, device=hidden.device)
         column[slots] = torch.arange(len(slots), device=hidden.device)
-        vocab = first.shape[-1]
         if packed and need is not None:
-            logits, target = torch.empty(len(batch), vocab, device=hidden.device), by_head
-            logits[~by_head] = first[batch[~by_head]]
-        else:  # written in place: copying logits[:, slots] out and back costs more than the head's rows
-            logits, target = torch.zeros(hidden.shape[0], length, vocab, device=hidden.device), (batch[by_head], slot[by_head])
-            logits[:, 0] = first
+            if not by_head.any():
+                return first[batch].float()
+            # one head call over the needed rows in order, slot 0's rows reading a placeholder that `first` overwrites:
+            # no (n, V) copy of the head's output
+            logits = self.model.get_base_model().lm_head(hidden[batch, column[slot].clamp(min=0)]).float()
+            logits[~by_head] = first[batch[~by_head]].to(logits.dtype)
+            return logits
+        # written in place: copying logits[:, slots] out and back costs more than the head's rows
+        logits = torch.zeros(hidden.shape[0], length, first.shape[-1], device=hidden.device)
+        logits[:, 0] = first
         if by_head.any():
-            logits[target] = self.model.get_base_model().lm_head(hidden[batch[by_head], column[slot[by_head]]]).float()
+            logits[batch[by_head], slot[by_head]] = self.model.get_base_model().lm_head(hidden[batch[by_head], column[slot[by_head]]]).float()
         return logits
 
     def visible_confidence(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
