@@ -182,11 +182,11 @@ def _proposal(logits, prior, weight, allowed, restricted, mask_id):
     logits = clean_logits(logits, mask_id)
     if prior is None:
         logp = logits.log_softmax(-1)
-    else:  # `prior` is the caller's own copy of its rows: summed and normalised in place
+    else:  # `prior` is the caller's own copy of its rows: summed in place
         logp = prior.add_(logits, alpha=weight)
         if logp.shape[-1] > mask_id:
             logp[:, mask_id] = float("-inf")  # weight 0 would leave 0 x -inf there
-        logp -= logp.logsumexp(-1, keepdim=True)
+        logp = logp.log_softmax(-1)
     if allowed is not None:
         logp = logp.masked_fill(restricted[:, None] & ~allowed[:, : logp.shape[-1]], float("-inf"))
         logp = logp - logp.logsumexp(-1, keepdim=True)

@@ -226,3 +226,20 @@ def test_the_refiners_prompt_pass_takes_the_lower_layers_from_drafting(tiny_mode
     refiner.reuse_lower = False
     plain = pipe(prompts, **settings)
     assert [r.token_ids for r in reused] == [r.token_ids for r in plain]
+
+
+def test_the_scoring_pass_gives_the_refiners_token_probabilities_in_any_chunking(partial_refiner, monkeypatch):
+    """visible_confidence without a detection head is p_refiner(token) from the canvas logits, whatever the number of
+    rows the output head takes at a time."""
+    from hybrid.refiner.model import Refiner as RefinerClass
+
+    prompt = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    canvas = torch.tensor([[20, 21, 22, 23, 24, 25], [30, 31, 32, 33, 34, 35]])
+    with torch.no_grad():
+        state = partial_refiner.encode_prompt(prompt, (prompt > 0).long())
+        expected = gather_tokens(partial_refiner.canvas_logits(state, canvas).log_softmax(-1), canvas).exp()
+        whole = partial_refiner.visible_confidence(partial_refiner.encode_prompt(prompt, (prompt > 0).long()), canvas)
+        real = RefinerClass._canvas_token_logprobs
+        monkeypatch.setattr(RefinerClass, "_canvas_token_logprobs", lambda self, s, h, c: real(self, s, h, c, chunk=3))
+        chunked = partial_refiner.visible_confidence(partial_refiner.encode_prompt(prompt, (prompt > 0).long()), canvas)
+    assert torch.allclose(whole, expected, atol=1e-5) and torch.allclose(chunked, expected, atol=1e-5)

@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from hybrid.errors import HybridError
-from hybrid.logprobs import token_logprob
 
 HEAD_PREFIX = "detection_head."
 
@@ -125,8 +124,9 @@ class DetectionHeadMixin:
         count = len(self.model.get_base_model().model.layers)
         return sorted({index + count if index < 0 else index for index in layers})
 
-    def _detection_features(self, hidden: torch.Tensor, taps: dict, logits: torch.Tensor, canvas: torch.Tensor) -> torch.Tensor:
-        """The detection head's raw features (B, L, D) from one pass: `hidden` and `taps` hold canvas positions only."""
+    def _detection_features(self, hidden: torch.Tensor, taps: dict, logprobs: torch.Tensor) -> torch.Tensor:
+        """The detection head's raw features (B, L, D) from one pass: `hidden` and `taps` hold canvas positions only,
+        `logprobs` (B, L) the refiner's log-prob of each canvas token."""
         layers = self.config.detection_layers
         states = [taps[index] for index in layers] if layers else [hidden]
-        return self.detection_head.features(states, token_logprob(logits, canvas))
+        return self.detection_head.features(states, logprobs)

@@ -240,10 +240,20 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
             hidden = self._backbone(state, canvas, every, every, taps)
             state.cache.crop(-length)
         state.canvas_keys = state.canvas_values = None
-        logits = self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), None, length)
+        logprobs = self._canvas_token_logprobs(state, hidden[:, :-1], canvas)
         if self.detection_head is None:
-            return token_logprob(logits, canvas).exp()
-        return torch.sigmoid(self.detection_head(self._detection_features(hidden, taps, logits, canvas)))
+            return logprobs.exp()
+        return torch.sigmoid(self.detection_head(self._detection_features(hidden, taps, logprobs)))
+
+    def _canvas_token_logprobs(self, state: PromptState, hidden: torch.Tensor, canvas: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        """(B, L): the refiner's log-prob of each canvas token, hidden[:, i - 1] predicting slot i and the prompt slot 0.
+        The head runs over `chunk` rows at a time, so no (B, L, V) tensor is made."""
+        rows, tokens = hidden.reshape(-1, hidden.shape[-1]), canvas[:, 1:].reshape(-1)
+        lm_head = self.model.get_base_model().lm_head
+        flat = torch.empty(len(tokens), device=canvas.device)
+        for i in range(0, len(tokens), chunk):
+            flat[i : i + chunk] = token_logprob(lm_head(rows[i : i + chunk]), tokens[i : i + chunk])
+        return torch.cat([token_logprob(state.last_logits, canvas[:, 0])[:, None], flat.view(canvas.shape[0], -1)], dim=1)
 
     def forward(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, canvas: torch.Tensor,
                 shown: torch.Tensor | None = None, detect: bool = False, head_features: bool = False) -> RefinerOutput:
@@ -269,5 +279,5 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
             return RefinerOutput(logits)
         # The head reads each canvas position's own states (they have seen the token) and the token's log-prob.
         canvas_taps = {index: tapped[:, prompt_len:] for index, tapped in taps.items()}
-        features = self._detection_features(hidden[:, prompt_len:], canvas_taps, logits, canvas)
+        features = self._detection_features(hidden[:, prompt_len:], canvas_taps, token_logprob(logits, canvas))
         return RefinerOutput(logits, self.detection_head(features) if detect else None, features)
