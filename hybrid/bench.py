@@ -93,8 +93,8 @@ class StepCost:
     # run); None for a refiner whose every layer is bidirectional.
     reused_step_s: float | None = None
     reused_ar_token_equivalents: float | None = None
-    # The verify pass for one change on those reused lower states: the top layers again, causal and without LoRA, and
-    # the head on one verify window (the changed slot and the `verify_window` after it); None as above.
+    # The verify pass for one change in the middle of a real draft (DrafterScorer.token_logprobs): every layer from the
+    # changed slot over one verify window (it and the `verify_window` after it), drafting's cache before it.
     verify_pass_s: float | None = None
 
     @property
@@ -174,7 +174,7 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
         synchronize(canvas.device)  # GPU work is asynchronous: time it to the end
 
     def verify():
-        refiner.drafter_token_logprobs(state, drafter_state.cache, canvas, window)
+        scorer.token_logprobs(drafter_state, changed, window)
         synchronize(canvas.device)
 
     with torch.inference_mode():
@@ -183,12 +183,16 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
         reused = verify_s = None
         if refiner.reuses_lower:
             reused, _ = _median_time(lambda: step(False), repeats, 1)
-            drafter_state = DrafterScorer(refiner.model, refiner.adapter_disabled).encode_prompt(prompt_ids, prompt_mask)
-            state.last_drafter_logits = drafter_state.last_logits
-            middle, width = canvas.shape[1] // 2, SamplerConfig().verify_window + 1
-            window = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
-            window[:, middle : middle + width] = True
-            verify_s, _ = _median_time(verify, repeats, 1)
+    # the verify pass for one change in the middle of a real draft: drafting's keys and values serve before it
+    draft = pipe.drafter.generate(prompts, DraftConfig(max_new_tokens=tokens, ignore_eos=True, seed=0, keep_distributions=True))
+    scorer, drafter_state = DrafterScorer(refiner.model, refiner.adapter_disabled), DrafterScorer.prompt_from_draft(draft)
+    middle, width = draft.token_ids.shape[1] // 2, SamplerConfig().verify_window + 1
+    changed = draft.token_ids.clone()
+    changed[:, middle] = torch.where(changed[:, middle] == 1, 2, 1)  # another token
+    window = torch.zeros(changed.shape, dtype=torch.bool, device=changed.device)
+    window[:, middle : middle + width] = True
+    with torch.inference_mode():
+        verify_s, _ = _median_time(verify, repeats, 1)
     return StepCost(dtype, batch, tokens + 4, decode_step_s, seconds, seconds / decode_step_s, reused,
                     reused / decode_step_s if reused is not None else None, verify_s)
 

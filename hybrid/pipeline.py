@@ -224,7 +224,7 @@ class HybridPipeline:
             output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
         if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
             scored = _within_window((output.canvas != original) & editable, sampler_config.verify_window)
-            proposed_logp = self._drafter_token_logprobs(state, scorer, drafter_state, output.canvas, scored)
+            proposed_logp = scorer.token_logprobs(drafter_state, output.canvas, scored)
             # Only what may change is scored: a cut draft's slack (and its end slot, which drafting never scored) is not text.
             original_logp, proposed_logp = original_logp.masked_fill(~editable, 0.0), proposed_logp.masked_fill(~editable, 0.0)
             output.canvas, output.proposals = verify_changes(
@@ -232,16 +232,6 @@ class HybridPipeline:
                 sampler_config.verify_window, sampler_config.verify_weight)
         final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
         return output, final_ids
-
-    def _drafter_token_logprobs(self, state, scorer: DrafterScorer, drafter_state, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
-        """The verify pass: (B, L) the drafter's log-prob of each token of the proposal, at least at the `need` slots
-        (the rest is not scored), sharing the refiner's lower layers where they are causal and LoRA-free (only the top
-        layers run again), else one full drafter pass."""
-        refiner = self.refiner
-        if state is not None and refiner.reuses_lower:
-            state.last_drafter_logits = drafter_state.last_logits
-            return refiner.drafter_token_logprobs(state, drafter_state.cache, canvas, need)
-        return gather_tokens(scorer.logprobs(drafter_state, canvas), canvas)
 
     @staticmethod
     def _drafter_prior(draft: Draft, original: torch.Tensor, scorer: DrafterScorer, drafter_state) -> torch.Tensor:

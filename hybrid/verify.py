@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hybrid.logprobs import token_logprob
 from hybrid.models import cache_keyword, last_position_logits
 
 
@@ -55,6 +56,11 @@ class DrafterPrompt:
     attention_mask: torch.Tensor  # (B, P)
     next_position: torch.Tensor  # (B, 1)
     last_logits: torch.Tensor  # (B, V)
+    # What drafting fed the model after the prompt (B, M) and every layer's keys and values of those slots (B, H, M, D):
+    # a pass over a canvas that begins with the same tokens starts where it departs from them (token_logprobs).
+    fed: torch.Tensor | None = None
+    fed_keys: list | None = None
+    fed_values: list | None = None
 
     def select(self, rows: torch.Tensor, config) -> "DrafterPrompt":
         """A new prompt state holding rows `rows` of this one (repeats allowed), e.g. one per candidate to score."""
@@ -63,7 +69,10 @@ class DrafterPrompt:
         cache = DynamicCache(config=config)
         for index, layer in enumerate(self.cache.layers):
             cache.update(layer.keys[rows], layer.values[rows], index)
-        return DrafterPrompt(cache, self.attention_mask[rows], self.next_position[rows], self.last_logits[rows])
+        fed = None if self.fed is None else self.fed[rows]
+        keys = None if self.fed is None else [k[rows] for k in self.fed_keys]
+        values = None if self.fed is None else [v[rows] for v in self.fed_values]
+        return DrafterPrompt(cache, self.attention_mask[rows], self.next_position[rows], self.last_logits[rows], fed, keys, values)
 
 
 class DrafterScorer:
@@ -88,16 +97,72 @@ class DrafterScorer:
 
     @staticmethod
     def prompt_from_draft(draft) -> DrafterPrompt | None:
-        """The prompt state from a draft's own KV cache (cropped to the prompt), so the verifier needs no prefill; None
-        when the draft kept no cache. The prompt's last logits are the first draft step's distribution."""
+        """The prompt state from a draft's own KV cache, so the verifier needs no prefill, with the keys and values of
+        the draft slots drafting fed (the draft's cache is left whole: a draft may be refined again); None when the
+        draft kept no cache. The prompt's last logits are the first draft step's distribution."""
+        from transformers import DynamicCache
+
         if draft.cache is None or draft.distributions is None:
             return None
         prompt_len = draft.prompt_ids.shape[1]
-        extra = draft.cache.get_seq_length() - prompt_len
-        if extra > 0:
-            draft.cache.crop(-extra)
+        cache, layers = DynamicCache(), draft.cache.layers
+        for index, layer in enumerate(layers):
+            cache.update(layer.keys[:, :, :prompt_len], layer.values[:, :, :prompt_len], index)
+        fed = draft.cache.get_seq_length() - prompt_len
         positions = (draft.prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return DrafterPrompt(draft.cache, draft.prompt_attention_mask, positions[:, -1:] + 1, draft.distributions[:, 0])
+        return DrafterPrompt(cache, draft.prompt_attention_mask, positions[:, -1:] + 1, draft.distributions[:, 0],
+                             draft.token_ids[:, :fed], [layer.keys[:, :, prompt_len:] for layer in layers],
+                             [layer.values[:, :, prompt_len:] for layer in layers])
+
+    def token_logprobs(self, state: DrafterPrompt, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """(B, L): ``gather_tokens(self.logprobs(state, canvas), canvas)`` at the slots marked in `need` (B, L) and at
+        slot 0, which the prompt predicts; zeros elsewhere. For less: a row runs from where its canvas departs from what
+        drafting fed (drafting's keys and values serve before that, `state.fed`) to its last needed slot, rows in the
+        passes of least cost (hybrid.refiner.cache.lower_pass_groups), and the head on the needed positions alone;
+        rows with nothing needed after slot 0 do not run."""
+        from transformers import DynamicCache
+
+        from hybrid.refiner.cache import lower_pass_groups
+
+        batch, length = canvas.shape
+        out = torch.zeros(canvas.shape, device=canvas.device)
+        out[:, 0] = token_logprob(state.last_logits, canvas[:, 0])
+        wanted = need.clone()
+        wanted[:, 0] = False
+        slots = torch.arange(length, device=canvas.device)
+        last = torch.where(wanted, slots, -1).amax(1)  # each row's last needed slot (-1: none)
+        # position j predicts slot j + 1: a row runs positions begin .. last - 1
+        begin = torch.zeros(batch, dtype=torch.long, device=canvas.device)
+        if state.fed is not None:
+            known = min(state.fed.shape[1], length)
+            departs = torch.cat([state.fed[:, :known] != canvas[:, :known], torch.ones_like(wanted[:, known:])], dim=1)
+            first_needed = torch.where(wanted, slots, length).amin(1)
+            begin = torch.minimum(departs.int().argmax(1), first_needed - 1).clamp(min=0)
+        stop = int(last.max()) if bool((last > 0).any()) else 0
+        begin = torch.where(last > 0, begin, stop)
+        for start, group in lower_pass_groups(begin.tolist(), stop):
+            rows = torch.tensor(group, device=canvas.device)
+            end = int(last[rows].max())
+            cache = DynamicCache()
+            for index, layer in enumerate(state.cache.layers):
+                keys, values = layer.keys[rows], layer.values[rows]
+                if start > 0:
+                    keys = torch.cat([keys, state.fed_keys[index][rows, :, :start]], dim=2)
+                    values = torch.cat([values, state.fed_values[index][rows, :, :start]], dim=2)
+                cache.update(keys, values, index)
+            read = wanted[rows][:, start + 1 : end + 1].any(0).nonzero().flatten()  # positions start + read
+            mask = torch.cat([state.attention_mask[rows], torch.ones(len(group), end, dtype=state.attention_mask.dtype,
+                                                                     device=canvas.device)], dim=1)
+            with self.plain():
+                logits = self.model(input_ids=canvas[rows, start:end], attention_mask=mask, use_cache=True,
+                                    position_ids=state.next_position[rows] + torch.arange(start, end, device=canvas.device),
+                                    logits_to_keep=read, **{self._keyword: cache}).logits
+            scored = start + 1 + read
+            picked = token_logprob(logits, canvas[rows][:, scored])
+            block = out[rows]
+            block[:, scored] = torch.where(wanted[rows][:, scored], picked, block[:, scored])
+            out[rows] = block
+        return out
 
     def logprobs(self, state: DrafterPrompt, canvas: torch.Tensor) -> torch.Tensor:
         """(B, L, V): [b, i] is the drafter's log-distribution of canvas token i given the prompt and canvas[:i]."""

@@ -91,39 +91,6 @@ def test_batched_passes_equal_one_by_one(partial_refiner):
         assert all(torch.allclose(a[row : row + 1], b, atol=1e-5) for a, b in zip(both, alone))
 
 
-def test_the_verify_pass_on_shared_lower_layers_equals_the_drafters_own(partial_refiner):
-    from hybrid.verify import DrafterScorer
-
-    mask = partial_refiner.mask_token_id
-    prompt = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
-    prompt_mask = (prompt > 0).long()
-    first = torch.tensor([[20, mask, 22, mask, 24, 25], [30, 31, mask, 33, mask, 35]])
-    proposal = torch.tensor([[20, 41, 22, 43, 24, 25], [30, 31, 42, 33, 44, 35]])
-    scorer = DrafterScorer(partial_refiner.model, partial_refiner.adapter_disabled)
-    with torch.no_grad():
-        state = partial_refiner.encode_prompt(prompt, prompt_mask)
-        partial_refiner.canvas_logits(state, first)  # a refine pass leaves its lower states behind
-        drafter_state = scorer.encode_prompt(prompt, prompt_mask)
-        state.last_drafter_logits = drafter_state.last_logits
-        shared = partial_refiner.drafter_logprobs(state, drafter_state.cache, proposal)
-        assert state.lower.recomputed == 10  # from the first changed slot (1) on, both rows in one pass
-        plain = scorer.logprobs(scorer.encode_prompt(prompt, prompt_mask), proposal)
-        need = torch.zeros_like(proposal, dtype=torch.bool)
-        need[0, [0, 3, 4]], need[1, 2] = True, True  # the verifier's windows: the head runs on these slots only
-        windowed = partial_refiner.drafter_token_logprobs(state, drafter_state.cache, proposal, need)
-    assert torch.allclose(shared, plain, atol=1e-5)
-    tokens = gather_tokens(plain, proposal)
-    assert windowed.shape == proposal.shape and torch.allclose(windowed[need], tokens[need], atol=1e-5)
-    assert torch.allclose(windowed[:, 0], tokens[:, 0], atol=1e-5)  # slot 0 always: the prompt predicts it
-    assert not windowed[:, 1:][~need[:, 1:]].any()
-    # a row with nothing to score after slot 0 is left out of the top layers: the other row's figures do not move
-    need[0] = False
-    with torch.no_grad():
-        one_row = partial_refiner.drafter_token_logprobs(state, drafter_state.cache, proposal, need)
-    assert torch.allclose(one_row[1][need[1]], tokens[1][need[1]], atol=1e-5)
-    assert torch.allclose(one_row[:, 0], tokens[:, 0], atol=1e-5) and not one_row[0, 1:].any()
-
-
 def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pass():
     """Scoring the draft (the detection head) computes the lower layers once: the refine pass over draft + slack that
     follows reruns them only for the slack slots, and both results equal those of the passes without reuse."""
@@ -160,10 +127,8 @@ def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pa
 
 def test_the_last_layer_runs_only_on_the_read_positions_with_the_same_result(partial_refiner, monkeypatch):
     """With needed slots, the last layer's queries, output projection and MLP run on the positions that predict them
-    alone (the other positions' keys and values still enter): the needed logits equal those of the whole layer, for
-    the refine pass (both ways) and the verify pass (causal, LoRA off)."""
+    alone (the other positions' keys and values still enter): the needed logits equal those of the whole layer."""
     import hybrid.refiner.cache as cache_module
-    from hybrid.verify import DrafterScorer
 
     calls = []
     real = cache_module._last_layer_at
@@ -172,24 +137,18 @@ def test_the_last_layer_runs_only_on_the_read_positions_with_the_same_result(par
     prompt = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
     canvas = torch.tensor([[20, mask, 22, mask, 24, 25], [30, 31, mask, 33, mask, 35]])
     need = canvas == mask
-    scorer = DrafterScorer(partial_refiner.model, partial_refiner.adapter_disabled)
 
     def run():
         with torch.no_grad():
             state = partial_refiner.encode_prompt(prompt, (prompt > 0).long())
-            refined = partial_refiner.canvas_logits(state, canvas, need)
-            drafter_state = scorer.encode_prompt(prompt, (prompt > 0).long())
-            state.last_drafter_logits = drafter_state.last_logits
-            verified = partial_refiner.drafter_token_logprobs(state, drafter_state.cache, canvas.masked_fill(need, 50), need)
-        return refined, verified
+            return partial_refiner.canvas_logits(state, canvas, need)
 
     split = run()
-    assert calls == [4, 4]  # positions 0-3 predict the masked slots (1, 3 and 2, 4); positions 4 and 5 are not run
+    assert calls == [4]  # positions 0-3 predict the masked slots (1, 3 and 2, 4); positions 4 and 5 are not run
     monkeypatch.setattr(cache_module, "_SPLITTABLE", ())
     whole = run()
-    assert len(calls) == 2
-    for a, b in zip(split, whole):
-        assert torch.allclose(a[need], b[need], atol=1e-5)
+    assert len(calls) == 1
+    assert torch.allclose(split[need], whole[need], atol=1e-5)
 
 
 def test_the_refiners_prompt_pass_takes_the_lower_layers_from_drafting(tiny_model_dir):

@@ -88,6 +88,42 @@ def test_drafter_scorer_gives_the_drafts_own_log_probs(tiny_pipeline):
                 assert torch.allclose(logp, draft.distributions, atol=1e-4)  # the prior kept from drafting is the same
 
 
+def test_the_verify_pass_equals_the_full_teacher_forced_pass_from_wherever_it_starts(tiny_pipeline, monkeypatch):
+    """token_logprobs gives the full pass's log-probs at the needed slots (and slot 0), zeros elsewhere: from drafting's
+    cache (each row run only from where it departs from the draft, up to its last needed slot) and from a bare prompt
+    state alike, left padding included; a row with nothing to score after slot 0 does not run."""
+    from hybrid.logprobs import gather_tokens
+    from hybrid.verify import DrafterScorer
+
+    pipe = tiny_pipeline
+    prompts = ["a b c", "a much longer prompt here", "another prompt"]  # the first and last are left-padded
+    draft = pipe.draft(prompts, max_new_tokens=10, ignore_eos=True)
+    scorer = DrafterScorer(pipe.refiner.model, pipe.refiner.adapter_disabled)
+    canvas = torch.cat([draft.token_ids, torch.full((3, 2), 7)], dim=1)  # two slack slots beyond what drafting fed
+    canvas[0, 3], canvas[1, 8] = 11, 12
+    need = torch.zeros(canvas.shape, dtype=torch.bool)
+    need[0, 3:6], need[1, 8:12] = True, True  # row 2: nothing to score
+    runs = []
+    real = pipe.refiner.model.forward
+    monkeypatch.setattr(pipe.refiner.model, "forward", lambda *a, **k: runs.append(tuple(k["input_ids"].shape)) or real(*a, **k))
+    import hybrid.refiner.cache as cache_module
+
+    grouping = cache_module.lower_pass_groups
+    with torch.inference_mode():
+        plain = gather_tokens(scorer.logprobs(scorer.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask), canvas), canvas)
+        for overhead in (0, 50):
+            monkeypatch.setattr(cache_module, "lower_pass_groups", lambda starts, length: grouping(starts, length, overhead))
+            runs.clear()
+            for state in (DrafterScorer.prompt_from_draft(draft), scorer.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask)):
+                got = scorer.token_logprobs(state, canvas, need)
+                assert torch.allclose(got[need], plain[need], atol=1e-4)
+                assert torch.allclose(got[:, 0], plain[:, 0], atol=1e-4)
+                assert not got[:, 1:][~need[:, 1:]].any()
+            # from the draft, row 0 runs positions 2-4 (2 predicts the changed slot 3) and row 1 positions 7-10: apart
+            # when a pass costs nothing more than its positions, else together from 2; from a bare prompt, from 0
+            assert runs == ([(1, 3), (1, 4), (2, 11)] if overhead == 0 else [(2, 9), (2, 11)])
+
+
 def test_zero_residual_returns_the_greedy_draft(tiny_pipeline):
     """With the refiner's weight at 0 the product is the drafter itself: unverified, the hybrid gives back the draft."""
     pipe = tiny_pipeline

@@ -2,7 +2,7 @@
 
 - Exact: with causal lower layers (bidirectional_layers > 0), a slot's lower states depend only on the prompt and on
   what the slots up to it showed, so a pass reruns the lower layers only from the first slot that shows another token
-  than before (`LowerStates`); the drafter's verify pass shares them and reruns only the top layers.
+  than before (`LowerStates`), and only in the rows where something changed.
 - Approximate (`cache_refresh` N > 1, the dual cache of Fast-dLLM): between full passes, recompute only the positions
   whose outputs are needed and take the other canvas keys/values from earlier passes.
 
@@ -17,7 +17,6 @@ import torch
 
 from transformers.models.llama.modeling_llama import LlamaAttention, apply_rotary_pos_emb
 
-from hybrid.logprobs import token_logprob
 from hybrid.refiner.masks import attention_mask
 
 # Attention whose keys and values are k_proj / v_proj of the normed input with rotary positions, and nothing else
@@ -38,7 +37,6 @@ class PromptState:
     canvas_values: list | None = None
     passes_since_refresh: int = 0
     lower: "LowerStates | None" = None  # exact reuse of the causal lower layers between passes (Refiner.reuse_lower)
-    last_drafter_logits: torch.Tensor | None = None  # (B, V) the plain drafter's prediction of slot 0 (drafter_logprobs)
 
 
 @dataclass
@@ -118,50 +116,6 @@ class CanvasCacheMixin:
             hidden = hidden + is_mask[..., None].to(hidden.dtype) * self.mask_marker.to(hidden.dtype)
         both_ways = attention_mask(state.attention_mask, every, every, both_ways=True)
         return self._top_layers(state.cache, hidden, state.next_position, both_ways, taps, rows)
-
-    def drafter_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor) -> torch.Tensor:
-        """(B, L, V) the plain drafter's log-distribution of each canvas token given the prompt and the tokens before it
-        (what hybrid.verify.DrafterScorer computes), sharing the lower layers with the refiner's passes: they are
-        rerun only from the first slot that changed since the last pass, and only the top layers run again, causal
-        and without LoRA, on the drafter's own prompt cache `drafter_cache` (the draft's)."""
-        hidden = self._drafter_hidden(state, drafter_cache, canvas)
-        lm_head = self.model.get_base_model().lm_head
-        return torch.cat([state.last_drafter_logits[:, None], lm_head(hidden).float()], dim=1).log_softmax(-1)
-
-    def drafter_token_logprobs(self, state: PromptState, drafter_cache, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
-        """(B, L): the verify pass, ``gather_tokens(drafter_logprobs(...), canvas)`` at the slots marked in `need` (B, L)
-        and at slot 0, which the prompt predicts; zeros elsewhere. The output head runs on those slots alone, the top
-        layers only for the rows with a needed slot after slot 0, and no (B, L, V) tensor is made."""
-        out = torch.zeros(canvas.shape, device=canvas.device)
-        out[:, 0] = token_logprob(state.last_drafter_logits, canvas[:, 0])
-        rows = need[:, 1:].any(1).nonzero().flatten()
-        if rows.numel() == 0:
-            return out
-        need = need[rows].clone()
-        need[:, 0] = True
-        hidden = self._drafter_hidden(state, drafter_cache, canvas, read_positions(need), rows)
-        length = canvas.shape[1]
-        logits = self._head(state, hidden, torch.arange(1, length, device=canvas.device), need, length, packed=True,
-                            first=state.last_drafter_logits[rows])
-        picked = torch.zeros_like(out[rows])
-        picked[need] = token_logprob(logits, canvas[rows][need])
-        out[rows] = picked
-        return out
-
-    def _drafter_hidden(self, state: PromptState, drafter_cache, canvas: torch.Tensor, positions: torch.Tensor | None = None,
-                        rows: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L - 1, E) the plain drafter's final hidden states at canvas positions 0 .. L - 2 (position i - 1 predicts
-        slot i) on the shared lower layers; with `positions`, as `rows` in `_top_layers`; with `rows` (r,), of those
-        batch rows only (r, L - 1, E)."""
-        hidden = self._lower_states(state, canvas).hidden
-        attention, next_position = state.attention_mask, state.next_position
-        if rows is not None and len(rows) < canvas.shape[0]:
-            hidden, attention, next_position = hidden[rows], attention[rows], next_position[rows]
-            drafter_cache = _rows_of(drafter_cache, rows, range(self.first_bidirectional, len(drafter_cache.layers)), self.model.config)
-        every = torch.arange(canvas.shape[1], device=canvas.device)
-        causal = attention_mask(attention, every, every, both_ways=False)
-        with self.adapter_disabled():
-            return self._top_layers(drafter_cache, hidden, next_position, causal, rows=positions)[:, :-1]
 
     def _lower_states(self, state: PromptState, canvas: torch.Tensor) -> LowerStates:
         """state.lower brought up to `canvas`: in each row, the lower layers rerun from the first slot whose input
@@ -304,16 +258,6 @@ def lower_pass_groups(starts: list[int], length: int, overhead: float = LOWER_PA
         groups.append((order[begin][0], [row for _, row in order[begin:end]]))
         end = begin
     return groups[::-1]
-
-
-def _rows_of(cache, rows: torch.Tensor, layers, config):
-    """A new cache holding the batch rows `rows` of `cache` at the given layer indices (the others left empty)."""
-    from transformers import DynamicCache
-
-    out = DynamicCache(config=config)
-    for index in layers:
-        out.update(cache.layers[index].keys[rows], cache.layers[index].values[rows], index)
-    return out
 
 
 def read_positions(need: torch.Tensor) -> torch.Tensor:
