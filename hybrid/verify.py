@@ -10,7 +10,9 @@ proposes is scored before it is kept:
   draft. Changes closer than `window` tokens to each other form one group (they interact), and a group affects its
   changed tokens and the `window` tokens after the last one, up to and including the end token of each version, so
   an appended text pays for its own end token as the draft paid for its own. One parallel drafter pass over the
-  proposed canvas gives every group's figure (the draft's comes from the pass that built the proposal prior).
+  proposed canvas gives every group's figure (the draft's comes from the pass that built the proposal prior); it
+  runs only from where the proposal departs from the draft, on drafting's own cache before that, to the last slot
+  scored (`DrafterScorer.token_logprobs`).
 * refiner gain: the refiner's log-prob of each new token minus that of the token it replaces, at the step that
   committed it, summed over the group. At weight 0 nothing the drafter dislikes gets through.
 
