@@ -202,12 +202,10 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         return inner.norm(hidden)
 
     def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int,
-              packed: bool = False, first: torch.Tensor | None = None) -> torch.Tensor:
+              packed: bool = False) -> torch.Tensor:
         """Output-head logits of the `need` slots (all when None; hidden[:, j] predicts slot slots[j], the prompt slot 0),
         scattered into a (B, L, V) tensor whose slot 0 always holds the prompt's prediction; with `packed` (and `need`),
-        only those rows, (n, V) in row-major order. `first` (B, V): slot 0's logits, when not the refiner's own prompt's
-        (state.last_logits): the verify pass gives the plain drafter's."""
-        first = state.last_logits if first is None else first
+        only those rows, (n, V) in row-major order."""
         wanted = torch.ones(hidden.shape[0], length, dtype=torch.bool, device=hidden.device) if need is None else need
         batch, slot = wanted.nonzero(as_tuple=True)
         by_head = slot > 0  # slot 0 is predicted by the prompt
@@ -215,15 +213,15 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         column[slots] = torch.arange(len(slots), device=hidden.device)
         if packed and need is not None:
             if not by_head.any():
-                return first[batch].float()
-            # one head call over the needed rows in order, slot 0's rows reading a placeholder that `first` overwrites:
+                return state.last_logits[batch].float()
+            # one head call over the needed rows in order, slot 0's rows reading a placeholder that the prompt's overwrites:
             # no (n, V) copy of the head's output
             logits = self.model.get_base_model().lm_head(hidden[batch, column[slot].clamp(min=0)]).float()
-            logits[~by_head] = first[batch[~by_head]].to(logits.dtype)
+            logits[~by_head] = state.last_logits[batch[~by_head]].to(logits.dtype)
             return logits
         # written in place: copying logits[:, slots] out and back costs more than the head's rows
-        logits = torch.zeros(hidden.shape[0], length, first.shape[-1], device=hidden.device)
-        logits[:, 0] = first
+        logits = torch.zeros(hidden.shape[0], length, state.last_logits.shape[-1], device=hidden.device)
+        logits[:, 0] = state.last_logits
         if by_head.any():
             logits[batch[by_head], slot[by_head]] = self.model.get_base_model().lm_head(hidden[batch[by_head], column[slot[by_head]]]).float()
         return logits
