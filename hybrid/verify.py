@@ -33,6 +33,7 @@ import torch
 
 from hybrid.logprobs import token_logprob
 from hybrid.models import cache_keyword, last_position_logits
+from hybrid.row_passes import cache_for_pass, pass_groups
 
 
 @dataclass
@@ -120,12 +121,8 @@ class DrafterScorer:
         """(B, L): ``gather_tokens(self.logprobs(state, canvas), canvas)`` at the slots marked in `need` (B, L) and at
         slot 0, which the prompt predicts; zeros elsewhere. For less: a row runs from where its canvas departs from what
         drafting fed (drafting's keys and values serve before that, `state.fed`) to its last needed slot, rows in the
-        passes of least cost (hybrid.refiner.cache.lower_pass_groups), and the head on the needed positions alone;
-        rows with nothing needed after slot 0 do not run."""
-        from transformers import DynamicCache
-
-        from hybrid.refiner.cache import lower_pass_groups
-
+        passes of least cost (hybrid.row_passes), and the head on the needed positions alone; rows with nothing needed
+        after slot 0 do not run."""
         batch, length = canvas.shape
         out = torch.zeros(canvas.shape, device=canvas.device)
         out[:, 0] = token_logprob(state.last_logits, canvas[:, 0])
@@ -142,16 +139,10 @@ class DrafterScorer:
             begin = torch.minimum(departs.int().argmax(1), first_needed - 1).clamp(min=0)
         stop = int(last.max()) if bool((last > 0).any()) else 0
         begin = torch.where(last > 0, begin, stop)
-        for start, group in lower_pass_groups(begin.tolist(), stop):
+        for start, group in pass_groups(begin.tolist(), stop):
             rows = torch.tensor(group, device=canvas.device)
             end = int(last[rows].max())
-            cache = DynamicCache()
-            for index, layer in enumerate(state.cache.layers):
-                keys, values = layer.keys[rows], layer.values[rows]
-                if start > 0:
-                    keys = torch.cat([keys, state.fed_keys[index][rows, :, :start]], dim=2)
-                    values = torch.cat([values, state.fed_values[index][rows, :, :start]], dim=2)
-                cache.update(keys, values, index)
+            cache = cache_for_pass(state.cache, rows, start, state.fed_keys, state.fed_values, len(state.cache.layers))
             read = wanted[rows][:, start + 1 : end + 1].any(0).nonzero().flatten()  # positions start + read
             mask = torch.cat([state.attention_mask[rows], torch.ones(len(group), end, dtype=state.attention_mask.dtype,
                                                                      device=canvas.device)], dim=1)
@@ -159,11 +150,9 @@ class DrafterScorer:
                 logits = self.model(input_ids=canvas[rows, start:end], attention_mask=mask, use_cache=True,
                                     position_ids=state.next_position[rows] + torch.arange(start, end, device=canvas.device),
                                     logits_to_keep=read, **{self._keyword: cache}).logits
-            scored = start + 1 + read
+            scored = start + 1 + read  # slots after 0: still zeros in `out`
             picked = token_logprob(logits, canvas[rows][:, scored])
-            block = out[rows]
-            block[:, scored] = torch.where(wanted[rows][:, scored], picked, block[:, scored])
-            out[rows] = block
+            out[rows[:, None], scored] = torch.where(wanted[rows][:, scored], picked, 0.0)
         return out
 
     def logprobs(self, state: DrafterPrompt, canvas: torch.Tensor) -> torch.Tensor:

@@ -67,13 +67,13 @@ def test_a_masked_slot_showing_its_draft_token_is_unchanged_when_that_token_is_c
 
 
 def test_rows_are_rerun_in_the_passes_of_least_cost():
-    from hybrid.refiner.cache import lower_pass_groups
+    from hybrid.row_passes import pass_groups
 
     starts = [3, 100, 90, 100, 0]  # 100: unchanged
-    assert lower_pass_groups(starts, 100, overhead=0) == [(0, [4]), (3, [0]), (90, [2])]  # every row alone
-    assert lower_pass_groups(starts, 100, overhead=1000) == [(0, [4, 0, 2])]  # one pass from the first change
-    assert lower_pass_groups(starts, 100, overhead=20) == [(0, [4, 0]), (90, [2])]  # 20 + 200 + 20 + 10
-    assert lower_pass_groups([100, 100], 100) == []
+    assert pass_groups(starts, 100, overhead=0) == [(0, [4]), (3, [0]), (90, [2])]  # every row alone
+    assert pass_groups(starts, 100, overhead=1000) == [(0, [4, 0, 2])]  # one pass from the first change
+    assert pass_groups(starts, 100, overhead=20) == [(0, [4, 0]), (90, [2])]  # 20 + 200 + 20 + 10
+    assert pass_groups([100, 100], 100) == []
 
 
 def test_batched_passes_equal_one_by_one(partial_refiner):

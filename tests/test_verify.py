@@ -106,13 +106,13 @@ def test_the_verify_pass_equals_the_full_teacher_forced_pass_from_wherever_it_st
     runs = []
     real = pipe.refiner.model.forward
     monkeypatch.setattr(pipe.refiner.model, "forward", lambda *a, **k: runs.append(tuple(k["input_ids"].shape)) or real(*a, **k))
-    import hybrid.refiner.cache as cache_module
+    import hybrid.verify as verify_module
 
-    grouping = cache_module.lower_pass_groups
+    grouping = verify_module.pass_groups
     with torch.inference_mode():
         plain = gather_tokens(scorer.logprobs(scorer.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask), canvas), canvas)
         for overhead in (0, 50):
-            monkeypatch.setattr(cache_module, "lower_pass_groups", lambda starts, length: grouping(starts, length, overhead))
+            monkeypatch.setattr(verify_module, "pass_groups", lambda starts, length: grouping(starts, length, overhead))
             runs.clear()
             for state in (DrafterScorer.prompt_from_draft(draft), scorer.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask)):
                 got = scorer.token_logprobs(state, canvas, need)

@@ -18,6 +18,7 @@ import torch
 from transformers.models.llama.modeling_llama import LlamaAttention, apply_rotary_pos_emb
 
 from hybrid.refiner.masks import attention_mask
+from hybrid.row_passes import cache_for_pass, pass_groups
 
 # Attention whose keys and values are k_proj / v_proj of the normed input with rotary positions, and nothing else
 # (no key norm, no sliding window): `_last_layer_at` can compute them itself for the rows it does not run.
@@ -142,7 +143,7 @@ class CanvasCacheMixin:
         keys, values = [grown(k) for k in lower.keys], [grown(v) for v in lower.values]
         hidden, taps = grown(lower.hidden), {index: grown(tap) for index, tap in lower.taps.items()}
         recomputed = 0
-        for start, group in lower_pass_groups(starts, length):
+        for start, group in pass_groups(starts, length):
             rows = torch.tensor(group, device=canvas.device)
             run_keys, run_values, run_hidden, run_taps = self._run_lower(state, inputs, rows, start, lower)
             for ours, theirs in zip(keys + values, run_keys + run_values):
@@ -159,19 +160,11 @@ class CanvasCacheMixin:
         """The lower layers over slots start.. of the rows `rows` (what `inputs` shows there), on the prompt's cache and,
         before `start`, the keys and values in `lower`: per layer the keys and values of those slots (r, H, L - start, D),
         the stack's output (r, L - start, E) and the detection taps among the lower layers."""
-        from transformers import DynamicCache
-
         length = inputs.shape[1]
         device = inputs.device
         inner = self.model.get_base_model().model
-        cache = DynamicCache(config=self.model.config)
-        for index in range(self.first_bidirectional):
-            prompt = state.cache.layers[index]
-            before_keys, before_values = prompt.keys[rows], prompt.values[rows]
-            if start > 0:
-                before_keys = torch.cat([before_keys, lower.keys[index][rows, :, :start]], dim=2)
-                before_values = torch.cat([before_values, lower.values[index][rows, :, :start]], dim=2)
-            cache.update(before_keys, before_values, index)
+        before = (None, None) if lower is None else (lower.keys, lower.values)
+        cache = cache_for_pass(state.cache, rows, start, *before, self.first_bidirectional, self.model.config)
         positions = state.next_position[rows] + torch.arange(start, length, device=device)
         causal = attention_mask(state.attention_mask[rows], torch.arange(start, length, device=device), torch.arange(length, device=device),
                                 both_ways=False)
@@ -232,32 +225,6 @@ class CanvasCacheMixin:
             layer.keys, layer.values = layer.keys[:, :, :prompt_len], layer.values[:, :, :prompt_len]
         state.passes_since_refresh += 1
         return self._head(state, hidden, positions + 1, need, length, packed)
-
-
-# What one pass through the lower layers costs beyond its rows: about as much as this many (row, slot) pairs. On the
-# 2-core CPU a pass streams the lower layers' weights once (~35 ms for the 22 of the shipped refiner) and each (row,
-# slot) costs ~0.65 ms more (`_run_lower` timed for 1-8 rows and 5-128 slots).
-LOWER_PASS_OVERHEAD = 50
-
-
-def lower_pass_groups(starts: list[int], length: int, overhead: float = LOWER_PASS_OVERHEAD) -> list[tuple[int, list[int]]]:
-    """The rows to rerun through the lower layers, in passes: (first slot, rows), each row in one pass that starts at or
-    before its first changed slot `starts[row]` (`length`: unchanged, run in none). Rows sorted by first change are cut
-    into the runs of least total cost, a pass costing `overhead` plus its rows x its slots (exact for any grouping:
-    a slot recomputed before a row's own change gives what it held)."""
-    order = sorted((start, row) for row, start in enumerate(starts) if start < length)
-    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
-    for end in range(1, len(order) + 1):
-        for begin in range(end):
-            cost = best[begin] + overhead + (end - begin) * (length - order[begin][0])
-            if cost < best[end]:
-                best[end], cut[end] = cost, begin
-    groups, end = [], len(order)
-    while end > 0:
-        begin = cut[end]
-        groups.append((order[begin][0], [row for _, row in order[begin:end]]))
-        end = begin
-    return groups[::-1]
 
 
 def read_positions(need: torch.Tensor) -> torch.Tensor:
