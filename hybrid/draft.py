@@ -14,6 +14,7 @@ import torch
 
 from hybrid.config import DraftConfig
 from hybrid.errors import HybridError
+from hybrid.layer_states import LayerStates, recording
 from hybrid.models import DEFAULT_DRAFTER, cache_keyword, last_position_logits, load_causal_lm, synchronize
 
 log = logging.getLogger(__name__)
@@ -46,31 +47,7 @@ class Draft:
     timings: DraftTimings = field(default_factory=DraftTimings)
     distributions: torch.Tensor | None = None  # (B, N, V) log-probs of every step, with DraftConfig.keep_distributions
     cache: object = None  # the drafter's KV cache of prompt and draft (with keep_distributions): the verifier reuses its prompt part
-    lower: "LayerStates | None" = None  # what the lower layers computed for the draft's tokens (Drafter.generate's `record`)
-
-
-@dataclass
-class LayerStates:
-    """What drafting computed in the first `layers` decoder layers at the draft slots it fed (all but the last token):
-    their keys and values, and the outputs of the layers asked for. A refiner whose lower layers are the drafter's
-    (causal, LoRA-free) reuses them instead of running those layers over the draft again."""
-
-    inputs: torch.Tensor  # (B, M) the tokens fed at the draft slots 0..M-1
-    keys: list  # per layer (B, H, M, D)
-    values: list
-    outputs: dict  # layer index -> (B, M, E) that layer's output
-    # The same layers over the prompt (the prefill): per layer (B, H, P, D), and the last one's output (B, P, E).
-    prompt_keys: list = field(default_factory=list)
-    prompt_values: list = field(default_factory=list)
-    prompt_hidden: torch.Tensor | None = None
-
-
-def _keep_output(kept: list):
-    """A forward hook that appends a decoder layer's output (its hidden states) to `kept`."""
-    def hook(module, args, output):
-        kept.append(output[0] if isinstance(output, tuple) else output)
-
-    return hook
+    lower: LayerStates | None = None  # what the lower layers computed for the draft's tokens (Drafter.generate's `record`)
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -224,25 +201,13 @@ class Drafter:
     def _decode_loop(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token=None, record=None) -> Draft:
         from transformers import DynamicCache
 
-        outputs: dict[int, list] = {index: [] for index in (record[1] if record else ())}
-        hooks = [self.model.get_decoder().layers[index].register_forward_hook(_keep_output(kept)) for index, kept in outputs.items()]
-        try:
-            draft = self._decode(prompt_ids, prompt_mask, config, generator, on_token, DynamicCache(config=self.model.config), outputs)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        with recording(self.model, record[1] if record else ()) as outputs:
+            draft = self._decode(prompt_ids, prompt_mask, config, generator, on_token, DynamicCache(config=self.model.config))
         if record:
-            start = prompt_ids.shape[1]
-            fed = draft.cache.get_seq_length() - start  # every draft token but the last went through the model
-            layers = [draft.cache.layers[i] for i in range(record[0])]
-            draft.lower = LayerStates(draft.token_ids[:, :fed], [layer.keys[:, :, start:] for layer in layers],
-                                      [layer.values[:, :, start:] for layer in layers],
-                                      {index: torch.cat(kept[1:], dim=1) if fed else kept[0][:, :0] for index, kept in outputs.items()},
-                                      [layer.keys[:, :, :start] for layer in layers], [layer.values[:, :, :start] for layer in layers],
-                                      outputs[record[0] - 1][0] if record[0] - 1 in outputs else None)
+            draft.lower = LayerStates.from_drafting(draft.cache, prompt_ids.shape[1], draft.token_ids, outputs, record[0])
         return draft
 
-    def _decode(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token, cache, outputs) -> Draft:
+    def _decode(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token, cache) -> Draft:
         batch = prompt_ids.shape[0]
         device = prompt_ids.device
         end_ids = torch.tensor(sorted(self.end_ids), device=device)

@@ -71,7 +71,7 @@ class CanvasCacheMixin:
         return self.first_bidirectional, tuple(sorted({last} | {i for i in self.config.detection_layers if i < last}))
 
     def prompt_from_lower(self, prompt_attention_mask: torch.Tensor, drafted) -> PromptState:
-        """`encode_prompt` on the lower layers' prompt states from drafting (`drafted`: hybrid.draft.LayerStates): their
+        """`encode_prompt` on the lower layers' prompt states from drafting (`drafted`: hybrid.layer_states.LayerStates): their
         keys and values fill the cache and the last one's output enters the top layers, which alone run over the prompt.
         The same states as the full prompt pass (the lower layers are the drafter's); the top layers' attention runs on
         an explicit mask, so the result matches it to float rounding."""
@@ -96,7 +96,7 @@ class CanvasCacheMixin:
         return PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, last)
 
     def adopt_lower(self, state: PromptState, drafted) -> None:
-        """Start state.lower from what drafting computed (`drafted`: hybrid.draft.LayerStates): the lower layers are the
+        """Start state.lower from what drafting computed (`drafted`: hybrid.layer_states.LayerStates): the lower layers are the
         drafter's own (causal, LoRA-free), so over the draft they computed what a refiner pass would; the passes then
         rerun them only from the first slot whose input differs from what drafting fed (its last token, the slack)."""
         taps = {i: drafted.outputs[i] for i in self.config.detection_layers if i < self.first_bidirectional}

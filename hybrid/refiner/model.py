@@ -113,7 +113,7 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
     # ---- Denoiser protocol --------------------------------------------------------------------------------------
 
     def encode_prompt(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, drafted=None) -> PromptState:
-        """The prompt's cache and last logits. With `drafted` (hybrid.draft.LayerStates of a draft of this prompt) and
+        """The prompt's cache and last logits. With `drafted` (hybrid.layer_states.LayerStates of a draft of this prompt) and
         lower layers that are the drafter's, their states over the prompt and the draft come from drafting: only the
         top layers run over the prompt (`prompt_from_lower`), and the passes that follow start from the draft's lower
         states (`adopt_lower`)."""
