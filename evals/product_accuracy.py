@@ -6,6 +6,9 @@ masking. Two splits:
 * validation (for choosing between refiners): the last windows of the held-out plays, none of which the continue
   report prompts with, and windows of ACLSum val papers (no report and no training reads them).
 
+Each refiner after the first is paired with the first, window by window (the masked positions are the same draws):
+"delta" is the mean over windows of the difference in the product's fill accuracy, with a 95% bootstrap interval.
+
 Run from the project root:
 
     .venv/bin/python evals/product_accuracy.py checkpoints/general [more refiner folders] [--windows 64] [--split validation]
@@ -62,10 +65,12 @@ def main() -> None:
     parser.add_argument("--weights", default="", help="comma-separated residual weights to try (default: the refiner's own)")
     args = parser.parse_args()
 
+    from hybrid.evaluation.harness.report import paired_delta
     from hybrid.finetune.validation import product_accuracy
     from hybrid.models import load_causal_lm
     from hybrid.refiner import Refiner
 
+    first = {}  # (rate, weight) -> the first refiner's accuracy per window, which the others are paired with
     for folder in args.refiners:
         model, tokenizer = load_causal_lm("smollm2-135m", "float32")
         examples = held_out_examples(tokenizer, args.windows, args.split)
@@ -75,7 +80,15 @@ def main() -> None:
             refiner.check_renoised_input()
         weights = tuple(float(w) for w in args.weights.split(",") if w.strip()) or None
         for figures in product_accuracy(refiner, examples, tokenizer.pad_token_id, tokenizer.eos_token_id, weights=weights):
-            print(json.dumps({"folder": folder, "split": args.split, "windows": len(examples), "renoised_input": refiner.config.renoised_input} | vars(figures)), flush=True)
+            windows = dict(enumerate(figures.windows))
+            key = (figures.rate, None if weights is None else figures.residual_weight)
+            paired = {}
+            if key in first:  # the same windows and positions (the draws are seeded): paired per window
+                delta = paired_delta(windows, first[key])
+                paired = {"against": args.refiners[0], "delta": round(delta.mean, 4), "ci95": [round(delta.low, 4), round(delta.high, 4)]}
+            first.setdefault(key, windows)
+            figures = {k: v for k, v in vars(figures).items() if k != "windows"}
+            print(json.dumps({"folder": folder, "split": args.split, "windows": len(examples), "renoised_input": refiner.config.renoised_input} | figures | paired), flush=True)
 
 
 if __name__ == "__main__":

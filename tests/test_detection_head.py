@@ -254,3 +254,34 @@ def test_validation_scores_random_substitutes_with_the_head():
     inverted = validate_refiner(refiner, examples, pad_id=0, end_id=2, repair_steps=1)
     assert inverted.detection_auc_random == pytest.approx(1 - fresh.detection_auc_random_token_probability)
     assert inverted.detection_auc_random_token_probability == fresh.detection_auc_random_token_probability
+
+
+def test_product_accuracy_keeps_each_window_for_pairing():
+    """Per-window accuracies weighted by their masked positions give back the pooled figure, and a second run on the same
+    examples draws the same positions (what pairs two refiners window by window)."""
+    from hybrid.finetune.validation import product_accuracy
+
+    _, refiner = refiner_with_head(trained=False)
+    examples = [TokenisedExample([1, 5 + i, 6], list(range(10 + i, 30 + i))) for i in range(10)]
+    first = product_accuracy(refiner, examples, pad_id=0, end_id=2, batch_size=4)
+    again = product_accuracy(refiner, examples, pad_id=0, end_id=2, batch_size=4)
+    for figures, repeat in zip(first, again):
+        assert len(figures.windows) == len(examples) and figures.windows == repeat.windows
+        pooled = figures.combined * figures.positions
+        assert pooled == pytest.approx(sum(a * n for a, n in zip(figures.windows, _masked_per_window(refiner, examples, figures.rate)) if a is not None))
+
+
+def _masked_per_window(refiner, examples, rate):
+    """How many positions product_accuracy masks in each example at `rate` (its own seeded draws)."""
+    from hybrid.finetune.objective import collate
+    from hybrid.finetune.validation import _draw_positions, _product_counters
+
+    generators, _ = _product_counters(1234)
+    counts = []
+    for start in range(0, len(examples), 4):
+        batch = collate(examples[start : start + 4], 0, 2, slack=0)
+        for r, generator in generators.items():
+            chosen = _draw_positions(batch.valid, r, generator)
+            if r == rate:
+                counts += chosen.sum(1).tolist()
+    return counts

@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -169,6 +169,7 @@ class ProductFigures:
     refiner: float
     drafter: float
     residual_weight: float
+    windows: list = field(default_factory=list)  # the product's accuracy in each example (None: nothing masked), for pairing
 
 
 @torch.no_grad()
@@ -184,14 +185,15 @@ def product_accuracy(refiner, examples, pad_id: int, end_id: int, batch_size: in
         for name in ("prompt_ids", "prompt_mask", "target_ids", "valid"):
             setattr(batch, name, getattr(batch, name).to(device))
         _count_product_hits(refiner, batch, drafter_logits(refiner, batch), generators, counts)
-    return [ProductFigures(rate, c[3], *share, weight) for (rate, weight), c in counts.items()
+    return [ProductFigures(rate, c[3], *share, weight, c[4]) for (rate, weight), c in counts.items()
             for share in [[hits / max(c[3], 1) for hits in c[:3]]]]
 
 
 def _product_counters(seed: int, weights: tuple[float, ...] | None = None):
     generators = {rate: torch.Generator().manual_seed(seed + 3 + i) for i, rate in enumerate((0.15, 0.3))}
-    # (rate, weight) -> combined, refiner, drafter hits; positions. weights None: the refiner's own (key None).
-    return generators, {(rate, weight): [0, 0, 0, 0] for rate in generators for weight in (weights or (None,))}
+    # (rate, weight) -> combined, refiner, drafter hits; positions; the combined accuracy per example. weights None: the
+    # refiner's own (key None).
+    return generators, {(rate, weight): [0, 0, 0, 0, []] for rate in generators for weight in (weights or (None,))}
 
 
 def _count_product_hits(refiner, batch, ar, generators, counts) -> None:
@@ -204,7 +206,10 @@ def _count_product_hits(refiner, batch, ar, generators, counts) -> None:
                 continue
             combined = drafter_logp + (refiner.residual_weight if weight is None else weight) * alone
             for slot, logp in enumerate((combined, alone, drafter_logp)):
-                tally[slot] += int(((logp.argmax(-1) == batch.target_ids) & chosen).sum())
+                hits = (logp.argmax(-1) == batch.target_ids) & chosen
+                tally[slot] += int(hits.sum())
+                if slot == 0:
+                    tally[4] += [h / n if n else None for h, n in zip(hits.sum(1).tolist(), chosen.sum(1).tolist())]
             tally[3] += int(chosen.sum())
 
 
