@@ -117,12 +117,17 @@ class DrafterScorer:
                              draft.token_ids[:, :fed], [layer.keys[:, :, prompt_len:] for layer in layers],
                              [layer.values[:, :, prompt_len:] for layer in layers])
 
-    def token_logprobs(self, state: DrafterPrompt, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+    def token_logprobs(self, state: DrafterPrompt, canvas: torch.Tensor, need: torch.Tensor,
+                       lower: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, L): ``gather_tokens(self.logprobs(state, canvas), canvas)`` at the slots marked in `need` (B, L) and at
         slot 0, which the prompt predicts; zeros elsewhere. For less: a row runs from where its canvas departs from what
         drafting fed (drafting's keys and values serve before that, `state.fed`) to its last needed slot, rows in the
         passes of least cost (hybrid.row_passes), and the head on the needed positions alone; rows with nothing needed
-        after slot 0 do not run."""
+        after slot 0 do not run.
+
+        `lower` = (n, hidden): what the drafter's first n layers output at every slot of this canvas, (B, L, E), e.g. the
+        refiner's causal, LoRA-free lower layers, which are the drafter's own (hybrid.refiner.cache). The pass then runs
+        the layers from n up only: the same log-probs, to float rounding."""
         batch, length = canvas.shape
         out = torch.zeros(canvas.shape, device=canvas.device)
         out[:, 0] = token_logprob(state.last_logits, canvas[:, 0])
@@ -146,14 +151,37 @@ class DrafterScorer:
             read = wanted[rows][:, start + 1 : end + 1].any(0).nonzero().flatten()  # positions start + read
             mask = torch.cat([state.attention_mask[rows], torch.ones(len(group), end, dtype=state.attention_mask.dtype,
                                                                      device=canvas.device)], dim=1)
+            positions = state.next_position[rows] + torch.arange(start, end, device=canvas.device)
             with self.plain():
-                logits = self.model(input_ids=canvas[rows, start:end], attention_mask=mask, use_cache=True,
-                                    position_ids=state.next_position[rows] + torch.arange(start, end, device=canvas.device),
-                                    logits_to_keep=read, **{self._keyword: cache}).logits
+                if lower is None:
+                    logits = self.model(input_ids=canvas[rows, start:end], attention_mask=mask, use_cache=True,
+                                        position_ids=positions, logits_to_keep=read, **{self._keyword: cache}).logits
+                else:
+                    logits = self._upper_logits(lower[0], lower[1][rows, start:end], cache, state.attention_mask[rows],
+                                                start, end, positions, read)
             scored = start + 1 + read  # slots after 0: still zeros in `out`
             picked = token_logprob(logits, canvas[rows][:, scored])
             out[rows[:, None], scored] = torch.where(wanted[rows][:, scored], picked, 0.0)
         return out
+
+    def _upper_logits(self, first: int, hidden: torch.Tensor, cache, prompt_mask: torch.Tensor, start: int, end: int,
+                      positions: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
+        """(r, len(read), V) logits at positions start + read from the layers `first` up over slots start .. end - 1,
+        `hidden` (r, end - start, E) entering layer `first` there; `cache` holds each layer's prompt and slots before
+        `start`. Causal, as the drafter runs: the `attention_mask` rule without its both-ways part."""
+        from hybrid.refiner.masks import attention_mask
+
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        inner = base.model
+        slots = torch.arange(end, device=hidden.device)
+        mask = attention_mask(prompt_mask, slots[start:], slots, both_ways=False)
+        rotary = inner.rotary_emb(hidden, position_ids=positions)
+        for index in range(first, len(inner.layers)):
+            hidden = inner.layers[index](hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions,
+                                         use_cache=True, **{self._keyword: cache})
+        picked = inner.norm(hidden[:, read])
+        # the head on 2-D rows: a 3-D call with one row copies the transposed head weight in bfloat16 on the CPU
+        return base.get_output_embeddings()(picked.reshape(-1, picked.shape[-1])).view(*picked.shape[:2], -1)
 
     def logprobs(self, state: DrafterPrompt, canvas: torch.Tensor) -> torch.Tensor:
         """(B, L, V): [b, i] is the drafter's log-distribution of canvas token i given the prompt and canvas[:i]."""

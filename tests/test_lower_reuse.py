@@ -155,17 +155,8 @@ def test_the_refiners_prompt_pass_takes_the_lower_layers_from_drafting(tiny_mode
     """With lower layers that are the drafter's, the refiner's prompt state starts from what drafting computed over the
     prompt (only the top layers run again): the same cache and logits as its own prompt pass, left padding included,
     and the same refined tokens end to end."""
-    from hybrid.pipeline import HybridPipeline
-
-    pipe = HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner="none")
-    refiner = Refiner.create(pipe.drafter.model, str(tiny_model_dir), lora_r=4, lora_alpha=8, bidirectional_layers=1)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in refiner.model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.2)
-        refiner.mask_marker.normal_(0, 0.5)
-    pipe.refiner = refiner.eval()
+    pipe = _pipeline_with_causal_lower_layer(tiny_model_dir)
+    refiner = pipe.refiner
     prompts = ["The history of Rome", "Tell me about the sea and the ships that sail on it"]  # the first is left-padded
     draft = pipe.draft(prompts, max_new_tokens=8, ignore_eos=True)
     assert draft.lower.prompt_hidden.shape[:2] == draft.prompt_ids.shape
@@ -202,3 +193,75 @@ def test_the_scoring_pass_gives_the_refiners_token_probabilities_in_any_chunking
         monkeypatch.setattr(RefinerClass, "_canvas_token_logprobs", lambda self, s, h, c: real(self, s, h, c, chunk=3))
         chunked = partial_refiner.visible_confidence(partial_refiner.encode_prompt(prompt, (prompt > 0).long()), canvas)
     assert torch.allclose(whole, expected, atol=1e-5) and torch.allclose(chunked, expected, atol=1e-5)
+
+
+def _pipeline_with_causal_lower_layer(tiny_model_dir):
+    """The tiny drafter with a refiner whose lower layer is causal and LoRA-free (the drafter's own), top layer LoRA'd."""
+    from hybrid.pipeline import HybridPipeline
+
+    pipe = HybridPipeline.from_pretrained(draft_model=str(tiny_model_dir), refiner="none")
+    refiner = Refiner.create(pipe.drafter.model, str(tiny_model_dir), lora_r=4, lora_alpha=8, bidirectional_layers=1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in refiner.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+        refiner.mask_marker.normal_(0, 0.5)
+    pipe.refiner = refiner.eval()
+    return pipe
+
+
+def test_the_verify_pass_takes_the_lower_layers_from_the_refiner_with_the_same_log_probs(tiny_model_dir, monkeypatch):
+    """The refiner's lower states, brought up to the proposal (rerun only from each row's first changed slot), let the
+    verify pass run the top layer alone: the same log-probs as the full pass, left padding and a row with nothing to
+    score included, and the lower layer does not run in it."""
+    from hybrid.verify import DrafterScorer
+
+    pipe = _pipeline_with_causal_lower_layer(tiny_model_dir)
+    refiner = pipe.refiner
+    prompts = ["a b c", "a much longer prompt here", "another prompt"]  # the first and last are left-padded
+    draft = pipe.draft(prompts, max_new_tokens=10, ignore_eos=True)
+    scorer = DrafterScorer(refiner.model, refiner.adapter_disabled)
+    canvas = torch.cat([draft.token_ids, torch.full((3, 2), 7)], dim=1)  # two slack slots beyond the draft
+    canvas[0, 3], canvas[1, 8] = 11, 12
+    need = torch.zeros(canvas.shape, dtype=torch.bool)
+    need[0, 3:6], need[1, 8:12] = True, True  # row 2: nothing to score
+    with torch.no_grad():
+        state = refiner.encode_prompt(draft.prompt_ids, draft.prompt_attention_mask, draft.lower)
+        masked = canvas.clone()
+        masked[:, 5:] = refiner.mask_token_id
+        state.shown = torch.where(masked == refiner.mask_token_id, torch.cat([draft.token_ids, torch.full((3, 2), -1)], dim=1), -1)
+        refiner.canvas_logits(state, masked)  # a refine pass: the lower states now hold that canvas
+        assert refiner.lower_output(state, masked) is None  # a canvas with masks is not a proposal
+        lower = refiner.lower_output(state, canvas)
+        # rerun from the first slot whose lower input changed: rows 0 and 2 at the slack (10: row 0's slot 3 was shown
+        # already), row 1 at 8 (the mask there showed the draft token); one pass from 8 is cheapest (row_passes)
+        assert torch.equal(state.lower.inputs, canvas) and state.lower.recomputed == 3 * (12 - 8)
+        plain = scorer.token_logprobs(DrafterScorer.prompt_from_draft(draft), canvas, need)
+        lower_layer = refiner.model.get_base_model().model.layers[0]
+        runs = []
+        monkeypatch.setattr(lower_layer, "forward", lambda *a, **k: runs.append(1))
+        shared = scorer.token_logprobs(DrafterScorer.prompt_from_draft(draft), canvas, need, lower=lower)
+    assert not runs
+    assert lower[0] == 1
+    assert torch.allclose(shared, plain, atol=1e-5)
+    assert not shared[:, 1:][~need[:, 1:]].any()
+
+
+def test_verified_refinement_gives_the_same_tokens_and_scores_with_the_verify_pass_on_the_refiners_lower_layers(tiny_model_dir, monkeypatch):
+    """End to end: the proposals, their scores and the kept tokens are those of the full verify pass."""
+    pipe = _pipeline_with_causal_lower_layer(tiny_model_dir)
+    prompts = ["The history of Rome", "Tell me about the sea and the ships that sail on it"]
+    draft = pipe.draft(prompts, max_new_tokens=12, ignore_eos=True)
+    settings = dict(refine_steps=4, strength=0.5, seed=0, draft=draft, verify_weight=1.0, trace=True)
+    calls = []
+    real = type(pipe.refiner).lower_output
+    monkeypatch.setattr(type(pipe.refiner), "lower_output", lambda self, *a: calls.append(1) or real(self, *a))
+    shared = pipe(prompts, **settings)
+    monkeypatch.setattr(type(pipe.refiner), "lower_output", lambda self, *a: None)
+    plain = pipe(prompts, **settings)
+    assert calls and sum(len(r.proposals) for r in shared) > 0
+    assert [r.token_ids for r in shared] == [r.token_ids for r in plain]
+    for a, b in zip(shared, plain):
+        assert [(p["start"], p["new_ids"], p["accepted"]) for p in a.proposals] == [(p["start"], p["new_ids"], p["accepted"]) for p in b.proposals]
+        assert [p["drafter_gain"] for p in a.proposals] == pytest.approx([p["drafter_gain"] for p in b.proposals], abs=1e-4)

@@ -102,6 +102,15 @@ class CanvasCacheMixin:
         taps = {i: drafted.outputs[i] for i in self.config.detection_layers if i < self.first_bidirectional}
         state.lower = LowerStates(drafted.inputs, drafted.keys, drafted.values, drafted.outputs[self.first_bidirectional - 1], 0, taps)
 
+    def lower_output(self, state: PromptState | None, canvas: torch.Tensor) -> tuple[int, torch.Tensor] | None:
+        """(n, hidden): the output of the lower n layers at every slot of `canvas` (B, L, E), brought up to it from the last
+        pass (rerun from each row's first changed slot), for the drafter's verify pass to start at layer n
+        (hybrid.verify.DrafterScorer.token_logprobs): the lower layers are the drafter's own. None when passes share no
+        lower states, or when the canvas still shows a mask (the lower layers saw the draft token there, not the mask)."""
+        if state is None or state.lower is None or not self.reuses_lower or bool((canvas == self.mask_token_id).any()):
+            return None
+        return self.first_bidirectional, self._lower_states(state, canvas).hidden
+
     def _reusing_lower(self, state: PromptState, canvas: torch.Tensor, taps: dict | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """`_backbone` over the whole canvas, with the lower layers rerun only from the first slot whose input changed
         since the last pass (state.lower); the top layers always see the whole canvas. Same result, to float rounding.
