@@ -55,23 +55,38 @@ def build_canvas(
     if len(lengths) != batch or any(not 0 <= n <= length for n in lengths):
         raise ValueError(f"draft_lengths {lengths} do not fit draft_ids of shape {tuple(draft_ids.shape)}")
     select = config.select if config.select != "auto" else ("confidence" if scores is not None else "logprob")
-    slack = config.slack if config.slack is not None else default_slack(select)
+    slack = slack_of(config, select)
     if select == "logprob" and draft_logprobs is None:
         raise HybridError("select='logprob' needs the drafter's token log-probs")
     if select == "confidence" and scores is None:
         raise HybridError("select='confidence' needs refiner scores (see score_draft)")
     if select == "unsupported" and chosen is None:
         raise HybridError("select='unsupported' needs the unsupported draft tokens (see hybrid.grounded)")
-    canvas = draft_ids.new_full((batch, length + slack), eos_id)
+    canvas = with_slack(draft_ids, lengths, slack, eos_id, mask_id)
     noise = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
     for b, n in enumerate(lengths):
-        canvas[b, :n] = draft_ids[b, :n]
+        noise[b, n : n + slack] = True
         if select == "unsupported":
             noise[b, :n] = chosen[b, :n].to(canvas.device)
         else:
             noise[b, _pick(b, n, select, config.strength, draft_logprobs, scores, generator).to(canvas.device)] = True
-        noise[b, n : n + slack] = True
     return canvas.masked_fill(noise, mask_id), noise
+
+
+def slack_of(config: SamplerConfig, select: str) -> int:
+    """The masked slots after each draft: config.slack, else the default for the selection rule."""
+    return config.slack if config.slack is not None else default_slack(select)
+
+
+def with_slack(draft_ids: torch.LongTensor, lengths: Sequence[int], slack: int, eos_id: int, mask_id: int) -> torch.LongTensor:
+    """[B, L + slack]: each row's draft, `slack` masks right after it, eos_id after that (batch padding). It is the
+    canvas `build_canvas` makes before re-noising any draft token, and what a refiner whose re-noised slots show their
+    draft token (renoised_input "draft") shows its lower layers on the first refine pass."""
+    canvas = draft_ids.new_full((draft_ids.shape[0], draft_ids.shape[1] + slack), eos_id)
+    for b, n in enumerate(lengths):
+        canvas[b, :n] = draft_ids[b, :n]
+        canvas[b, n : n + slack] = mask_id
+    return canvas
 
 
 def _pick(b, n, select, strength, draft_logprobs, scores, generator) -> torch.LongTensor:

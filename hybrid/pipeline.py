@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from hybrid.canvas import build_canvas, score_draft
+from hybrid.canvas import build_canvas, score_draft, slack_of, with_slack
 from hybrid.config import NO_REFINER, DraftConfig, SamplerConfig, configs_from
 from hybrid.draft import Draft, Drafter
 from hybrid.errors import HybridError
@@ -177,7 +177,12 @@ class HybridPipeline:
         state = None if copies_only else refiner.encode_prompt(prompt_ids, prompt_mask, draft.lower if draft is not None else None)
         editable = anchor = None
         if canvas is None:
-            scores = score_draft(refiner, state, draft.token_ids) if sampler_config.select == "confidence" else None
+            scores = None
+            if sampler_config.select == "confidence":
+                if refiner.config.renoised_input == "draft":  # the first refine pass shows the lower layers the draft and its slack
+                    refiner.prepare_lower(state, with_slack(draft.token_ids, draft.lengths, slack_of(sampler_config, "confidence"), eos,
+                                                            refiner.mask_token_id))
+                scores = score_draft(refiner, state, draft.token_ids)
             canvas, _ = build_canvas(draft.token_ids, draft.logprobs, draft.lengths, sampler_config, eos, refiner.mask_token_id, generator,
                                      scores=scores, chosen=chosen)
             # Only each row's own draft and slack may change; what follows is batch padding.

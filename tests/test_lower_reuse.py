@@ -91,9 +91,7 @@ def test_batched_passes_equal_one_by_one(partial_refiner):
         assert all(torch.allclose(a[row : row + 1], b, atol=1e-5) for a, b in zip(both, alone))
 
 
-def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pass():
-    """Scoring the draft (the detection head) computes the lower layers once: the refine pass over draft + slack that
-    follows reruns them only for the slack slots, and both results equal those of the passes without reuse."""
+def _refiner_with_a_lower_tap():
     torch.manual_seed(0)
     model = build_tiny_llama(300)
     refiner = Refiner.create(model, "tiny", lora_r=4, lora_alpha=8, bidirectional_layers=1)
@@ -104,7 +102,17 @@ def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pa
                 param.normal_(0, 0.2)
         refiner.mask_marker.normal_(0, 0.5)
         refiner.detection_head.linear.weight.normal_(0, 0.5)
-    refiner.eval()
+    return refiner.eval()
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pass(prepared):
+    """Scoring the draft (the detection head) computes the lower layers once: the refine pass over draft + slack that
+    follows reruns them only for the slack slots, or for none when the lower layers ran over draft + slack first
+    (prepare_lower, as the pipeline does); all results equal those of the passes without reuse."""
+    from hybrid.canvas import with_slack
+
+    refiner = _refiner_with_a_lower_tap()
     mask = refiner.mask_token_id
     prompt = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
     draft = torch.tensor([[20, 21, 22, 23], [30, 31, 32, 33]])
@@ -116,13 +124,16 @@ def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pa
         refiner.reuse_lower = reuse
         state = refiner.encode_prompt(prompt, (prompt > 0).long())
         with torch.no_grad():
+            if prepared:
+                refiner.prepare_lower(state, with_slack(draft, [4, 4], 2, 0, mask))
+                assert reuse is False or state.lower.recomputed == 12
             confidence = refiner.visible_confidence(state, draft)
             state.shown = shown
             logits = refiner.canvas_logits(state, canvas)
         results[reuse] = (confidence, logits, state.lower.recomputed if state.lower is not None else None)
     assert torch.allclose(results[True][0], results[False][0], atol=1e-5)
     assert torch.allclose(results[True][1], results[False][1], atol=1e-5)
-    assert results[True][2] == 4  # only the slack slots (2 in each row) ran through the lower layers again
+    assert results[True][2] == (0 if prepared else 4)  # else only the slack slots (2 in each row) ran again
 
 
 def test_the_last_layer_runs_only_on_the_read_positions_with_the_same_result(partial_refiner, monkeypatch):
@@ -249,18 +260,27 @@ def test_the_verify_pass_takes_the_lower_layers_from_the_refiner_with_the_same_l
 
 
 def test_verified_refinement_gives_the_same_tokens_and_scores_with_the_verify_pass_on_the_refiners_lower_layers(tiny_model_dir, monkeypatch):
-    """End to end: the proposals, their scores and the kept tokens are those of the full verify pass."""
+    """End to end, with the detection head choosing what to re-noise: the lower layers run over draft + slack before the
+    scoring pass (prepare_lower) and the verify pass takes them from the refiner (lower_output); the proposals, their
+    scores and the kept tokens are those of the run that reuses nothing."""
     pipe = _pipeline_with_causal_lower_layer(tiny_model_dir)
+    pipe.refiner.add_detection_head(layers=[0, 1], neighbours=1)
+    pipe.refiner.config.renoised_input = "draft"  # as the shipped refiners: a re-noised slot shows its draft token
+    with torch.no_grad():
+        pipe.refiner.detection_head.linear.weight.normal_(0, 0.5)
+    pipe.refiner.eval()  # the new head too (its dropout)
+    assert pipe.default_select == "confidence"
     prompts = ["The history of Rome", "Tell me about the sea and the ships that sail on it"]
     draft = pipe.draft(prompts, max_new_tokens=12, ignore_eos=True)
     settings = dict(refine_steps=4, strength=0.5, seed=0, draft=draft, verify_weight=1.0, trace=True)
     calls = []
-    real = type(pipe.refiner).lower_output
-    monkeypatch.setattr(type(pipe.refiner), "lower_output", lambda self, *a: calls.append(1) or real(self, *a))
+    for name in ("prepare_lower", "lower_output"):
+        real = getattr(type(pipe.refiner), name)
+        monkeypatch.setattr(type(pipe.refiner), name, lambda self, *a, real=real, name=name: calls.append(name) or real(self, *a))
     shared = pipe(prompts, **settings)
-    monkeypatch.setattr(type(pipe.refiner), "lower_output", lambda self, *a: None)
+    pipe.refiner.reuse_lower = False
     plain = pipe(prompts, **settings)
-    assert calls and sum(len(r.proposals) for r in shared) > 0
+    assert calls[:2] == ["prepare_lower", "lower_output"] and sum(len(r.proposals) for r in shared) > 0
     assert [r.token_ids for r in shared] == [r.token_ids for r in plain]
     for a, b in zip(shared, plain):
         assert [(p["start"], p["new_ids"], p["accepted"]) for p in a.proposals] == [(p["start"], p["new_ids"], p["accepted"]) for p in b.proposals]

@@ -102,6 +102,13 @@ class CanvasCacheMixin:
         taps = {i: drafted.outputs[i] for i in self.config.detection_layers if i < self.first_bidirectional}
         state.lower = LowerStates(drafted.inputs, drafted.keys, drafted.values, drafted.outputs[self.first_bidirectional - 1], 0, taps)
 
+    def prepare_lower(self, state: PromptState | None, canvas: torch.Tensor) -> None:
+        """Run the lower layers over `canvas` now, when passes share them: a later pass over it, or over a prefix of it,
+        then reruns nothing. The pipeline runs the draft with its slack (hybrid.canvas.with_slack) before the scoring
+        pass over the draft alone, so that pass and the first refine pass share one lower run."""
+        if state is not None and self.reuses_lower:
+            self._lower_states(state, canvas)
+
     def lower_output(self, state: PromptState | None, canvas: torch.Tensor) -> tuple[int, torch.Tensor] | None:
         """(n, hidden): the output of the lower n layers at every slot of `canvas` (B, L, E), brought up to it from the last
         pass (rerun from each row's first changed slot), for the drafter's verify pass to start at layer n
@@ -134,6 +141,12 @@ class CanvasCacheMixin:
         is_mask = canvas == self.mask_token_id
         inputs = canvas if state.shown is None else torch.where(is_mask & (state.shown >= 0), state.shown, canvas)
         lower = state.lower
+        if lower is not None and lower.inputs.shape[0] == inputs.shape[0] and lower.inputs.shape[1] > length \
+                and torch.equal(lower.inputs[:, :length], inputs):
+            # a prefix of what the states hold (the draft, before its slack): causal, so its states are the first slots'
+            cut = lambda t: t[..., :length, :]
+            return LowerStates(inputs, [cut(k) for k in lower.keys], [cut(v) for v in lower.values], cut(lower.hidden), 0,
+                               {index: cut(tap) for index, tap in lower.taps.items()})
         if lower is not None and (lower.inputs.shape[0] != inputs.shape[0] or lower.inputs.shape[1] > length):
             lower = None
         if lower is None:
