@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def splits(continue_size: int, summarize_size: int):
+def splits(continue_size: int, summarize_size: int, general: str = "general", summarize: str = "summarize"):
     from hybrid.evaluation.harness.suite import load_examples, load_suite
     from hybrid.finetune.data import SUMMARY_TEMPLATE, aclsum_pairs
 
@@ -30,8 +30,8 @@ def splits(continue_size: int, summarize_size: int):
     windows = load_examples(suite, base)[-continue_size:]
     papers = aclsum_pairs("val")[:summarize_size]
     return {
-        "continue-validation": ("general", [w.prompt for w in windows], [w.reference for w in windows], suite.max_new_tokens),
-        "summarize-validation": ("summarize", [SUMMARY_TEMPLATE.format(prompt=p.prompt) for p in papers], [p.target for p in papers], 96),
+        "continue-validation": (general, [w.prompt for w in windows], [w.reference for w in windows], suite.max_new_tokens),
+        "summarize-validation": (summarize, [SUMMARY_TEMPLATE.format(prompt=p.prompt) for p in papers], [p.target for p in papers], 96),
     }
 
 
@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--strengths", default="0.15,0.3,0.5")
     parser.add_argument("--steps", default="2,8")
     parser.add_argument("--weights", default="0,0.5,1,2")
+    parser.add_argument("--general-refiner", default="general", help="the refiner of continue-validation (a shipped name or folder)")
+    parser.add_argument("--summarize-refiner", default="summarize", help="the refiner of summarize-validation")
     parser.add_argument("--only", default="", help="run one split (continue-validation or summarize-validation)")
     parser.add_argument("--output", type=Path, default=ROOT / "evals" / "defaults")
     args = parser.parse_args()
@@ -55,7 +57,7 @@ def main() -> None:
     grid = list(itertools.product([float(x) for x in args.strengths.split(",")], [int(x) for x in args.steps.split(",")],
                                   [float(x) for x in args.weights.split(",")]))
     rows, texts = [], {}
-    for name, (refiner, prompts, references, max_new_tokens) in splits(args.continue_size, args.summarize_size).items():
+    for name, (refiner, prompts, references, max_new_tokens) in splits(args.continue_size, args.summarize_size, args.general_refiner, args.summarize_refiner).items():
         if args.only and name != args.only:
             continue
         pipe = HybridPipeline.from_pretrained(refiner=refiner)

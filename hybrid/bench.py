@@ -54,7 +54,7 @@ class BenchConfig:
     reuse_draft: bool = False  # True: hybrid = the draft's median + refining that same draft (timed apart), instead of end to end
     refine: SamplerConfig = field(default_factory=SamplerConfig)  # the settings every timed system starts from
     draft_model: str = DEFAULT_DRAFTER
-    refiner: str | None = None  # None: the shipped general refiner, or an untrained one if none is installed
+    refiner: str | None = None  # None: the shipped default refiner (general-4-layers), or an untrained one if none is installed
     measure_memory: bool = True
     cache_refresh: int = 4  # also time hybrid with approximate canvas-cache reuse (0: skip that system)
     device: str = "cpu"  # cpu, cuda, cuda:N or auto

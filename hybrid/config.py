@@ -133,7 +133,7 @@ class SamplerConfig(_Checked):
     verify_window: int = knob(8, "Tokens after a change whose drafter log-likelihood counts in its score.", low=0, high=64)
     cache_refresh: int = knob(0, "N > 1: between full passes every N steps, recompute only the canvas positions being "
                               "predicted (approximate); 0 is exact. Faster only for refiners whose every layer is "
-                              "bidirectional: the exact reuse of causal lower layers (the shipped general refiner) is faster.",
+                              "bidirectional: the exact reuse of causal lower layers (the shipped refiners) is faster.",
                               low=0, high=256)
     # Grounded refinement (select "unsupported", hybrid.grounded_repair).
     ground_kinds: tuple = knob(DEFAULT_GROUND_KINDS, f"With --select unsupported: what is checked against the source, some "

@@ -161,7 +161,9 @@ def test_needed_logits_are_the_needed_rows_of_the_canvas_logits(layers, cache_re
         for _ in range(2):
             full = refiner.canvas_logits(state, canvas, need)
             packed = refiner.needed_logits(packed_state, canvas, need)
-            assert packed.shape == (int(need.sum()), full.shape[-1]) and torch.equal(packed, full[need])
+            # equal to float rounding: one head call over the packed rows, another over the canvas, may sum in another
+            # order on some CPUs' kernels (bitwise equal on earlier build machines, not on this AMD EPYC one)
+            assert packed.shape == (int(need.sum()), full.shape[-1]) and torch.allclose(packed, full[need], atol=1e-6, rtol=0)
 
 
 @BOTH_MODES
@@ -350,12 +352,13 @@ def test_from_pretrained_takes_a_shipped_name_or_a_folder(tiny_model, tmp_path):
     assert Refiner.from_pretrained(str(tmp_path / "r"), model).mask_token_id == model.get_input_embeddings().weight.shape[0]
 
 
-def test_the_four_layer_refiner_is_shipped_by_name():
+def test_the_four_layer_refiner_is_the_default_and_the_eight_layer_one_is_shipped_by_name():
     import json
 
     from hybrid.refiner.location import resolve_refiner
 
-    folder = resolve_refiner("general-4-layers")
+    folder = resolve_refiner(None)
+    assert folder == resolve_refiner("general-4-layers") == resolve_refiner("default")
     config = json.loads((folder / "refiner_config.json").read_text())
     assert config["bidirectional_layers"] == 4 and config["detection_head"]
     general = json.loads((resolve_refiner("general") / "refiner_config.json").read_text())

@@ -114,10 +114,10 @@ class ConsistencyNet:
                               max_length=self.config.max_length, return_tensors="pt")
 
     def _mask(self, hidden, attention_mask):
-        return self.encoder._create_attention_masks(
-            attention_mask=attention_mask, encoder_attention_mask=None, embedding_output=hidden,
-            encoder_hidden_states=None, cache=None,
-        )[0]
+        # the public mask builder BertModel itself calls (its private wrapper changed signature within transformers 5.x)
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=self.encoder.config, inputs_embeds=hidden, attention_mask=attention_mask)
 
     @staticmethod
     def novelty_flags(input_ids, token_type_ids, attention_mask):

@@ -11,6 +11,7 @@ from hybrid.evaluation.harness.report import summarise, write_report, verdicts
 from hybrid.evaluation.harness.runner import GROUNDED, EvalConfig, eval_systems, generate_samples, has_sources
 from hybrid.evaluation.harness.scoring import score_samples
 from hybrid.evaluation.harness.suite import load_examples, load_suite
+from hybrid.refiner.location import DEFAULT_REFINER
 from hybrid.resources import output_root
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def run_suite(suite_name: str, config: EvalConfig | None = None, *, limit=None, 
     summaries = summarise(samples, eval_systems(config, grounded))
     header = {
         "prompts": len(examples), "draft model": draft_model, "dtype": dtype,
-        "refiner": refiner or "shipped general (default)", "strength": refine.strength,
+        "refiner": refiner or f"shipped default ({DEFAULT_REFINER})", "strength": refine.strength,
         "select": refine.select, "edit threshold": refine.edit_threshold, "min change confidence": refine.min_change_confidence,
         "verified": f"window {refine.verify_window}, refiner weight {refine.verify_weight:g} (all hybrid-K rows)",
         "max new tokens": suite.max_new_tokens,

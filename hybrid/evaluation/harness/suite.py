@@ -56,7 +56,7 @@ class Suite:
     prompt_template: str = "{prompt}"
     max_source_words: int = 300
     description: str = ""
-    refiner: str | None = None  # the refiner this suite is scored with by default (None: the shipped general one)
+    refiner: str | None = None  # the refiner this suite is scored with by default (None: the shipped default, general-4-layers)
 
 
 @dataclass

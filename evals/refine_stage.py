@@ -1,0 +1,61 @@
+"""Side-by-side cost of refiners, interleaved in one process: on a machine whose speed drifts between runs (this 2-core
+CPU moved by 2x in a day), two bench runs cannot compare refiners, but alternating them call by call can.
+
+Every refiner gets its own pipeline (the same drafter weights) and its own draft of the same prompts. Each repeat
+times, for every refiner in turn, drafting and then refining that draft (`pipe(..., draft=...)`, the refine stage
+alone). Printed per refiner: how many texts the refinement changed: the medians, the refine stage over drafting, and (draft + refine) / draft, the bench's
+"hybrid over draft only". Run from the project root:
+
+    .venv/bin/python evals/refine_stage.py general general-4-layers --steps 8 --dtype float32 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("refiners", nargs="+", help="shipped names or folders")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import torch
+
+    from hybrid.bench import PROMPTS
+    from hybrid.pipeline import HybridPipeline
+
+    torch.manual_seed(0)
+    prompts = (PROMPTS * args.batch)[: args.batch]
+    pipes = {name: HybridPipeline.from_pretrained(refiner=name, dtype=args.dtype) for name in args.refiners}
+    settings = dict(max_new_tokens=args.tokens, ignore_eos=True, seed=0)
+    times = {name: {"draft": [], "refine": []} for name in pipes}
+    texts = {}
+    for _ in range(args.repeats + 1):  # the first round warms up and is not kept
+        for name, pipe in pipes.items():
+            start = time.perf_counter()
+            draft = pipe.draft(prompts, **settings)
+            draft_s = time.perf_counter() - start
+            results = pipe(prompts, draft=draft, refine_steps=args.steps, **settings)
+            times[name]["draft"].append(draft_s)
+            times[name]["refine"].append(results[0].timings.refine_s)
+            texts[name] = sum(r.text != r.draft_text for r in results)
+    for name, kept in times.items():
+        draft_s, refine_s = (statistics.median(kept[k][1:]) for k in ("draft", "refine"))
+        print(json.dumps({"refiner": name, "dtype": args.dtype, "steps": args.steps, "tokens": args.tokens, "batch": args.batch,
+                          "draft_s": round(draft_s, 3), "refine_s": round(refine_s, 3),
+                          "refine_over_draft": round(refine_s / draft_s, 3), "hybrid_over_draft": round(1 + refine_s / draft_s, 3),
+                          "refine_s_all": [round(t, 3) for t in kept["refine"][1:]],
+                          "draft_s_all": [round(t, 3) for t in kept["draft"][1:]],
+                          "texts_changed": texts[name]}))
+
+
+if __name__ == "__main__":
+    main()
