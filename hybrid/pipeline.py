@@ -229,8 +229,10 @@ class HybridPipeline:
             output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
         if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
             scored = _within_window((output.canvas != original) & editable, sampler_config.verify_window)
-            # the refiner's lower layers are the drafter's: brought up to the proposal, they spare the verify pass its lower half
-            proposed_logp = scorer.token_logprobs(drafter_state, output.canvas, scored, lower=refiner.lower_output(state, output.canvas))
+            # the refiner's lower layers are the drafter's: brought up to the proposal as far as a score reads, they spare
+            # the verify pass its lower layers
+            stop = int(scored.any(0).nonzero().max()) + 1
+            proposed_logp = scorer.token_logprobs(drafter_state, output.canvas, scored, lower=refiner.lower_output(state, output.canvas, stop))
             # Only what may change is scored: a cut draft's slack (and its end slot, which drafting never scored) is not text.
             original_logp, proposed_logp = original_logp.masked_fill(~editable, 0.0), proposed_logp.masked_fill(~editable, 0.0)
             output.canvas, output.proposals = verify_changes(

@@ -244,10 +244,13 @@ def test_the_verify_pass_takes_the_lower_layers_from_the_refiner_with_the_same_l
         state.shown = torch.where(masked == refiner.mask_token_id, torch.cat([draft.token_ids, torch.full((3, 2), -1)], dim=1), -1)
         refiner.canvas_logits(state, masked)  # a refine pass: the lower states now hold that canvas
         assert refiner.lower_output(state, masked) is None  # a canvas with masks is not a proposal
-        lower = refiner.lower_output(state, canvas)
-        # rerun from the first slot whose lower input changed: rows 0 and 2 at the slack (10: row 0's slot 3 was shown
-        # already), row 1 at 8 (the mask there showed the draft token); one pass from 8 is cheapest (row_passes)
-        assert torch.equal(state.lower.inputs, canvas) and state.lower.recomputed == 3 * (12 - 8)
+        # rerun from the first slot whose lower input changed, up to `stop`: rows 0 and 2 change at the slack (10: row
+        # 0's slot 3 was shown already), row 1 at 8 (the mask there showed the draft token), so up to slot 9 only row 1 runs
+        partial = refiner.lower_output(state, canvas, stop=9)
+        assert partial[1].shape[1] == 9 and state.lower.recomputed == 1
+        lower = refiner.lower_output(state, canvas)  # then the rest, from 9 in every row
+        assert torch.equal(state.lower.inputs, canvas) and state.lower.recomputed == 3 * (12 - 9)
+        assert torch.allclose(lower[1][:, :9], partial[1], atol=1e-6)
         plain = scorer.token_logprobs(DrafterScorer.prompt_from_draft(draft), canvas, need)
         lower_layer = refiner.model.get_base_model().model.layers[0]
         runs = []

@@ -109,14 +109,15 @@ class CanvasCacheMixin:
         if state is not None and self.reuses_lower:
             self._lower_states(state, canvas)
 
-    def lower_output(self, state: PromptState | None, canvas: torch.Tensor) -> tuple[int, torch.Tensor] | None:
-        """(n, hidden): the output of the lower n layers at every slot of `canvas` (B, L, E), brought up to it from the last
-        pass (rerun from each row's first changed slot), for the drafter's verify pass to start at layer n
-        (hybrid.verify.DrafterScorer.token_logprobs): the lower layers are the drafter's own. None when passes share no
-        lower states, or when the canvas still shows a mask (the lower layers saw the draft token there, not the mask)."""
+    def lower_output(self, state: PromptState | None, canvas: torch.Tensor, stop: int | None = None) -> tuple[int, torch.Tensor] | None:
+        """(n, hidden): the output of the lower n layers at slots 0 .. stop - 1 of `canvas` (B, stop, E; default every
+        slot), brought up to it from the last pass (rerun from each row's first changed slot, up to `stop` only), for the
+        drafter's verify pass to start at layer n (hybrid.verify.DrafterScorer.token_logprobs): the lower layers are the
+        drafter's own. None when passes share no lower states, or when the canvas still shows a mask (the lower layers
+        saw the draft token there, not the mask)."""
         if state is None or state.lower is None or not self.reuses_lower or bool((canvas == self.mask_token_id).any()):
             return None
-        return self.first_bidirectional, self._lower_states(state, canvas).hidden
+        return self.first_bidirectional, self._lower_states(state, canvas[:, :stop]).hidden
 
     def _reusing_lower(self, state: PromptState, canvas: torch.Tensor, taps: dict | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """`_backbone` over the whole canvas, with the lower layers rerun only from the first slot whose input changed
@@ -139,31 +140,33 @@ class CanvasCacheMixin:
         changed there; rows that changed nowhere are not run."""
         length = canvas.shape[1]
         is_mask = canvas == self.mask_token_id
-        inputs = canvas if state.shown is None else torch.where(is_mask & (state.shown >= 0), state.shown, canvas)
+        shown = None if state.shown is None else state.shown[:, :length]  # a shorter canvas is the first slots of the refined one
+        inputs = canvas if shown is None else torch.where(is_mask & (shown >= 0), shown, canvas)
         lower = state.lower
-        if lower is not None and lower.inputs.shape[0] == inputs.shape[0] and lower.inputs.shape[1] > length \
-                and torch.equal(lower.inputs[:, :length], inputs):
-            # a prefix of what the states hold (the draft, before its slack): causal, so its states are the first slots'
-            cut = lambda t: t[..., :length, :]
-            return LowerStates(inputs, [cut(k) for k in lower.keys], [cut(v) for v in lower.values], cut(lower.hidden), 0,
-                               {index: cut(tap) for index, tap in lower.taps.items()})
-        if lower is not None and (lower.inputs.shape[0] != inputs.shape[0] or lower.inputs.shape[1] > length):
+        if lower is not None and lower.inputs.shape[0] != inputs.shape[0]:
             lower = None
         if lower is None:
             keys, values, hidden, taps = self._run_lower(state, inputs, torch.arange(inputs.shape[0], device=canvas.device), 0)
             state.lower = LowerStates(inputs.clone(), keys, values, hidden, inputs.numel(), taps)
             return state.lower
-        # the same canvas, or a longer one that begins with it (the draft, then draft + slack): a row's first change
-        known = lower.inputs.shape[1]
-        changed = torch.cat([lower.inputs != inputs[:, :known], torch.ones_like(inputs[:, known:], dtype=torch.bool)], dim=1)
+        # The canvas the states hold, a longer one that begins like it (the draft, then draft + slack) or a shorter one (the
+        # draft before its slack, the span a verify pass reads): the lower layers are causal, so the first slots' states
+        # serve as they are, and a row reruns from its first change.
+        held = lower.inputs.shape[1]
+        known = min(held, length)
+        changed = torch.cat([lower.inputs[:, :known] != inputs[:, :known], torch.ones_like(inputs[:, known:], dtype=torch.bool)], dim=1)
         starts = torch.where(changed.any(1), changed.int().argmax(1), length).tolist()
-        if min(starts) == length:
+        if min(starts) == length and held == length:
             lower.recomputed = 0
             return lower
-        # new tensors, the slot axis (-2) grown to the canvas: the old ones may be drafting's own (a draft may be refined again)
-        grown = lambda t: torch.cat([t, t.new_zeros(*t.shape[:-2], length - known, t.shape[-1])], dim=-2) if known < length else t.clone()
-        keys, values = [grown(k) for k in lower.keys], [grown(v) for v in lower.values]
-        hidden, taps = grown(lower.hidden), {index: grown(tap) for index, tap in lower.taps.items()}
+        if min(starts) == length:  # a prefix of what the states hold: its states are views of theirs, which stay
+            cut = lambda t: t[..., :length, :]
+            return LowerStates(inputs, [cut(k) for k in lower.keys], [cut(v) for v in lower.values], cut(lower.hidden), 0,
+                               {index: cut(tap) for index, tap in lower.taps.items()})
+        # new tensors, the slot axis (-2) fitted to the canvas: the old ones may be drafting's own (a draft may be refined again)
+        fit = lambda t: t[..., :length, :].clone() if held >= length else torch.cat([t, t.new_zeros(*t.shape[:-2], length - held, t.shape[-1])], dim=-2)
+        keys, values = [fit(k) for k in lower.keys], [fit(v) for v in lower.values]
+        hidden, taps = fit(lower.hidden), {index: fit(tap) for index, tap in lower.taps.items()}
         recomputed = 0
         for start, group in pass_groups(starts, length):
             rows = torch.tensor(group, device=canvas.device)
