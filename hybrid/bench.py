@@ -79,6 +79,10 @@ class Timing:
     tokens_per_s: float  # new tokens (all rows) per second
     ratio_to_draft: float
     steps_run: float  # median denoising steps actually run (early exit)
+    # A hybrid that drafts in the timed call: the median over its calls of the call's time over that call's own drafting.
+    # Cells are timed one after another, so a machine whose speed drifts moves ratio_to_draft; this one it cannot (its
+    # drafting also records the lower layers for the refiner, at most ~1% of a draft). None for the other systems.
+    ratio_to_own_draft: float | None = None
 
 
 @dataclass
@@ -267,7 +271,10 @@ def run_bench(config: BenchConfig) -> BenchReport:
                         seconds += draft_s if given is not None else 0.0
                         warmup = config.warmup if not config.reuse_draft else 0  # with reuse: one warm-up per cell
                         steps_run = statistics.median(r[0].steps_run for r in outputs)
-                        report.timings.append(Timing(dtype, batch, tokens, system, seconds, batch * tokens / seconds, seconds / draft_s, steps_run))
+                        own = (statistics.median(r[0].timings.total_s / r[0].timings.draft_s for r in outputs)
+                               if system.mode == "hybrid" and given is None else None)
+                        report.timings.append(Timing(dtype, batch, tokens, system, seconds, batch * tokens / seconds, seconds / draft_s, steps_run,
+                                                     own))
                         bar.update()
     bar.close()
     if device.type == "cuda":

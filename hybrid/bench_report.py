@@ -39,6 +39,8 @@ def headline(report: BenchReport) -> dict:
             figures[f"hybrid_k{DEFAULT_REFINE_STEPS}_over_draft[{dtype}] (default)"] = default[0].ratio_to_draft if default else None
         hybrid = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system=System("hybrid", steps))
         figures[f"hybrid_k{steps}_over_draft[{dtype}]"] = hybrid[0].ratio_to_draft if hybrid else None
+        if hybrid and hybrid[0].ratio_to_own_draft is not None:
+            figures[f"hybrid_k{steps}_over_own_draft[{dtype}]"] = hybrid[0].ratio_to_own_draft
         refresh = report.config.cache_refresh
         cached = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system=System("hybrid", steps, cache_refresh=refresh)) if refresh > 1 else []
         if cached:
@@ -68,9 +70,13 @@ def format_table(report: BenchReport) -> str:
     lines = [f"refiner: {report.refiner}; device {report.machine.get('device', 'cpu')}; {report.machine['threads']} threads; torch {report.machine['torch']}",
              f"hybrid timed as: {how}; medians of up to {report.config.repeats} repeats"
              + (f" (fewer once a cell's runs pass {report.config.budget_s:.0f} s)" if report.config.budget_s else ""), ""]
-    lines.append(f"{'dtype':9s} {'batch':>5s} {'tokens':>6s} {'system':14s} {'K':>3s} {'run':>4s} {'seconds':>8s} {'tok/s':>8s} {'x draft':>8s}")
+    lines.append(f"{'dtype':9s} {'batch':>5s} {'tokens':>6s} {'system':14s} {'K':>3s} {'run':>4s} {'seconds':>8s} {'tok/s':>8s} {'x draft':>8s} "
+                 f"{'x own draft':>11s}")
     for t in report.timings:
-        lines.append(f"{t.dtype:9s} {t.batch:5d} {t.new_tokens:6d} {t.system.label:14s} {t.system.steps:3d} {t.steps_run:4.0f} {t.seconds:8.2f} {t.tokens_per_s:8.1f} {t.ratio_to_draft:8.2f}")
+        own = "" if t.ratio_to_own_draft is None else f"{t.ratio_to_own_draft:11.2f}"
+        lines.append(f"{t.dtype:9s} {t.batch:5d} {t.new_tokens:6d} {t.system.label:14s} {t.system.steps:3d} {t.steps_run:4.0f} {t.seconds:8.2f} "
+                     f"{t.tokens_per_s:8.1f} {t.ratio_to_draft:8.2f} {own}")
+    lines.append("x own draft: a hybrid call's time over its own drafting in that call (immune to drift between cells)")
     lines += ["", "one refine step vs one decode step (same model, same run):"]
     for c in report.step_costs:
         lines.append(f"  {c.dtype:9s} batch {c.batch} canvas {c.canvas}: refine {c.refine_step_s * 1000:.0f} ms, decode {c.decode_step_s * 1000:.1f} ms = {c.ar_token_equivalents:.2f} AR tokens")

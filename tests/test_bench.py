@@ -27,6 +27,9 @@ def test_bench_times_every_cell_and_system(tiny_model_dir, tiny_refiner_dir, tmp
             assert t.seconds > 0 and t.ratio_to_draft == pytest.approx(t.seconds / draft.seconds)
             if reuse_draft and t.system.mode == "hybrid":
                 assert t.seconds > draft.seconds  # the draft's time is part of the hybrid's
+            # only a hybrid that drafts in the timed call has a ratio to its own drafting, above 1 (it also refines)
+            assert (t.ratio_to_own_draft is not None) == (t.system.mode == "hybrid" and not reuse_draft)
+            assert t.ratio_to_own_draft is None or t.ratio_to_own_draft > 1
     assert len(report.step_costs) == 2 and all(c.ar_token_equivalents > 0 for c in report.step_costs)
     paths = write_report(report, tmp_path / "bench")
     data = json.loads(paths["json"].read_text())
@@ -34,6 +37,9 @@ def test_bench_times_every_cell_and_system(tiny_model_dir, tiny_refiner_dir, tmp
     assert data["headline"]["hybrid_k2_over_draft[float32]"] == pytest.approx(report.ratio("float32", 1, 8, System("hybrid", 2)))
     assert paths["plot"].stat().st_size > 0 and "targets:" in paths["table"].read_text()
     assert headline(report)["new_tokens"] == 8
+    own = headline(report).get("hybrid_k2_over_own_draft[float32]")
+    hybrid = next(t for t in report.timings if (t.batch, t.system) == (1, System("hybrid", 2)))
+    assert own == hybrid.ratio_to_own_draft and (own is None) == reuse_draft
 
 
 def test_budget_stops_repeating_long_calls():
