@@ -3,8 +3,8 @@ CPU moved by 2x in a day), two bench runs cannot compare refiners, but alternati
 
 Every refiner gets its own pipeline (the same drafter weights) and its own draft of the same prompts. Each repeat
 times, for every refiner in turn, drafting and then refining that draft (`pipe(..., draft=...)`, the refine stage
-alone). Printed per refiner: how many texts the refinement changed: the medians, the refine stage over drafting, and (draft + refine) / draft, the bench's
-"hybrid over draft only". Run from the project root:
+alone). Printed per refiner: the medians, the refine stage over drafting, (draft + refine) / draft (the bench's
+"hybrid over draft only") and how many texts the refinement changed. Run from the project root:
 
     .venv/bin/python evals/refine_stage.py general general-4-layers --steps 8 --dtype float32 --repeats 5
 """
@@ -27,12 +27,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    import torch
-
     from hybrid.bench import PROMPTS
     from hybrid.pipeline import HybridPipeline
 
-    torch.manual_seed(0)
     prompts = (PROMPTS * args.batch)[: args.batch]
     pipes = {name: HybridPipeline.from_pretrained(refiner=name, dtype=args.dtype) for name in args.refiners}
     settings = dict(max_new_tokens=args.tokens, ignore_eos=True, seed=0)

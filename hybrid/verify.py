@@ -149,11 +149,11 @@ class DrafterScorer:
             end = int(last[rows].max())
             cache = cache_for_pass(state.cache, rows, start, state.fed_keys, state.fed_values, len(state.cache.layers))
             read = wanted[rows][:, start + 1 : end + 1].any(0).nonzero().flatten()  # positions start + read
-            mask = torch.cat([state.attention_mask[rows], torch.ones(len(group), end, dtype=state.attention_mask.dtype,
-                                                                     device=canvas.device)], dim=1)
             positions = state.next_position[rows] + torch.arange(start, end, device=canvas.device)
             with self.plain():
                 if lower is None:
+                    mask = torch.cat([state.attention_mask[rows], torch.ones(len(group), end, dtype=state.attention_mask.dtype,
+                                                                             device=canvas.device)], dim=1)
                     logits = self.model(input_ids=canvas[rows, start:end], attention_mask=mask, use_cache=True,
                                         position_ids=positions, logits_to_keep=read, **{self._keyword: cache}).logits
                 else:
