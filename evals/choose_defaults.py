@@ -42,10 +42,12 @@ def main() -> None:
     parser.add_argument("--strengths", default="0.15,0.3,0.5")
     parser.add_argument("--steps", default="2,8")
     parser.add_argument("--weights", default="0,0.5,1,2")
+    parser.add_argument("--guards", default="0", help="min_change_confidence values (a change needs the proposal at least this sure)")
     parser.add_argument("--general-refiner", default="general", help="the refiner of continue-validation (a shipped name or folder)")
     parser.add_argument("--summarize-refiner", default="summarize", help="the refiner of summarize-validation")
     parser.add_argument("--only", default="", help="run one split (continue-validation or summarize-validation)")
     parser.add_argument("--output", type=Path, default=ROOT / "evals" / "defaults")
+    parser.add_argument("--name", default="", help="the output files' stem (default: defaults, plus -SPLIT with --only)")
     args = parser.parse_args()
 
     import torch
@@ -55,46 +57,52 @@ def main() -> None:
     from hybrid.pipeline import HybridPipeline
 
     grid = list(itertools.product([float(x) for x in args.strengths.split(",")], [int(x) for x in args.steps.split(",")],
-                                  [float(x) for x in args.weights.split(",")]))
+                                  [float(x) for x in args.weights.split(",")], [float(x) for x in args.guards.split(",")]))
     rows, texts = [], {}
     for name, (refiner, prompts, references, max_new_tokens) in splits(args.continue_size, args.summarize_size, args.general_refiner, args.summarize_refiner).items():
         if args.only and name != args.only:
             continue
         pipe = HybridPipeline.from_pretrained(refiner=refiner)
         drafts = [pipe.draft(prompts[i : i + 8], max_new_tokens=max_new_tokens) for i in range(0, len(prompts), 8)]
-        for strength, steps, weight in grid:
+        for strength, steps, weight, guard in grid:
             results = []
             for i, draft in zip(range(0, len(prompts), 8), drafts):
                 results += pipe(prompts[i : i + 8], max_new_tokens=max_new_tokens, refine_steps=steps, strength=strength,
-                                verify_weight=weight, draft=draft, trace=True, seed=0)
+                                verify_weight=weight, min_change_confidence=guard, draft=draft, trace=True, seed=0)
             figures = score_refinements(results, references).to_dict()
-            key = f"{name} s{strength:g} K{steps} w{weight:g}"
+            key = _key(name, strength, steps, weight, guard)
             texts[key] = [(r.draft_text, r.text) for r in results]
-            rows.append({"split": name, "strength": strength, "steps": steps, "verify_weight": weight,
+            rows.append({"split": name, "strength": strength, "steps": steps, "verify_weight": weight, "min_change_confidence": guard,
                          "refine_s": round(sum(r.timings.refine_s for r in results) / len(results), 2)} | figures)
             print(key, json.dumps(figures), file=sys.stderr, flush=True)
         del pipe
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     judge = Judge()
     for row in rows:
-        pairs = [p for p in texts[f"{row['split']} s{row['strength']:g} K{row['steps']} w{row['verify_weight']:g}"] if p[0] != p[1]]
+        key = _key(row["split"], row["strength"], row["steps"], row["verify_weight"], row["min_change_confidence"])
+        pairs = [p for p in texts[key] if p[0] != p[1]]
         before = judge.perplexity([p[0] for p in pairs]) if pairs else []
         after = judge.perplexity([p[1] for p in pairs]) if pairs else []
         row["judge_better"] = sum(a < b for b, a in zip(before, after))
         row["judge_worse"] = sum(a > b for b, a in zip(before, after))
     args.output.mkdir(parents=True, exist_ok=True)
-    suffix = f"-{args.only}" if args.only else ""
-    (args.output / f"defaults{suffix}.json").write_text(json.dumps({"rows": rows, "texts": texts}, indent=1) + "\n")
-    header = ("| split | strength | K | verify weight | proposals | kept | texts changed | toward / away | ref. words in / out "
+    stem = args.name or ("defaults" + (f"-{args.only}" if args.only else ""))
+    (args.output / f"{stem}.json").write_text(json.dumps({"rows": rows, "texts": texts}, indent=1) + "\n")
+    header = ("| split | strength | K | verify weight | min change confidence | proposals | kept | texts changed | toward / away | ref. words in / out "
               "| unigram F1 draft -> refined | judge better / worse | refine s per batch of 8 |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
-        lines.append(f"| {r['split']} | {r['strength']:g} | {r['steps']} | {r['verify_weight']:g} | {r['proposals']} | {r['accepted']} "
+        lines.append(f"| {r['split']} | {r['strength']:g} | {r['steps']} | {r['verify_weight']:g} | {r['min_change_confidence']:g} | {r['proposals']} | {r['accepted']} "
                      f"| {r['texts_changed']} / {r['drafts']} | {r['toward_reference']} / {r['away_from_reference']} "
                      f"| {r['reference_words_in']} / {r['reference_words_out']} | {r['unigram_f1_draft']:.4f} -> {r['unigram_f1_refined']:.4f} "
                      f"| {r['judge_better']} / {r['judge_worse']} | {r['refine_s']} |")
-    (args.output / f"defaults{suffix}.md").write_text("\n".join(lines) + "\n")
+    (args.output / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _key(split: str, strength: float, steps: int, weight: float, guard: float) -> str:
+    """A setting's key in the texts file; the guard shows only where it is on (so older files' keys still read)."""
+    return f"{split} s{strength:g} K{steps} w{weight:g}" + (f" g{guard:g}" if guard else "")
 
 
 if __name__ == "__main__":

@@ -288,3 +288,29 @@ def test_verified_refinement_gives_the_same_tokens_and_scores_with_the_verify_pa
     for a, b in zip(shared, plain):
         assert [(p["start"], p["new_ids"], p["accepted"]) for p in a.proposals] == [(p["start"], p["new_ids"], p["accepted"]) for p in b.proposals]
         assert [p["drafter_gain"] for p in a.proposals] == pytest.approx([p["drafter_gain"] for p in b.proposals], abs=1e-4)
+
+
+def test_a_change_the_guard_keeps_out_costs_no_lower_rerun_and_no_verify_pass(tiny_model_dir, monkeypatch):
+    """min_change_confidence puts the draft token back where the proposal is unsure: the lower layers then see what they
+    saw while drafting, so no refine pass reruns them (only the draft's last slot, which drafting never fed, runs once)
+    and, with nothing changed, no verify pass runs. Unguarded, the random refiner's changes make both run."""
+    from hybrid.verify import DrafterScorer
+
+    pipe = _pipeline_with_causal_lower_layer(tiny_model_dir)
+    pipe.refiner.config.renoised_input = "draft"  # as the shipped refiners: a re-noised slot shows its draft token
+    prompts = ["The history of Rome", "Tell me about the sea"]
+    draft = pipe.draft(prompts, max_new_tokens=12, ignore_eos=True)
+    reruns, verify_passes = [], []
+    run_lower, token_logprobs = type(pipe.refiner)._run_lower, DrafterScorer.token_logprobs
+    monkeypatch.setattr(type(pipe.refiner), "_run_lower",
+                        lambda self, state, inputs, rows, start, *a: reruns.append(start) or run_lower(self, state, inputs, rows, start, *a))
+    monkeypatch.setattr(DrafterScorer, "token_logprobs",
+                        lambda self, *a, **k: verify_passes.append(1) or token_logprobs(self, *a, **k))
+    settings = dict(refine_steps=4, strength=0.5, seed=0, draft=draft, select="random", slack=0, trace=True)
+    unguarded = pipe(prompts, min_change_confidence=0.0, **settings)
+    fed = draft.token_ids.shape[1] - 1
+    assert min(reruns) < fed and verify_passes and any(r.proposals for r in unguarded)
+    reruns.clear(), verify_passes.clear()
+    guarded = pipe(prompts, min_change_confidence=1.0, **settings)
+    assert reruns == [fed] and verify_passes == []
+    assert [r.token_ids for r in guarded] == [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(2)]

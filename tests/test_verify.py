@@ -135,14 +135,16 @@ def test_zero_residual_returns_the_greedy_draft(tiny_pipeline):
     finally:
         pipe.refiner.residual_weight = 1.0
     raw = pipe(["a b c", "tell me more"], max_new_tokens=8, refine_steps=4, strength=1.0, draft=draft, verify=False, slack=0,
-               product=False, select="random", seed=0)
+               product=False, select="random", min_change_confidence=0.0, seed=0)
     for row, result in enumerate(results):
         assert result.token_ids == draft.token_ids[row].tolist()
     assert any(r.token_ids != draft.token_ids[i].tolist() for i, r in enumerate(raw))  # the random refiner alone does change it
 
 
 def test_trace_lists_every_proposal_with_its_verdict(tiny_pipeline):
-    result = tiny_pipeline("a b c", max_new_tokens=8, refine_steps=4, strength=1.0, trace=True, product=False, seed=0)
+    # unguarded: a random refiner is never sure of a change
+    result = tiny_pipeline("a b c", max_new_tokens=8, refine_steps=4, strength=1.0, trace=True, product=False, seed=0,
+                           min_change_confidence=0.0)
     assert result.proposals, "a random refiner proposes changes"
     for proposal in result.proposals:
         assert set(proposal) == {"start", "end", "old", "new", "old_ids", "new_ids", "drafter_gain", "refiner_gain", "grounding_gain", "origin", "score", "accepted"}
@@ -162,7 +164,7 @@ def test_a_cut_drafts_slack_is_put_back_before_scoring(tiny_pipeline):
     n, window = 10, 4
     draft = pipe.draft(["a b c"], max_new_tokens=n, ignore_eos=True)
     result = pipe("a b c", max_new_tokens=n, refine_steps=2, strength=1.0, draft=draft, trace=True, product=False,
-                  verify_window=window, seed=0)
+                  verify_window=window, min_change_confidence=0.0, seed=0)
     assert result.proposals and len(result.token_ids) <= n
     eos = pipe.tokenizer.eos_token_id
     original = torch.tensor([draft.token_ids[0].tolist() + [eos] * 4])
