@@ -63,20 +63,21 @@ def main() -> None:
 
 
 def _compared(option: str) -> tuple[str, list]:
-    """(field, values) from "FIELD=A,B": the values parsed as the SamplerConfig field's type; ("", [None]) when empty."""
+    """(field, values) from "FIELD=A,B": a SamplerConfig field and its values read as YAML scalars, as a recipe's
+    key=value overrides are (0.5, 8, true); ("", [None]) when empty. The pipeline checks each value's range."""
     if not option:
         return "", [None]
     from dataclasses import fields
 
+    import yaml
+
     from hybrid.config import SamplerConfig
 
     field, _, listed = option.partition("=")
-    kinds = {f.name: f.default for f in fields(SamplerConfig)}
-    if field not in kinds or not listed:
-        raise SystemExit(f"--compare takes FIELD=A,B with FIELD one of: {', '.join(sorted(kinds))}")
-    kind = type(kinds[field]) if kinds[field] is not None else int
-    parse = (lambda text: text.lower() in ("1", "true", "yes")) if kind is bool else kind
-    return field, [parse(text) for text in listed.split(",")]
+    names = sorted(f.name for f in fields(SamplerConfig))
+    if field not in names or not listed:
+        raise SystemExit(f"--compare takes FIELD=A,B with FIELD one of: {', '.join(names)}")
+    return field, [yaml.safe_load(text) for text in listed.split(",")]
 
 
 if __name__ == "__main__":

@@ -97,9 +97,9 @@ def refine(
     `editable` [B, L] limits which visible positions editing may re-mask (default: all); pass False for batch
     padding so rows of different lengths behave as if run alone. `anchor` [B, L] holds the draft token of each
     re-noised position (-1 where there is none, as in the slack): with config.min_change_confidence > 0, a commit
-    whose confidence (its probability under the proposal) is below it puts the draft token back, and (given `end_token_id`) the refiner may not
-    end the text inside the draft: only the drafter's own end and the slack decide where a guarded text stops (the
-    same holds with config.verify). `prior` [B, L, V], when given with config.product, holds the drafter's log-probs
+    whose confidence (its probability under the proposal) is below it puts the draft token back, and (given
+    `end_token_id`) the refiner may not end the text inside the draft: only the drafter's own end and the slack decide
+    where a guarded text stops (the same holds with config.verify). `prior` [B, L, V], when given with config.product, holds the drafter's log-probs
     of every canvas slot (zeros where it has none): each step then proposes from log_softmax(prior + w log p_refiner),
     w the denoiser's `residual_weight` (1 when it has none). `allowed` [B, V] and `restricted` [B, L], when given: a
     restricted slot draws only from its row's allowed tokens (grounded refinement refills from the source's tokens).
