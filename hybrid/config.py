@@ -130,6 +130,9 @@ class SamplerConfig(_Checked):
                                         low=0.0, high=1.0)
     # Propose from the product of the drafter's distribution and the refiner's (log p_drafter + w log p_refiner).
     product: bool = knob(True, "Propose from the drafter's distribution times the refiner's (else the refiner's alone).")
+    shortlist: int = knob(0, "N > 0: take the product over the drafter's N likeliest tokens of each slot (and its draft token) "
+                          "instead of the whole vocabulary, so the refiner's output head scores N + 1 tokens a slot; 0 = the "
+                          "whole vocabulary.", low=0, high=65536)
     # Drafter-verified edits (hybrid.verify). Weight 0 won on validation: weights 1 and 2 let edits through that the
     # judge found worse.
     verify: bool = knob(True, "Keep a proposed change only when the drafter's log-likelihood of what it affects (plus the "

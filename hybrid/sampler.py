@@ -32,8 +32,9 @@ import torch
 
 from hybrid.config import SamplerConfig
 from hybrid.errors import HybridError
-from hybrid.logprobs import clean_logits, gather_tokens
+from hybrid.logprobs import clean_logits
 from hybrid.schedule import get_schedule
+from hybrid.shortlist import Scored, build_shortlist, shortlist_scores
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +100,11 @@ def refine(
     re-noised position (-1 where there is none, as in the slack): with config.min_change_confidence > 0, a commit
     whose confidence (its probability under the proposal) is below it puts the draft token back, and (given
     `end_token_id`) the refiner may not end the text inside the draft: only the drafter's own end and the slack decide
-    where a guarded text stops (the same holds with config.verify). `prior` [B, L, V], when given with config.product, holds the drafter's log-probs
-    of every canvas slot (zeros where it has none): each step then proposes from log_softmax(prior + w log p_refiner),
-    w the denoiser's `residual_weight` (1 when it has none). `allowed` [B, V] and `restricted` [B, L], when given: a
+    where a guarded text stops (the same holds with config.verify). `prior` [B, L, V], when given with config.product,
+    holds the drafter's log-probs of every canvas slot (zeros where it has none): each step then proposes from log_softmax(prior + w log p_refiner),
+    w the denoiser's `residual_weight` (1 when it has none); with config.shortlist > 0, over each slot's shortlist
+    (hybrid.shortlist; a denoiser may offer `listed_logits(prompt_state, canvas_ids, need, ids, whole)`: the logits of
+    the listed tokens (n, k) and the whole vocabulary's at the `whole` rows (m, V)). `allowed` [B, V] and `restricted` [B, L], when given: a
     restricted slot draws only from its row's allowed tokens (grounded refinement refills from the source's tokens).
     `on_step(step, canvas, changed)`, when given, is called after every step with its number (from 1), the canvas
     after it and the positions it committed or re-masked [B, L] (read-only views: copy what you keep).
@@ -119,6 +122,9 @@ def refine(
     old = None
     if anchor is not None:
         old = anchor if end_token_id is None else torch.where(anchor >= 0, anchor, torch.full_like(anchor, end_token_id))
+    shortlist = None
+    if config.shortlist > 0 and prior is not None and config.product:
+        shortlist = build_shortlist(prior, config.shortlist, keep=old)
     # still_masked[b, k]: masks row b may keep after step k; re-masked tokens are absorbed by the next step.
     schedule = get_schedule(config.schedule)
     initial = (canvas == mask_id).sum(1).tolist()
@@ -129,19 +135,16 @@ def refine(
         if threshold is None and not masked.any():
             break
         need = masked | (~masked & editable) if threshold is not None else masked
-        # Only the needed slots are read: the vocabulary-wide work runs on those rows alone, (n, V), and what the step
-        # decides comes back to (B, L) (the other slots are never committed, edited or traced).
-        if hasattr(denoiser, "needed_logits"):
-            logits = denoiser.needed_logits(prompt_state, canvas, need)
-        else:
-            logits = denoiser.canvas_logits(prompt_state, canvas, need)[need]
-        refiner_logits, logp = _proposal(logits, prior[need] if prior is not None and config.product else None, weight,
-                                       allowed[:, None].expand(*need.shape, -1)[need] if allowed is not None else None,
-                                       restricted[need] if allowed is not None else None, mask_id)
-        tokens, confidence = _predict(logp, masked[need], config.temperature, generator)
+        # Only the needed slots are read: the vocabulary-wide work runs on those rows alone, (n, V) or (n, k) over a
+        # shortlist, and what the step decides comes back to (B, L) (the other slots are never committed, edited or traced).
+        scored = _step_scores(denoiser, prompt_state, canvas, need, prior if config.product else None, shortlist, weight, old, mask_id)
+        if allowed is not None:
+            scored = _restricted(scored, allowed[:, None].expand(*need.shape, -1)[need], restricted[need])
+        columns, confidence = _predict(scored.logp, masked[need], config.temperature, generator)
+        tokens = scored.tokens(columns)
         current = None  # p(the token now on each visible slot): editing and the trace read it
         if threshold is not None or config.trace:
-            current = _scatter(need, gather_tokens(logp, canvas[need]).exp(), 1.0)
+            current = _scatter(need, scored.at(scored.logp, canvas[need]).exp(), 1.0)
         tokens, confidence = _scatter(need, tokens, 0), _scatter(need, confidence, 0.0)
         argmax = tokens  # at visible slots `_predict` takes the argmax (it samples masked ones only)
         commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
@@ -150,8 +153,9 @@ def refine(
             if end_token_id is not None:
                 keep_draft |= (anchor >= 0) & (tokens == end_token_id)
             tokens = torch.where(keep_draft, anchor, tokens)
-        if old is not None:
-            gain = gather_tokens(refiner_logits, tokens[need]) - gather_tokens(refiner_logits, old[need].clamp(min=0))  # log-prob gain
+        if old is not None:  # the refiner's log-prob gain (its normaliser cancels), none where nothing was replaced
+            gain = scored.at(scored.logits, tokens[need]) - scored.at(scored.logits, old[need].clamp(min=0))
+            gain = torch.where(old[need] >= 0, gain, 0.0)
             out.refiner_gain = torch.where(commit, _scatter(need, gain, 0.0), out.refiner_gain)
         edit = torch.zeros_like(masked)
         if threshold is not None and k < steps - 1:
@@ -174,23 +178,41 @@ def refine(
     return out
 
 
-def _proposal(logits, prior, weight, allowed, restricted, mask_id):
-    """(the refiner's logits, the proposal's log-probs), (n, V) for n slots, the mask token made impossible in both:
-    log_softmax(prior + weight x log p_refiner) where a `prior` is given (= log_softmax(prior + weight x logits): the
-    refiner's normaliser cancels), restricted to the `allowed` tokens (n, V) at the `restricted` slots (n,). The
-    logits serve differences of the refiner's log-probs, in which its normaliser cancels too."""
-    logits = clean_logits(logits, mask_id)
+def _step_scores(denoiser, prompt_state, canvas, need, prior, shortlist, weight, keep, mask_id) -> Scored:
+    """The refiner's logits and the proposal's log-probs of the `need` slots (hybrid.shortlist.Scored): over each
+    slot's shortlist where one is given, else over the whole vocabulary, from log_softmax(prior + weight x logits)
+    where a `prior` is given (= log_softmax(prior + weight x log p_refiner): the refiner's normaliser cancels), from
+    the refiner alone otherwise; the mask token impossible in both."""
+    if shortlist is not None:
+        ids, whole = shortlist.ids[need], shortlist.whole[need]
+        if hasattr(denoiser, "listed_logits"):
+            listed, full = denoiser.listed_logits(prompt_state, canvas, need, ids, whole)
+        else:
+            dense = _needed_logits(denoiser, prompt_state, canvas, need)
+            listed, full = dense.gather(1, ids.clamp(min=0)), dense[whole]
+        return shortlist_scores(listed, full, shortlist, need, weight, keep, mask_id)
+    logits = clean_logits(_needed_logits(denoiser, prompt_state, canvas, need), mask_id)
     if prior is None:
-        logp = logits.log_softmax(-1)
-    else:  # `prior` is the caller's own copy of its rows: summed in place
-        logp = prior.add_(logits, alpha=weight)
-        if logp.shape[-1] > mask_id:
-            logp[:, mask_id] = float("-inf")  # weight 0 would leave 0 x -inf there
-        logp = logp.log_softmax(-1)
-    if allowed is not None:
-        logp = logp.masked_fill(restricted[:, None] & ~allowed[:, : logp.shape[-1]], float("-inf"))
-        logp = logp - logp.logsumexp(-1, keepdim=True)
-    return logits, logp
+        return Scored(logits, logits.log_softmax(-1))
+    logp = prior[need].add_(logits, alpha=weight)  # prior[need] is a copy: summed in place
+    if logp.shape[-1] > mask_id:
+        logp[:, mask_id] = float("-inf")  # weight 0 would leave 0 x -inf there
+    return Scored(logits, logp.log_softmax(-1))
+
+
+def _needed_logits(denoiser, prompt_state, canvas, need):
+    """(n, V) the refiner's logits of the `need` slots, in row-major order."""
+    if hasattr(denoiser, "needed_logits"):
+        return denoiser.needed_logits(prompt_state, canvas, need)
+    return denoiser.canvas_logits(prompt_state, canvas, need)[need]
+
+
+def _restricted(scored: Scored, allowed: torch.Tensor, restricted: torch.Tensor) -> Scored:
+    """`scored` with each `restricted` row (n,) drawing only from its `allowed` tokens (n, V), renormalised."""
+    if scored.ids is not None:
+        allowed = allowed.gather(1, scored.ids.clamp(min=0)) & (scored.ids >= 0)
+    logp = scored.logp.masked_fill(restricted[:, None] & ~allowed[:, : scored.logp.shape[-1]], float("-inf"))
+    return scored._replace(logp=logp - logp.logsumexp(-1, keepdim=True))
 
 
 def _scatter(rows: torch.Tensor, values: torch.Tensor, fill) -> torch.Tensor:
@@ -201,13 +223,13 @@ def _scatter(rows: torch.Tensor, values: torch.Tensor, fill) -> torch.Tensor:
 
 
 def _predict(logp, masked, temperature, generator):
-    """Token for every row of `logp` (argmax, or sampled at the `masked` rows) and its probability under the refiner."""
+    """Column of every row of `logp` (argmax, or sampled at the `masked` rows) and its probability under the proposal."""
     tokens = logp.argmax(-1)
     if temperature > 0 and masked.any():
         probs = (logp[masked] / temperature).softmax(-1)
         where = generator.device if generator is not None else probs.device  # a CPU generator samples on the CPU
         tokens[masked] = torch.multinomial(probs.to(where), 1, generator=generator).squeeze(-1).to(tokens.device)
-    return tokens, gather_tokens(logp, tokens).exp()
+    return tokens, logp.gather(1, tokens[:, None]).squeeze(1).exp()
 
 
 def _most_confident(confidence, masked, count):

@@ -230,13 +230,14 @@ class CanvasCacheMixin:
             hidden = _last_layer_at(inner.layers[last], self._layer_cache_keyword, cache, hidden, rows, positions, rotary, mask)
         return inner.norm(hidden)
 
-    def _partial_canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor, packed: bool = False) -> torch.Tensor:
+    def _partial_canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor, packed: bool = False,
+                               listed=None) -> torch.Tensor:
         """Recompute only the positions whose outputs are needed; the rest of the canvas comes from earlier passes."""
         length = canvas.shape[1]
         prompt_len = state.attention_mask.shape[1]
         positions = need[:, 1:].any(0).nonzero().flatten()  # slot i is predicted at canvas position i - 1
         if positions.numel() == 0:  # only slot 0 is needed: the prompt already predicted it
-            return self._head(state, state.last_logits[:, None, :0], positions + 1, need, length, packed)
+            return self._head(state, state.last_logits[:, None, :0], positions + 1, need, length, packed, listed)
         kept = torch.ones(length, dtype=torch.bool, device=canvas.device)
         kept[positions] = False
         layers = state.cache.layers
@@ -249,7 +250,7 @@ class CanvasCacheMixin:
             values[:, :, positions] = layer.values[:, :, -len(positions):]
             layer.keys, layer.values = layer.keys[:, :, :prompt_len], layer.values[:, :, :prompt_len]
         state.passes_since_refresh += 1
-        return self._head(state, hidden, positions + 1, need, length, packed)
+        return self._head(state, hidden, positions + 1, need, length, packed, listed)
 
 
 def read_positions(need: torch.Tensor) -> torch.Tensor:

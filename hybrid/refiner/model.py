@@ -133,23 +133,24 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         return state
 
     def canvas_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor | None = None,
-                      packed: bool = False) -> torch.Tensor:
+                      packed: bool = False, listed: tuple | None = None) -> torch.Tensor:
         """Logits (B, L, V) for every canvas slot given the cached prompt and the whole canvas.
 
         With `need` (B, L), the output head runs only on the slots marked there (other rows are zeros): the head is
         a 49k x 576 matmul per slot, a fifth of a step's work on the default model. With `packed` too, only those
-        rows come back, (n, V) in row-major order (``canvas_logits(...)[need]`` without the (B, L, V) tensor).
+        rows come back, (n, V) in row-major order (``canvas_logits(...)[need]`` without the (B, L, V) tensor). With
+        `listed` (ids (n, k), whole (n,)) too: as `listed_logits`.
         """
         reuse = (need is not None and self.cache_refresh > 1 and state.canvas_keys is not None
                  and state.canvas_keys[0].shape[2] == canvas.shape[1] and state.passes_since_refresh < self.cache_refresh)
         if reuse:
-            return self._partial_canvas_logits(state, canvas, need, packed)
+            return self._partial_canvas_logits(state, canvas, need, packed, listed)
         length = canvas.shape[1]
         prompt_len = state.attention_mask.shape[1]
         if self.reuses_lower:
             hidden = self._reusing_lower(state, canvas, rows=None if need is None else read_positions(need))
             state.canvas_keys = state.canvas_values = None
-            return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length, packed)
+            return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length, packed, listed)
         every = torch.arange(length, device=canvas.device)
         hidden = self._backbone(state, canvas, every, every)
         layers = state.cache.layers
@@ -161,12 +162,19 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
             state.canvas_keys = state.canvas_values = None
         state.cache.crop(-length)  # drop the canvas again: the cache keeps only the prompt
         # The AR shift: slot 0 is predicted by the prompt's last position, slot i by canvas position i - 1.
-        return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length, packed)
+        return self._head(state, hidden[:, :-1], torch.arange(1, length, device=canvas.device), need, length, packed, listed)
 
     def needed_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
         """(n, V): the logits of the `need` slots in row-major order, as ``canvas_logits(state, canvas, need)[need]``
         (the sampler's optional fast path: no (B, L, V) tensor is filled and gathered again)."""
         return self.canvas_logits(state, canvas, need, packed=True)
+
+    def listed_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor, ids: torch.Tensor,
+                      whole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sampler's shortlist path (hybrid.shortlist): for the `need` slots in row-major order, the logits of each
+        row's listed tokens `ids` (n, k) (ids < 0 read token 0), and the whole vocabulary's of the `whole` rows (m, V).
+        The output head then multiplies n x k rows of its weight instead of all V."""
+        return self.canvas_logits(state, canvas, need, packed=True, listed=(ids, whole))
 
     def _backbone(self, state: PromptState, canvas: torch.Tensor, positions: torch.Tensor, key_positions: torch.Tensor,
                   taps: dict | None = None) -> torch.Tensor:
@@ -202,29 +210,50 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         return inner.norm(hidden)
 
     def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int,
-              packed: bool = False) -> torch.Tensor:
+              packed: bool = False, listed: tuple | None = None) -> torch.Tensor:
         """Output-head logits of the `need` slots (all when None; hidden[:, j] predicts slot slots[j], the prompt slot 0),
         scattered into a (B, L, V) tensor whose slot 0 always holds the prompt's prediction; with `packed` (and `need`),
-        only those rows, (n, V) in row-major order."""
+        only those rows, (n, V) in row-major order; with `listed` too, as `listed_logits`."""
         wanted = torch.ones(hidden.shape[0], length, dtype=torch.bool, device=hidden.device) if need is None else need
         batch, slot = wanted.nonzero(as_tuple=True)
         by_head = slot > 0  # slot 0 is predicted by the prompt
         column = torch.full((length,), -1, dtype=torch.long, device=hidden.device)
         column[slots] = torch.arange(len(slots), device=hidden.device)
+        lm_head = self.model.get_base_model().lm_head
         if packed and need is not None:
-            if not by_head.any():
-                return state.last_logits[batch].float()
             # one head call over the needed rows in order, slot 0's rows reading a placeholder that the prompt's overwrites:
             # no (n, V) copy of the head's output
-            logits = self.model.get_base_model().lm_head(hidden[batch, column[slot].clamp(min=0)]).float()
+            rows = hidden[batch, column[slot].clamp(min=0)] if by_head.any() else None
+            if listed is not None:
+                return self._listed_head(state, rows, batch, by_head, *listed)
+            if rows is None:
+                return state.last_logits[batch].float()
+            logits = lm_head(rows).float()
             logits[~by_head] = state.last_logits[batch[~by_head]].to(logits.dtype)
             return logits
         # written in place: copying logits[:, slots] out and back costs more than the head's rows
         logits = torch.zeros(hidden.shape[0], length, state.last_logits.shape[-1], device=hidden.device)
         logits[:, 0] = state.last_logits
         if by_head.any():
-            logits[batch[by_head], slot[by_head]] = self.model.get_base_model().lm_head(hidden[batch[by_head], column[slot[by_head]]]).float()
+            logits[batch[by_head], slot[by_head]] = lm_head(hidden[batch[by_head], column[slot[by_head]]]).float()
         return logits
+
+    def _listed_head(self, state: PromptState, rows: torch.Tensor | None, batch: torch.Tensor, by_head: torch.Tensor,
+                     ids: torch.Tensor, whole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the listed tokens' logits (n, k), the `whole` rows' (m, V)) from the needed rows' final states `rows` (n, H),
+        or the prompt's prediction where `by_head` is False (None: nowhere else)."""
+        lm_head = self.model.get_base_model().lm_head
+        safe, first = ids.clamp(min=0), ~by_head
+        listed = torch.empty(ids.shape, device=ids.device)
+        full = torch.empty(int(whole.sum()), state.last_logits.shape[-1], device=ids.device)
+        if first.any():
+            listed[first] = state.last_logits[batch[first]].float().gather(1, safe[first])
+            full[first[whole]] = state.last_logits[batch[whole & first]].float()
+        if rows is not None:
+            own = torch.bmm(lm_head.weight[safe[by_head]], rows[by_head, :, None]).squeeze(-1).float()
+            listed[by_head] = own if lm_head.bias is None else own + lm_head.bias[safe[by_head]].float()
+            full[by_head[whole]] = lm_head(rows[whole & by_head]).float()
+        return listed, full
 
     def visible_confidence(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
         """(B, L): how likely each token on the canvas is right. The detection head's probability where the refiner
