@@ -41,13 +41,15 @@ def build_canvas(
     generator: Optional[torch.Generator] = None,
     scores: Optional[torch.FloatTensor] = None,
     chosen: Optional[torch.BoolTensor] = None,
+    grows: Optional[Sequence[bool]] = None,
 ) -> tuple[torch.LongTensor, torch.BoolTensor]:
-    """Draft [B, L] -> (canvas [B, L + slack], noise_mask [B, L + slack]).
+    """Draft [B, L] -> (canvas [B, L + slack], noise_mask [B, L + slack]); L alone where no row may grow.
 
     Row b keeps its first draft_lengths[b] tokens, re-masks num_to_mask(strength, length_b) of them (lowest
     draft logprob, lowest refiner `scores` or random, per `config.select`, where 'auto' is the scores when given, else
     the log-probs; ties go to the earlier position; with select 'unsupported', exactly the positions marked in `chosen`
-    [B, >= L]), and masks the `slack` positions right after its draft (None: hybrid.config.default_slack). Everything after that is eos_id (batch padding).
+    [B, >= L]), and masks the `slack` positions right after its draft (None: hybrid.config.default_slack) where it may
+    grow (`grows`, default every row; see `with_slack`). Everything after that is eos_id (batch padding).
     strength 0 is accepted here as an edge case meaning "mask no draft token"; `validate()` rejects it.
     """
     batch, length = draft_ids.shape
@@ -62,10 +64,10 @@ def build_canvas(
         raise HybridError("select='confidence' needs refiner scores (see score_draft)")
     if select == "unsupported" and chosen is None:
         raise HybridError("select='unsupported' needs the unsupported draft tokens (see hybrid.grounded)")
-    canvas = with_slack(draft_ids, lengths, slack, eos_id, mask_id)
+    canvas = with_slack(draft_ids, lengths, slack, eos_id, mask_id, grows)
     noise = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
     for b, n in enumerate(lengths):
-        noise[b, n : n + slack] = True
+        noise[b, n:] = canvas[b, n:] == mask_id  # the slack
         if select == "unsupported":
             noise[b, :n] = chosen[b, :n].to(canvas.device)
         else:
@@ -78,14 +80,19 @@ def slack_of(config: SamplerConfig, select: str) -> int:
     return config.slack if config.slack is not None else default_slack(select)
 
 
-def with_slack(draft_ids: torch.LongTensor, lengths: Sequence[int], slack: int, eos_id: int, mask_id: int) -> torch.LongTensor:
+def with_slack(draft_ids: torch.LongTensor, lengths: Sequence[int], slack: int, eos_id: int, mask_id: int,
+               grows: Optional[Sequence[bool]] = None) -> torch.LongTensor:
     """[B, L + slack]: each row's draft, `slack` masks right after it, eos_id after that (batch padding). It is the
     canvas `build_canvas` makes before re-noising any draft token, and what a refiner whose re-noised slots show their
-    draft token (renoised_input "draft") shows its lower layers on the first refine pass."""
-    canvas = draft_ids.new_full((draft_ids.shape[0], draft_ids.shape[1] + slack), eos_id)
+    draft token (renoised_input "draft") shows its lower layers on the first refine pass. With `grows` (B,), a row
+    that may not grow (a verified draft cut at its token limit) gets no slack, and where no row may grow the canvas is
+    [B, L]: slack that can never become text would only cost passes (its slots have no drafter distribution, so the
+    whole vocabulary is scored there) and show the refiner masks past a text that goes on."""
+    grows = [True] * draft_ids.shape[0] if grows is None else [bool(g) for g in grows]
+    canvas = draft_ids.new_full((draft_ids.shape[0], draft_ids.shape[1] + (slack if any(grows) else 0)), eos_id)
     for b, n in enumerate(lengths):
         canvas[b, :n] = draft_ids[b, :n]
-        canvas[b, n : n + slack] = mask_id
+        canvas[b, n : n + (slack if grows[b] else 0)] = mask_id
     return canvas
 
 

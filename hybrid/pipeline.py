@@ -176,15 +176,17 @@ class HybridPipeline:
         # the lower layers already ran over the prompt and the draft while drafting: the refiner takes their states
         state = None if copies_only else refiner.encode_prompt(prompt_ids, prompt_mask, draft.lower if draft is not None else None)
         editable = anchor = None
+        # a verified text keeps the asked length: only a draft that ended may grow, so only it gets slack
+        grows = [n < draft_config.max_new_tokens for n in draft.lengths] if sampler_config.verify and draft is not None else None
         if canvas is None:
             scores = None
             if sampler_config.select == "confidence":
                 if refiner.config.renoised_input == "draft":  # the first refine pass shows the lower layers the draft and its slack
                     refiner.prepare_lower(state, with_slack(draft.token_ids, draft.lengths, slack_of(sampler_config, "confidence"), eos,
-                                                            refiner.mask_token_id))
+                                                            refiner.mask_token_id, grows))
                 scores = score_draft(refiner, state, draft.token_ids)
             canvas, _ = build_canvas(draft.token_ids, draft.logprobs, draft.lengths, sampler_config, eos, refiner.mask_token_id, generator,
-                                     scores=scores, chosen=chosen)
+                                     scores=scores, chosen=chosen, grows=grows)
             # Only each row's own draft and slack may change; what follows is batch padding.
             lengths = torch.tensor(draft.lengths, device=canvas.device) + sampler_config.slack
             editable = torch.arange(canvas.shape[1], device=canvas.device)[None] < lengths[:, None]
@@ -193,9 +195,8 @@ class HybridPipeline:
             anchor[torch.arange(canvas.shape[1], device=canvas.device)[None] >= torch.tensor(draft.lengths, device=canvas.device)[:, None]] = -1
             if refiner.config.renoised_input == "draft" and state is not None:
                 state.shown = anchor  # a re-noised slot shows its draft token (marked); the slack shows the mask
-            if sampler_config.verify:  # a verified text keeps the asked length: only a draft that ended may grow
-                cut = torch.tensor(draft.lengths, device=canvas.device) >= draft_config.max_new_tokens
-                editable &= ~(cut[:, None] & (anchor < 0))
+            if grows is not None:  # nothing past a draft that may not grow is text
+                editable &= torch.tensor(grows, device=canvas.device)[:, None] | (anchor >= 0)
         total = prompt_ids.shape[1] + canvas.shape[1]
         if total > self.drafter.context_length:
             raise HybridError(f"prompt plus canvas is {total} tokens, beyond the model's context of {self.drafter.context_length}")

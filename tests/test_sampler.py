@@ -204,6 +204,18 @@ def test_same_seed_same_output_when_sampling():
     assert not (run(0) == MASK).any()
 
 
+def test_a_draft_that_may_not_grow_gets_no_slack():
+    """`grows` False (a verified draft cut at its limit): no masks past that draft, eos padding there in a batch with a
+    row that may grow, and no slack columns at all where no row may grow."""
+    draft = torch.arange(1, 11).repeat(2, 1)
+    config = SamplerConfig(strength=0.3, slack=3)
+    canvas, noise = build_canvas(draft, torch.zeros(2, 10), [10, 6], config, EOS, MASK, grows=[False, True])
+    assert canvas.shape == (2, 13) and (canvas[0, 10:] == EOS).all() and not noise[0, 10:].any()
+    assert (canvas[1, 6:9] == MASK).all() and noise[1, 6:9].all() and (canvas[1, 9:] == EOS).all()
+    alone, noise = build_canvas(draft[:1], torch.zeros(1, 10), [10], config, EOS, MASK, grows=[False])
+    assert alone.shape == (1, 10) and int(noise.sum()) == num_to_mask(0.3, 10)
+
+
 def test_batch_equals_one_by_one():
     prompts = torch.tensor([[1, 12], [2, 7], [3, 9]])
     lengths = [12, 7, 9]
