@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from hybrid.errors import HybridError
 from hybrid.models import DEFAULT_DRAFTER, resolve_device, synchronize
-from hybrid.config import DEFAULT_REFINE_STEPS, DTYPE_NAMES, DraftConfig, SamplerConfig
+from hybrid.config import DEFAULT_REFINE_STEPS, DTYPE_NAMES, DraftConfig, SamplerConfig, default_slack
 from hybrid.pipeline import HybridPipeline, resolve_refiner
 from hybrid.refiner import Refiner
 from hybrid.systems import DRAFT, System
@@ -91,7 +91,9 @@ class StepCost:
     batch: int
     canvas: int
     decode_step_s: float  # one AR decode step of the drafter
-    refine_step_s: float  # one refiner forward over the whole canvas (prompt cached), every layer run
+    # one refiner forward over the whole canvas (prompt cached), every layer run, its head read as the default proposal
+    # reads it
+    refine_step_s: float
     ar_token_equivalents: float
     # A following step whose lower-layer inputs did not change (Refiner.reuse_lower: only the top layers and the head
     # run); None for a refiner whose every layer is bidirectional.
@@ -168,13 +170,23 @@ def measure_bandwidth_gbs(megabytes: int = 512, device: torch.device | str = "cp
 def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode_step_s: float, repeats: int) -> StepCost:
     prompts = (PROMPTS * batch)[:batch]
     prompt_ids, prompt_mask = pipe.drafter.encode_prompts(prompts, tokens)
-    refiner = pipe.refiner
-    canvas = torch.full((batch, tokens + 4), refiner.mask_token_id, dtype=torch.long, device=prompt_ids.device)
+    refiner, config = pipe.refiner, SamplerConfig()
+    # a draft cut at its token limit gets no slack under verification (hybrid.canvas.with_slack): the canvas is the draft
+    width = tokens if config.verify else tokens + default_slack(config.select)
+    canvas = torch.full((batch, width), refiner.mask_token_id, dtype=torch.long, device=prompt_ids.device)
+    need = torch.ones(canvas.shape, dtype=torch.bool, device=canvas.device)
+    vocab = refiner.model.get_output_embeddings().weight.shape[0]
+    # the default proposal scores each slot's shortlist: which tokens are listed does not change the cost
+    ids = torch.randint(vocab, (batch * width, config.shortlist + 1), generator=torch.Generator().manual_seed(0)).to(canvas.device)
+    whole = torch.zeros(batch * width, dtype=torch.bool, device=canvas.device)
 
     def step(fresh: bool):
         if fresh:
             state.lower = None  # nothing kept: every layer runs
-        refiner.canvas_logits(state, canvas)
+        if config.shortlist:
+            refiner.listed_logits(state, canvas, need, ids, whole)
+        else:
+            refiner.needed_logits(state, canvas, need)
         synchronize(canvas.device)  # GPU work is asynchronous: time it to the end
 
     def verify():
@@ -197,7 +209,7 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
     window[:, middle : middle + width] = True
     with torch.inference_mode():
         verify_s, _ = _median_time(verify, repeats, 1)
-    return StepCost(dtype, batch, tokens + 4, decode_step_s, seconds, seconds / decode_step_s, reused,
+    return StepCost(dtype, batch, width, decode_step_s, seconds, seconds / decode_step_s, reused,
                     reused / decode_step_s if reused is not None else None, verify_s)
 
 

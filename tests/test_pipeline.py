@@ -70,14 +70,30 @@ def test_canvas_beyond_context_refused(tiny_pipeline):
         tiny_pipeline("word " * 100, max_new_tokens=200, mode="diffusion", refine_steps=2)
 
 
-def test_partial_output_head_changes_nothing(tiny_pipeline, monkeypatch):
-    """Running the output head only on the slots the sampler reads must give the same text as running it everywhere."""
-    kwargs = dict(max_new_tokens=10, refine_steps=4, edit_threshold=0.3, seed=0, ignore_eos=True, trace=True)
+@pytest.mark.parametrize("shortlist", [0, 64])
+def test_partial_output_head_changes_nothing(tiny_pipeline, monkeypatch, shortlist):
+    """Running the output head only on the slots the sampler reads (over each slot's shortlist, or the whole vocabulary)
+    must give the same text as running it everywhere."""
+    kwargs = dict(max_new_tokens=10, refine_steps=4, edit_threshold=0.3, seed=0, ignore_eos=True, trace=True, shortlist=shortlist,
+                  min_change_confidence=0.0, verify=False)
     fast = tiny_pipeline("The history of Rome", **kwargs)
     full_head = tiny_pipeline.refiner.canvas_logits
     monkeypatch.setattr(tiny_pipeline.refiner, "needed_logits", lambda state, canvas, need: full_head(state, canvas)[need])
+    monkeypatch.setattr(tiny_pipeline.refiner, "listed_logits", lambda state, canvas, need, ids, whole: (
+        full_head(state, canvas)[need].gather(1, ids.clamp(min=0)), full_head(state, canvas)[need][whole]))
     slow = tiny_pipeline("The history of Rome", **kwargs)
     assert fast.token_ids == slow.token_ids and fast.edits_per_step == slow.edits_per_step
+    assert fast.token_ids != fast.draft_token_ids
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_verified_draft_cut_at_its_limit_is_refined_without_slack(tiny_pipeline, verify):
+    """Verified, a draft that used every token it was allowed may not grow: its canvas has no slack slots to fill.
+    Unverified it may grow, so the slack is there."""
+    widths = []
+    tiny_pipeline("The history of Rome", max_new_tokens=10, refine_steps=2, ignore_eos=True, verify=verify,
+                  callback_on_step_end=lambda step, canvas, changed: widths.append(canvas.shape[1]))
+    assert widths == [10, 10] if verify else widths == [14, 14]
 
 
 def test_refining_a_given_draft_equals_the_one_call_path(tiny_pipeline):
