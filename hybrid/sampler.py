@@ -34,7 +34,7 @@ from hybrid.config import SamplerConfig
 from hybrid.errors import HybridError
 from hybrid.logprobs import clean_logits
 from hybrid.schedule import get_schedule
-from hybrid.shortlist import Scored, build_shortlist, shortlist_scores
+from hybrid.shortlist import Scored, build_shortlist, exact_rows, shortlist_scores
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ def refine(
     where a guarded text stops (the same holds with config.verify). `prior` [B, L, V], when given with config.product,
     holds the drafter's log-probs of every canvas slot (zeros where it has none): each step then proposes from log_softmax(prior + w log p_refiner),
     w the denoiser's `residual_weight` (1 when it has none); with config.shortlist > 0, over each slot's shortlist
-    (hybrid.shortlist; a denoiser may offer `listed_logits(prompt_state, canvas_ids, need, ids, whole)`: the logits of
-    the listed tokens (n, k) and the whole vocabulary's at the `whole` rows (m, V)). `allowed` [B, V] and `restricted` [B, L], when given: a
+    (hybrid.shortlist; a denoiser may offer `listed_logits(prompt_state, canvas_ids, need, ids, rule)`: the logits of the
+    listed tokens (n, k), the whole vocabulary's (m, V) at the rows `rule(listed logits)` marks, and that mark (n,)). `allowed` [B, V] and `restricted` [B, L], when given: a
     restricted slot draws only from its row's allowed tokens (grounded refinement refills from the source's tokens).
     `on_step(step, canvas, changed)`, when given, is called after every step with its number (from 1), the canvas
     after it and the positions it committed or re-masked [B, L] (read-only views: copy what you keep).
@@ -137,7 +137,8 @@ def refine(
         need = masked | (~masked & editable) if threshold is not None else masked
         # Only the needed slots are read: the vocabulary-wide work runs on those rows alone, (n, V) or (n, k) over a
         # shortlist, and what the step decides comes back to (B, L) (the other slots are never committed, edited or traced).
-        scored = _step_scores(denoiser, prompt_state, canvas, need, prior if config.product else None, shortlist, weight, old, mask_id)
+        scored = _step_scores(denoiser, prompt_state, canvas, need, prior if config.product else None, shortlist, weight, old, anchor,
+                              config.min_change_confidence, mask_id)
         if allowed is not None:
             scored = _restricted(scored, allowed[:, None].expand(*need.shape, -1)[need], restricted[need])
         columns, confidence = _predict(scored.logp, masked[need], config.temperature, generator)
@@ -178,19 +179,23 @@ def refine(
     return out
 
 
-def _step_scores(denoiser, prompt_state, canvas, need, prior, shortlist, weight, keep, mask_id) -> Scored:
+def _step_scores(denoiser, prompt_state, canvas, need, prior, shortlist, weight, keep, anchor, guard, mask_id) -> Scored:
     """The refiner's logits and the proposal's log-probs of the `need` slots (hybrid.shortlist.Scored): over each
-    slot's shortlist where one is given, else over the whole vocabulary, from log_softmax(prior + weight x logits)
+    slot's shortlist where one is given (the whole vocabulary's where `hybrid.shortlist.exact_rows` asks for it: slots
+    without a prior, and draft tokens the listed proposal would replace with at least the `guard`'s confidence), else
+    over the whole vocabulary, from log_softmax(prior + weight x logits)
     where a `prior` is given (= log_softmax(prior + weight x log p_refiner): the refiner's normaliser cancels), from
     the refiner alone otherwise; the mask token impossible in both."""
     if shortlist is not None:
-        ids, whole = shortlist.ids[need], shortlist.whole[need]
+        ids, rule = shortlist.ids[need], exact_rows(shortlist, need, weight, anchor, guard, mask_id)
         if hasattr(denoiser, "listed_logits"):
-            listed, full = denoiser.listed_logits(prompt_state, canvas, need, ids, whole)
+            listed, full, whole = denoiser.listed_logits(prompt_state, canvas, need, ids, rule)
         else:
             dense = _needed_logits(denoiser, prompt_state, canvas, need)
-            listed, full = dense.gather(1, ids.clamp(min=0)), dense[whole]
-        return shortlist_scores(listed, full, shortlist, need, weight, keep, mask_id)
+            listed = dense.gather(1, ids.clamp(min=0))
+            whole = rule(listed)
+            full = dense[whole]
+        return shortlist_scores(listed, full, whole, shortlist, need, weight, keep, mask_id)
     logits = clean_logits(_needed_logits(denoiser, prompt_state, canvas, need), mask_id)
     if prior is None:
         return Scored(logits, logits.log_softmax(-1))

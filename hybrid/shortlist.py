@@ -6,10 +6,16 @@ the change only if the drafter prefers what it makes of the text. So the product
 slot: the drafter's `size` likeliest tokens there, plus the token the slot held in the draft (the refiner's gain is
 measured against it). The refiner's output head then scores (n, size + 1) entries of each step instead of (n, V).
 
-Slots without a drafter distribution (the slack past a text's end, all-zero prior rows) are still scored over the whole
-vocabulary; their shortlist is the proposal's own `size` likeliest tokens plus the end token, with the whole
-vocabulary's log-probs. On a shortlist of the drafter's, probabilities are normalised over the list: those of the
-product given that the token is on it, an upper bound on the whole vocabulary's by the product mass left off it.
+On a list, probabilities are normalised over the list: those of the product given that the token is on it, an upper
+bound on the whole vocabulary's by the product mass left off it (7% on average at the first step of the continue
+validation split, 64 tokens). So two kinds of slot are scored over the whole vocabulary, in the same pass:
+- slots without a drafter distribution (the slack past a text that ended: all-zero prior rows);
+- slots whose listed proposal would replace the draft token with at least the guard's confidence (`exact_rows`). Every
+  change the guard lets through is then the whole vocabulary's choice at the whole vocabulary's confidence, as without
+  a list; a few rows a step, where the head over all slots would be n rows.
+Such a row's list becomes the proposal's own `size` likeliest tokens plus its kept token, with exact log-probs. What the
+list can still change is the order in which unchanged slots commit, and a change to a token off the list, which it
+never proposes.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from hybrid.logprobs import clean_logits
 @dataclass
 class Shortlist:
     ids: torch.Tensor  # (B, L, k) candidate tokens of each slot; -1 for none (a repeat), scored -inf
-    prior: torch.Tensor  # (B, L, k) the drafter's log-probs of them (0 at whole-vocabulary slots)
+    prior: torch.Tensor  # (B, L, k) the drafter's log-probs of them
     whole: torch.Tensor  # (B, L) slots without a drafter distribution: scored over the whole vocabulary
-    size: int  # the proposal's own top tokens kept at whole-vocabulary slots
+    size: int  # the proposal's own top tokens listed at a slot scored over the whole vocabulary
+    source: torch.Tensor  # (B, L, V) the drafter prior the list was drawn from (zeros where it has none)
 
 
 class Scored(NamedTuple):
@@ -52,35 +59,58 @@ class Scored(NamedTuple):
 def build_shortlist(prior: torch.Tensor, size: int, keep: torch.Tensor | None = None) -> Shortlist:
     """The shortlist of every slot of a (B, L, V) drafter prior (all-zero rows: no distribution there): its `size`
     likeliest tokens, and `keep` (B, L) where given (>= 0) and not among them."""
-    whole = (prior == 0).all(-1)
     top = prior.topk(min(size, prior.shape[-1]), dim=-1)
-    ids, values = top.indices, top.values
+    ids, values = _with_kept(top.indices, keep), top.values
     if keep is not None:
-        extra = keep.clamp(min=0)[..., None]
-        repeat = (keep < 0)[..., None] | (ids == extra).any(-1, keepdim=True)
-        ids = torch.cat([ids, extra.masked_fill(repeat, -1)], dim=-1)
-        values = torch.cat([values, prior.gather(-1, extra)], dim=-1)
-    return Shortlist(ids, values, whole, size)
+        values = torch.cat([values, prior.gather(-1, keep.clamp(min=0)[..., None])], dim=-1)
+    return Shortlist(ids, values, (prior == 0).all(-1), size, prior)
 
 
-def shortlist_scores(listed: torch.Tensor, full: torch.Tensor, shortlist: Shortlist, need: torch.Tensor, weight: float,
-                     keep: torch.Tensor | None, mask_id: int) -> Scored:
-    """The step's Scored rows from the refiner's logits of the listed tokens (n, k) and those of the whole-vocabulary
-    rows (m, V) (`shortlist.whole[need]`, in order); `keep` (B, L) the token each slot's gain is measured against."""
-    ids, prior, whole = shortlist.ids[need].clone(), shortlist.prior[need], shortlist.whole[need]
+def exact_rows(shortlist: Shortlist, need: torch.Tensor, weight: float, keep: torch.Tensor | None, guard: float, mask_id: int):
+    """The rule `listed_logits` applies to the listed logits (n, k) of the `need` slots: (n,) rows to score over the whole
+    vocabulary, those without a drafter distribution and (with a guard > 0 and kept tokens) those whose listed
+    proposal replaces its kept token with at least the guard's confidence."""
+    whole = shortlist.whole[need]
+    if keep is None or guard <= 0:
+        return lambda listed: whole
+    ids, kept = shortlist.ids[need], keep[need]
+
+    def rule(listed: torch.Tensor) -> torch.Tensor:
+        confidence, column = _listed_logp(listed, ids, shortlist.prior[need], weight, mask_id).max(-1)
+        return whole | ((kept >= 0) & (ids.gather(1, column[:, None]).squeeze(1) != kept) & (confidence.exp() >= guard))
+
+    return rule
+
+
+def shortlist_scores(listed: torch.Tensor, full: torch.Tensor, whole: torch.Tensor, shortlist: Shortlist, need: torch.Tensor,
+                     weight: float, keep: torch.Tensor | None, mask_id: int) -> Scored:
+    """The step's Scored rows from the refiner's logits of the listed tokens (n, k) and the whole vocabulary's at the
+    `whole` rows (m, V), in order; `keep` (B, L) the token each slot's gain is measured against (listed at every row)."""
+    ids = shortlist.ids[need].clone()
     listed = listed.float().masked_fill((ids < 0) | (ids == mask_id), float("-inf"))
-    logp = torch.where(listed > float("-inf"), prior + weight * listed, float("-inf")).log_softmax(-1)
-    if whole.any():  # the proposal is the refiner's alone there: its own top tokens, exact log-probs
+    logp = _listed_logp(listed, ids, shortlist.prior[need], weight, mask_id)
+    if whole.any():  # the proposal's own top tokens there, with the whole vocabulary's log-probs
         full = clean_logits(full, mask_id)
-        full_logp = torch.where(full > float("-inf"), weight * full, float("-inf")).log_softmax(-1)
+        full_logp = torch.where(full > float("-inf"), shortlist.source[need][whole] + weight * full, float("-inf")).log_softmax(-1)
         top = full_logp.topk(min(shortlist.size, full.shape[-1]), dim=-1).indices
-        width = ids.shape[1]
-        if keep is not None and width > top.shape[1]:
-            extra = keep[need][whole].clamp(min=0)[:, None]
-            top = torch.cat([top, extra.masked_fill((keep[need][whole] < 0)[:, None] | (top == extra).any(-1, keepdim=True), -1)], 1)
-        top = torch.cat([top, top.new_full((top.shape[0], width - top.shape[1]), -1)], 1)[:, :width]
+        top = _with_kept(top, keep[need][whole] if keep is not None else None)
+        top = torch.cat([top, top.new_full((top.shape[0], max(ids.shape[1] - top.shape[1], 0)), -1)], 1)[:, : ids.shape[1]]
         safe = top.clamp(min=0)
         ids[whole] = top
         listed[whole] = full.gather(1, safe).masked_fill(top < 0, float("-inf"))
         logp[whole] = full_logp.gather(1, safe).masked_fill(top < 0, float("-inf"))
     return Scored(listed, logp, ids)
+
+
+def _listed_logp(listed: torch.Tensor, ids: torch.Tensor, prior: torch.Tensor, weight: float, mask_id: int) -> torch.Tensor:
+    """(n, k) the proposal's log-probs over each row's list: log_softmax(prior + weight x logits) there."""
+    listed = listed.float().masked_fill((ids < 0) | (ids == mask_id), float("-inf"))
+    return torch.where(listed > float("-inf"), prior + weight * listed, float("-inf")).log_softmax(-1)
+
+
+def _with_kept(ids: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """`ids` (..., k) and one more column: the `keep` token (...) where it is given (>= 0) and not listed yet, else -1."""
+    if keep is None:
+        return ids
+    extra = keep.clamp(min=0)[..., None]
+    return torch.cat([ids, extra.masked_fill((keep < 0)[..., None] | (ids == extra).any(-1, keepdim=True), -1)], dim=-1)

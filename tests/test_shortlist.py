@@ -107,11 +107,25 @@ def test_listed_logits_are_the_needed_logits_of_the_listed_tokens(layers, cache_
     whole[[0, 2]] = True  # row 0 is slot 0 of the first text
     with torch.no_grad():
         state, listed_state = refiner.encode_prompt(PROMPT, PROMPT_MASK), refiner.encode_prompt(PROMPT, PROMPT_MASK)
-        for _ in range(2):
+        for rule in (whole, lambda listed: listed[:, 0] > listed[:, 1]):
             packed = refiner.needed_logits(state, canvas, need)
-            listed, full = refiner.listed_logits(listed_state, canvas, need, ids, whole)
+            listed, full, marked = refiner.listed_logits(listed_state, canvas, need, ids, rule)
             expected = packed.gather(1, ids.clamp(min=0))
-            assert torch.allclose(listed, expected, atol=1e-5) and torch.allclose(full, packed[whole], atol=1e-6)
+            assert torch.equal(marked, whole if torch.is_tensor(rule) else expected[:, 0] > expected[:, 1]) and marked.any()
+            assert torch.allclose(listed, expected, atol=1e-5) and torch.allclose(full, packed[marked], atol=1e-6)
+
+
+def test_every_change_the_guard_lets_through_is_the_whole_vocabularys():
+    """A list's normaliser misses the mass off it, so its confidences run high; a slot whose listed proposal would
+    replace its draft token is scored over the whole vocabulary instead. With a guard and a list of 2, each change is
+    the whole vocabulary's change, at its confidence (one step: both runs see the same canvas)."""
+    canvas, anchor, prior = _canvas_and_prior(seed=1)
+    canvas = torch.where(anchor >= 0, MASK, canvas)
+    runs = [refine(Noisy(), None, canvas, SamplerConfig(steps=1, trace=True, min_change_confidence=0.3, shortlist=size),
+                   anchor=anchor, end_token_id=EOS, prior=prior) for size in (0, 2)]
+    changes = [{(row, e.position): (e.new_token_id, round(e.confidence, 5)) for row, entries in enumerate(run.trace[0])
+                for e in entries if anchor[row, e.position] >= 0 and e.new_token_id != anchor[row, e.position]} for run in runs]
+    assert changes[1] and set(changes[1].items()) <= set(changes[0].items())
 
 
 def _changing(**settings):

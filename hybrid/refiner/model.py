@@ -170,11 +170,12 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         return self.canvas_logits(state, canvas, need, packed=True)
 
     def listed_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor, ids: torch.Tensor,
-                      whole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                      rule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The sampler's shortlist path (hybrid.shortlist): for the `need` slots in row-major order, the logits of each
-        row's listed tokens `ids` (n, k) (ids < 0 read token 0), and the whole vocabulary's of the `whole` rows (m, V).
-        The output head then multiplies n x k rows of its weight instead of all V."""
-        return self.canvas_logits(state, canvas, need, packed=True, listed=(ids, whole))
+        row's listed tokens `ids` (n, k) (ids < 0 read token 0), the whole vocabulary's (m, V) at the rows that
+        `rule(listed logits)` marks (or a given (n,) mask marks), and that mark. The output head multiplies n x k rows of
+        its weight, and all of it only for those m rows."""
+        return self.canvas_logits(state, canvas, need, packed=True, listed=(ids, rule))
 
     def _backbone(self, state: PromptState, canvas: torch.Tensor, positions: torch.Tensor, key_positions: torch.Tensor,
                   taps: dict | None = None) -> torch.Tensor:
@@ -239,21 +240,24 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
         return logits
 
     def _listed_head(self, state: PromptState, rows: torch.Tensor | None, batch: torch.Tensor, by_head: torch.Tensor,
-                     ids: torch.Tensor, whole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the listed tokens' logits (n, k), the `whole` rows' (m, V)) from the needed rows' final states `rows` (n, H),
-        or the prompt's prediction where `by_head` is False (None: nowhere else)."""
+                     ids: torch.Tensor, rule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`listed_logits` from the needed rows' final states `rows` (n, H), or the prompt's prediction where `by_head`
+        is False (None: nowhere else)."""
         lm_head = self.model.get_base_model().lm_head
         safe, first = ids.clamp(min=0), ~by_head
         listed = torch.empty(ids.shape, device=ids.device)
-        full = torch.empty(int(whole.sum()), state.last_logits.shape[-1], device=ids.device)
         if first.any():
             listed[first] = state.last_logits[batch[first]].float().gather(1, safe[first])
-            full[first[whole]] = state.last_logits[batch[whole & first]].float()
         if rows is not None:
             own = torch.bmm(lm_head.weight[safe[by_head]], rows[by_head, :, None]).squeeze(-1).float()
             listed[by_head] = own if lm_head.bias is None else own + lm_head.bias[safe[by_head]].float()
+        whole = rule(listed) if callable(rule) else rule
+        full = torch.empty(int(whole.sum()), state.last_logits.shape[-1], device=ids.device)
+        if (whole & first).any():
+            full[first[whole]] = state.last_logits[batch[whole & first]].float()
+        if rows is not None and (whole & by_head).any():
             full[by_head[whole]] = lm_head(rows[whole & by_head]).float()
-        return listed, full
+        return listed, full, whole
 
     def visible_confidence(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
         """(B, L): how likely each token on the canvas is right. The detection head's probability where the refiner
