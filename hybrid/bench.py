@@ -89,7 +89,7 @@ class Timing:
 class StepCost:
     dtype: str
     batch: int
-    canvas: int
+    canvas: int  # slots: the new tokens, and the slack where the default canvas has one
     decode_step_s: float  # one AR decode step of the drafter
     # one refiner forward over the whole canvas (prompt cached), every layer run, its head read as the default proposal
     # reads it
@@ -202,11 +202,11 @@ def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode
     # the verify pass for one change in the middle of a real draft: drafting's keys and values serve before it
     draft = pipe.drafter.generate(prompts, DraftConfig(max_new_tokens=tokens, ignore_eos=True, seed=0, keep_distributions=True))
     scorer, drafter_state = DrafterScorer(refiner.model, refiner.adapter_disabled), DrafterScorer.prompt_from_draft(draft)
-    middle, width = draft.token_ids.shape[1] // 2, SamplerConfig().verify_window + 1
+    middle = draft.token_ids.shape[1] // 2
     changed = draft.token_ids.clone()
     changed[:, middle] = torch.where(changed[:, middle] == 1, 2, 1)  # another token
     window = torch.zeros(changed.shape, dtype=torch.bool, device=changed.device)
-    window[:, middle : middle + width] = True
+    window[:, middle : middle + config.verify_window + 1] = True
     with torch.inference_mode():
         verify_s, _ = _median_time(verify, repeats, 1)
     return StepCost(dtype, batch, width, decode_step_s, seconds, seconds / decode_step_s, reused,

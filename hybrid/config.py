@@ -135,8 +135,9 @@ class SamplerConfig(_Checked):
     # per batch of 8 instead of 3.33 at K 2, 4.73 instead of 5.56 at K 8 (summarize: 14.7 / 14.0 and 25.3 / 27.6 s).
     # A change the guard would let through is scored over the whole vocabulary (hybrid.shortlist.exact_rows).
     shortlist: int = knob(64, "N > 0: take the product over the drafter's N likeliest tokens of each slot (and its draft token) "
-                          "instead of the whole vocabulary, so the refiner's output head scores N + 1 tokens a slot; 0 = the "
-                          "whole vocabulary.", low=0, high=65536)
+                          "instead of the whole vocabulary, so the refiner's output head scores N + 1 tokens a slot (a change "
+                          "the guard would let through, and a slot the drafter never saw, are scored over the whole "
+                          "vocabulary); 0 = the whole vocabulary everywhere.", low=0, high=65536)
     # Drafter-verified edits (hybrid.verify). Weight 0 won on validation: weights 1 and 2 let edits through that the
     # judge found worse.
     verify: bool = knob(True, "Keep a proposed change only when the drafter's log-likelihood of what it affects (plus the "

@@ -19,7 +19,7 @@ _NAME = re.compile(r"(draft|diffusion|hybrid)(?:-K(\d+))?(-unverified)?(-grounde
 class System:
     mode: str  # draft | diffusion | hybrid
     steps: int = 0  # refine steps K (0: draft only)
-    verified: bool = True  # False: every refiner proposal is kept, unverified and unguarded (eval's "-unverified" row)
+    verified: bool = True  # False: every refiner proposal is kept, unverified, unguarded, unlisted (eval's "-unverified" row)
     grounded: bool = False  # re-noise the unsupported names and numbers and fill them from the source
     cache_refresh: int = 0  # > 1: approximate canvas-cache reuse, refreshed every N steps (bench)
 
@@ -46,9 +46,10 @@ class System:
         if self.mode == "draft":
             return replace(base, steps=0)
         changes = {"steps": self.steps, "cache_refresh": self.cache_refresh}
-        if not self.verified:  # what the proposals alone do: neither the drafter nor the change guard holds any back
-            changes["verify"] = False
+        if not self.verified:  # what the proposals alone do: neither the drafter nor the change guard holds any back,
+            changes["verify"] = False  # and the drafter's shortlist leaves no token out
             changes["min_change_confidence"] = 0.0
+            changes["shortlist"] = 0
         if self.grounded:
             changes["select"] = "unsupported"
         return replace(base, **changes)

@@ -37,6 +37,8 @@ def test_bench_times_every_cell_and_system(tiny_model_dir, tiny_refiner_dir, tmp
     assert data["headline"]["hybrid_k2_over_draft[float32]"] == pytest.approx(report.ratio("float32", 1, 8, System("hybrid", 2)))
     assert paths["plot"].stat().st_size > 0 and "targets:" in paths["table"].read_text()
     assert headline(report)["new_tokens"] == 8
+    # the step the targets read is the default canvas over the bench's tokens (no slack: a cut draft may not grow)
+    assert {c.canvas for c in report.step_costs} == {8} and headline(report)["refine_step_ar_equivalents[float32]"] > 0
     own = headline(report).get("hybrid_k2_over_own_draft[float32]")
     hybrid = next(t for t in report.timings if (t.batch, t.system) == (1, System("hybrid", 2)))
     assert own == hybrid.ratio_to_own_draft and (own is None) == reuse_draft

@@ -119,7 +119,7 @@ def test_each_system_runs_the_base_settings_with_its_own_k_verification_and_sele
     hybrid = System("hybrid", 4).refine_config(base)
     assert (hybrid.steps, hybrid.strength, hybrid.verify, hybrid.select, hybrid.verify_window) == (4, 0.3, True, "auto", 5)
     unverified = System("hybrid", 8, verified=False).refine_config(base)
-    assert (unverified.verify, unverified.min_change_confidence) == (False, 0.0)  # every proposal kept
+    assert (unverified.verify, unverified.min_change_confidence, unverified.shortlist) == (False, 0.0, 0)  # every proposal kept
     assert hybrid.min_change_confidence == base.min_change_confidence > 0  # the default guard holds in the verified rows
     grounded = System("hybrid", 2, grounded=True).refine_config(base)
     assert (grounded.select, grounded.ground_weight, grounded.verify) == ("unsupported", 1.5, True)
