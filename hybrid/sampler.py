@@ -101,11 +101,13 @@ def refine(
     whose confidence (its probability under the proposal) is below it puts the draft token back, and (given
     `end_token_id`) the refiner may not end the text inside the draft: only the drafter's own end and the slack decide
     where a guarded text stops (the same holds with config.verify). `prior` [B, L, V], when given with config.product,
-    holds the drafter's log-probs of every canvas slot (zeros where it has none): each step then proposes from log_softmax(prior + w log p_refiner),
-    w the denoiser's `residual_weight` (1 when it has none); with config.shortlist > 0, over each slot's shortlist
-    (hybrid.shortlist; a denoiser may offer `listed_logits(prompt_state, canvas_ids, need, ids, rule)`: the logits of the
-    listed tokens (n, k), the whole vocabulary's (m, V) at the rows `rule(listed logits)` marks, and that mark (n,)). `allowed` [B, V] and `restricted` [B, L], when given: a
-    restricted slot draws only from its row's allowed tokens (grounded refinement refills from the source's tokens).
+    holds the drafter's log-probs of every canvas slot (zeros where it has none): each step then proposes from
+    log_softmax(prior + w log p_refiner), w the denoiser's `residual_weight` (1 when it has none); with
+    config.shortlist > 0, over each slot's shortlist (hybrid.shortlist; a denoiser may offer
+    `listed_logits(prompt_state, canvas_ids, need, ids, rule)`: the logits of the listed tokens (n, k), the whole
+    vocabulary's (m, V) at the rows `rule(listed logits)` marks, and that mark (n,)). `allowed` [B, V] and
+    `restricted` [B, L], when given: a restricted slot draws only from its row's allowed tokens (grounded refinement
+    refills from the source's tokens; no shortlist then, which might miss every allowed token).
     `on_step(step, canvas, changed)`, when given, is called after every step with its number (from 1), the canvas
     after it and the positions it committed or re-masked [B, L] (read-only views: copy what you keep).
     The caller validates `config`.
@@ -123,7 +125,7 @@ def refine(
     if anchor is not None:
         old = anchor if end_token_id is None else torch.where(anchor >= 0, anchor, torch.full_like(anchor, end_token_id))
     shortlist = None
-    if config.shortlist > 0 and prior is not None and config.product:
+    if config.shortlist > 0 and prior is not None and config.product and allowed is None:  # a list may miss every allowed token
         shortlist = build_shortlist(prior, config.shortlist, keep=old)
     # still_masked[b, k]: masks row b may keep after step k; re-masked tokens are absorbed by the next step.
     schedule = get_schedule(config.schedule)
@@ -181,11 +183,11 @@ def refine(
 
 def _step_scores(denoiser, prompt_state, canvas, need, prior, shortlist, weight, keep, anchor, guard, mask_id) -> Scored:
     """The refiner's logits and the proposal's log-probs of the `need` slots (hybrid.shortlist.Scored): over each
-    slot's shortlist where one is given (the whole vocabulary's where `hybrid.shortlist.exact_rows` asks for it: slots
+    slot's shortlist where one is given (the whole vocabulary where `hybrid.shortlist.exact_rows` asks for it: slots
     without a prior, and draft tokens the listed proposal would replace with at least the `guard`'s confidence), else
-    over the whole vocabulary, from log_softmax(prior + weight x logits)
-    where a `prior` is given (= log_softmax(prior + weight x log p_refiner): the refiner's normaliser cancels), from
-    the refiner alone otherwise; the mask token impossible in both."""
+    over the whole vocabulary; from log_softmax(prior + weight x logits) where a `prior` is given (= log_softmax(prior
+    + weight x log p_refiner): the refiner's normaliser cancels), from the refiner alone otherwise; the mask token
+    impossible in both."""
     if shortlist is not None:
         ids, rule = shortlist.ids[need], exact_rows(shortlist, need, weight, anchor, guard, mask_id)
         if hasattr(denoiser, "listed_logits"):

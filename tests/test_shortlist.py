@@ -81,6 +81,17 @@ def test_a_token_off_the_shortlist_is_never_proposed():
     assert (listed[..., None] == allowed).any(-1).all() and not torch.equal(listed, target)
 
 
+def test_restricted_slots_take_the_whole_vocabulary():
+    """Grounded refills draw from the source's tokens, which a list may miss entirely: with `allowed` given the
+    shortlist is not used (a list of 1 proposes as the whole vocabulary does)."""
+    canvas, anchor, prior = _canvas_and_prior()
+    allowed, restricted = torch.rand(2, V) > 0.6, torch.zeros_like(canvas, dtype=torch.bool)
+    restricted[0, [1, 4]] = restricted[1, [0, 2]] = True
+    runs = [refine(Noisy(), None, canvas, SamplerConfig(steps=3, min_change_confidence=0.0, shortlist=size), anchor=anchor,
+                   end_token_id=EOS, prior=prior, allowed=allowed, restricted=restricted) for size in (0, 1)]
+    assert torch.equal(runs[0].canvas, runs[1].canvas)
+
+
 def test_build_shortlist_lists_the_kept_token_once():
     prior = torch.tensor([[[-0.1, -3.0, -5.0, -9.0], [0.0, 0.0, 0.0, 0.0]]])
     shortlist = build_shortlist(prior, 2, keep=torch.tensor([[0, 3]]))
