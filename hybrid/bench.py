@@ -167,12 +167,17 @@ def measure_bandwidth_gbs(megabytes: int = 512, device: torch.device | str = "cp
     return 5 * data.numel() * 4 / (time.perf_counter() - start) / 1e9
 
 
+def default_canvas(tokens: int) -> int:
+    """Slots of the default refine canvas over a draft of `tokens` cut at its limit (the bench's): no slack under
+    verification, where such a draft may not grow (hybrid.canvas.with_slack)."""
+    config = SamplerConfig()
+    return tokens if config.verify else tokens + default_slack(config.select)
+
+
 def _step_cost(pipe: HybridPipeline, dtype: str, batch: int, tokens: int, decode_step_s: float, repeats: int) -> StepCost:
     prompts = (PROMPTS * batch)[:batch]
     prompt_ids, prompt_mask = pipe.drafter.encode_prompts(prompts, tokens)
-    refiner, config = pipe.refiner, SamplerConfig()
-    # a draft cut at its token limit gets no slack under verification (hybrid.canvas.with_slack): the canvas is the draft
-    width = tokens if config.verify else tokens + default_slack(config.select)
+    refiner, config, width = pipe.refiner, SamplerConfig(), default_canvas(tokens)
     canvas = torch.full((batch, width), refiner.mask_token_id, dtype=torch.long, device=prompt_ids.device)
     need = torch.ones(canvas.shape, dtype=torch.bool, device=canvas.device)
     vocab = refiner.model.get_output_embeddings().weight.shape[0]

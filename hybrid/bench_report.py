@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from hybrid.bench import BenchReport, Timing
+from hybrid.bench import BenchReport, Timing, default_canvas
 from hybrid.config import DEFAULT_REFINE_STEPS
 from hybrid.systems import DRAFT, System
 
@@ -47,7 +47,7 @@ def headline(report: BenchReport) -> dict:
             figures[f"hybrid_k{steps}_over_draft[{dtype}, {cached[0].system.label}]"] = cached[0].ratio_to_draft
         diffusion = _find(report, dtype=dtype, batch=1, new_tokens=tokens, system=System("diffusion", steps))
         figures[f"diffusion_k{steps}_over_draft[{dtype}]"] = diffusion[0].ratio_to_draft if diffusion else None
-        cost = [c for c in report.step_costs if c.dtype == dtype and c.batch == 1 and c.canvas in (tokens, tokens + 4)]
+        cost = [c for c in report.step_costs if c.dtype == dtype and c.batch == 1 and c.canvas == default_canvas(tokens)]
         figures[f"refine_step_ar_equivalents[{dtype}]"] = cost[0].ar_token_equivalents if cost else None
         if cost and cost[0].reused_ar_token_equivalents is not None:
             figures[f"reused_refine_step_ar_equivalents[{dtype}]"] = cost[0].reused_ar_token_equivalents

@@ -32,7 +32,7 @@ import torch
 
 from hybrid.config import SamplerConfig
 from hybrid.errors import HybridError
-from hybrid.logprobs import clean_logits
+from hybrid.logprobs import clean_logits, gather_tokens
 from hybrid.schedule import get_schedule
 from hybrid.shortlist import Scored, build_shortlist, exact_rows, shortlist_scores
 
@@ -236,7 +236,7 @@ def _predict(logp, masked, temperature, generator):
         probs = (logp[masked] / temperature).softmax(-1)
         where = generator.device if generator is not None else probs.device  # a CPU generator samples on the CPU
         tokens[masked] = torch.multinomial(probs.to(where), 1, generator=generator).squeeze(-1).to(tokens.device)
-    return tokens, logp.gather(1, tokens[:, None]).squeeze(1).exp()
+    return tokens, gather_tokens(logp, tokens).exp()
 
 
 def _most_confident(confidence, masked, count):

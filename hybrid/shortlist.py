@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from hybrid.logprobs import clean_logits
+from hybrid.logprobs import clean_logits, gather_tokens
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Scored(NamedTuple):
     def at(self, table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(n,) `table` (logits or logp) at each row's token; -inf where a row's list lacks it."""
         if self.ids is None:
-            return table.gather(1, tokens.clamp(max=table.shape[1] - 1)[:, None]).squeeze(1)
+            return gather_tokens(table, tokens)
         return torch.where(self.ids == tokens[:, None], table, float("-inf")).amax(1)
 
 
@@ -76,7 +76,7 @@ def exact_rows(shortlist: Shortlist, need: torch.Tensor, weight: float, keep: to
     ids, kept = shortlist.ids[need], keep[need]
 
     def rule(listed: torch.Tensor) -> torch.Tensor:
-        confidence, column = _listed_logp(listed, ids, shortlist.prior[need], weight, mask_id).max(-1)
+        confidence, column = _product_logp(shortlist.prior[need], weight, _masked(listed, ids, mask_id)).max(-1)
         return whole | ((kept >= 0) & (ids.gather(1, column[:, None]).squeeze(1) != kept) & (confidence.exp() >= guard))
 
     return rule
@@ -87,11 +87,11 @@ def shortlist_scores(listed: torch.Tensor, full: torch.Tensor, whole: torch.Tens
     """The step's Scored rows from the refiner's logits of the listed tokens (n, k) and the whole vocabulary's at the
     `whole` rows (m, V), in order; `keep` (B, L) the token each slot's gain is measured against (listed at every row)."""
     ids = shortlist.ids[need].clone()
-    listed = listed.float().masked_fill((ids < 0) | (ids == mask_id), float("-inf"))
-    logp = _listed_logp(listed, ids, shortlist.prior[need], weight, mask_id)
+    listed = _masked(listed, ids, mask_id)
+    logp = _product_logp(shortlist.prior[need], weight, listed)
     if whole.any():  # the proposal's own top tokens there, with the whole vocabulary's log-probs
         full = clean_logits(full, mask_id)
-        full_logp = torch.where(full > float("-inf"), shortlist.source[need][whole] + weight * full, float("-inf")).log_softmax(-1)
+        full_logp = _product_logp(shortlist.source[need][whole], weight, full)
         top = full_logp.topk(min(shortlist.size, full.shape[-1]), dim=-1).indices
         top = _with_kept(top, keep[need][whole] if keep is not None else None)
         top = torch.cat([top, top.new_full((top.shape[0], max(ids.shape[1] - top.shape[1], 0)), -1)], 1)[:, : ids.shape[1]]
@@ -102,10 +102,15 @@ def shortlist_scores(listed: torch.Tensor, full: torch.Tensor, whole: torch.Tens
     return Scored(listed, logp, ids)
 
 
-def _listed_logp(listed: torch.Tensor, ids: torch.Tensor, prior: torch.Tensor, weight: float, mask_id: int) -> torch.Tensor:
-    """(n, k) the proposal's log-probs over each row's list: log_softmax(prior + weight x logits) there."""
-    listed = listed.float().masked_fill((ids < 0) | (ids == mask_id), float("-inf"))
-    return torch.where(listed > float("-inf"), prior + weight * listed, float("-inf")).log_softmax(-1)
+def _masked(listed: torch.Tensor, ids: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Float `listed` logits (n, k) with the entries of no token (-1) and of the mask token made impossible."""
+    return listed.float().masked_fill((ids < 0) | (ids == mask_id), float("-inf"))
+
+
+def _product_logp(prior: torch.Tensor, weight: float, logits: torch.Tensor) -> torch.Tensor:
+    """The proposal's log-probs over the last axis: log_softmax(prior + weight x logits), impossible where the logits
+    are (weight 0 would leave 0 x -inf there)."""
+    return torch.where(logits > float("-inf"), prior + weight * logits, float("-inf")).log_softmax(-1)
 
 
 def _with_kept(ids: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:

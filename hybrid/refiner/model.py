@@ -35,6 +35,7 @@ from hybrid.models import cache_keyword, last_position_logits
 from hybrid.refiner.cache import CanvasCacheMixin, PromptState, read_positions
 from hybrid.refiner.head import DetectionHeadMixin
 from hybrid.refiner.io import CheckpointMixin, RefinerConfig
+from hybrid.refiner.output_head import OutputHeadMixin
 from hybrid.refiner.masks import attention_mask
 
 
@@ -47,7 +48,7 @@ class RefinerOutput:
     head_features: torch.Tensor | None = None  # (B, L, D) the head's raw inputs (detect or head_features)
 
 
-class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
+class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, OutputHeadMixin, nn.Module):
     """A masked-diffusion denoiser over a canvas that follows a prompt. Implements the sampler's Denoiser protocol."""
 
     def __init__(self, base_model, config: RefinerConfig):
@@ -209,55 +210,6 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, nn.Module):
             if taps is not None and index in self.config.detection_layers:
                 taps[index] = hidden
         return inner.norm(hidden)
-
-    def _head(self, state: PromptState, hidden: torch.Tensor, slots: torch.Tensor, need: torch.Tensor | None, length: int,
-              packed: bool = False, listed: tuple | None = None) -> torch.Tensor:
-        """Output-head logits of the `need` slots (all when None; hidden[:, j] predicts slot slots[j], the prompt slot 0),
-        scattered into a (B, L, V) tensor whose slot 0 always holds the prompt's prediction; with `packed` (and `need`),
-        only those rows, (n, V) in row-major order; with `listed` too, as `listed_logits`."""
-        wanted = torch.ones(hidden.shape[0], length, dtype=torch.bool, device=hidden.device) if need is None else need
-        batch, slot = wanted.nonzero(as_tuple=True)
-        by_head = slot > 0  # slot 0 is predicted by the prompt
-        column = torch.full((length,), -1, dtype=torch.long, device=hidden.device)
-        column[slots] = torch.arange(len(slots), device=hidden.device)
-        lm_head = self.model.get_base_model().lm_head
-        if packed and need is not None:
-            # one head call over the needed rows in order, slot 0's rows reading a placeholder that the prompt's overwrites:
-            # no (n, V) copy of the head's output
-            rows = hidden[batch, column[slot].clamp(min=0)] if by_head.any() else None
-            if listed is not None:
-                return self._listed_head(state, rows, batch, by_head, *listed)
-            if rows is None:
-                return state.last_logits[batch].float()
-            logits = lm_head(rows).float()
-            logits[~by_head] = state.last_logits[batch[~by_head]].to(logits.dtype)
-            return logits
-        # written in place: copying logits[:, slots] out and back costs more than the head's rows
-        logits = torch.zeros(hidden.shape[0], length, state.last_logits.shape[-1], device=hidden.device)
-        logits[:, 0] = state.last_logits
-        if by_head.any():
-            logits[batch[by_head], slot[by_head]] = lm_head(hidden[batch[by_head], column[slot[by_head]]]).float()
-        return logits
-
-    def _listed_head(self, state: PromptState, rows: torch.Tensor | None, batch: torch.Tensor, by_head: torch.Tensor,
-                     ids: torch.Tensor, rule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`listed_logits` from the needed rows' final states `rows` (n, H), or the prompt's prediction where `by_head`
-        is False (None: nowhere else)."""
-        lm_head = self.model.get_base_model().lm_head
-        safe, first = ids.clamp(min=0), ~by_head
-        listed = torch.empty(ids.shape, device=ids.device)
-        if first.any():
-            listed[first] = state.last_logits[batch[first]].float().gather(1, safe[first])
-        if rows is not None:
-            own = torch.bmm(lm_head.weight[safe[by_head]], rows[by_head, :, None]).squeeze(-1).float()
-            listed[by_head] = own if lm_head.bias is None else own + lm_head.bias[safe[by_head]].float()
-        whole = rule(listed) if callable(rule) else rule
-        full = torch.empty(int(whole.sum()), state.last_logits.shape[-1], device=ids.device)
-        if (whole & first).any():
-            full[first[whole]] = state.last_logits[batch[whole & first]].float()
-        if rows is not None and (whole & by_head).any():
-            full[by_head[whole]] = lm_head(rows[whole & by_head]).float()
-        return listed, full, whole
 
     def visible_confidence(self, state: PromptState, canvas: torch.Tensor) -> torch.Tensor:
         """(B, L): how likely each token on the canvas is right. The detection head's probability where the refiner
