@@ -33,6 +33,8 @@ NO_REFINER = "no refiner is available: pass --refiner PATH (a folder written by 
 # auto: the detection head where the refiner has one; unsupported: the tokens the source does not support (hybrid.grounded)
 SELECT_CHOICES = ("auto", "logprob", "confidence", "random", "unsupported")
 GROUND_KINDS = ("entity", "number", "word")  # what `unsupported` checks against the source (word: content words)
+# speculative drafting's proposal sources (hybrid.drafting.proposals); auto: the one measured best, off: plain decoding
+SPECULATE_CHOICES = ("auto", "off", "lookup")
 SCHEDULE_NAMES = ("linear", "cosine", "loglinear")  # hybrid.schedule implements each (a test checks they agree)
 
 
@@ -98,6 +100,17 @@ class DraftConfig(_Checked):
     stop: tuple = knob((), "Stop drafting at this string (repeatable).")
     seed: int | None = knob(None, "Makes sampling repeatable.")
     ignore_eos: bool = knob(False, "Draft exactly max_new_tokens (benchmarks).", cli=False)
+    repetition_penalty: float = knob(1.0, "Divide the logit of every token already in the prompt or text by this (1 = off), "
+                                     "as Hugging Face generate does.", low=0.0, high=100.0, low_open=True)
+    no_repeat_ngram_size: int = knob(0, "Never repeat an n-gram of this size (0 = off), as Hugging Face generate does.",
+                                     low=0, high=64)
+    # Speculative drafting (hybrid.drafting): proposals checked by one drafter pass; the text is the drafter's own
+    # (greedy: token for token up to float rounding at near-ties; sampling: the same distribution). Batches of several
+    # prompts decode plainly.
+    speculate: str = knob("auto", "Propose tokens ahead and let the drafter check them in one pass: lookup (n-grams of the "
+                          "prompt and text so far), off (plain decoding), auto (the best measured).", choices=SPECULATE_CHOICES)
+    speculate_block: int = knob(8, "Tokens proposed per pass at the start (the block then adapts to what is accepted).",
+                                low=1, high=64)
     # Keep the drafter's whole log-distribution at every step (Draft.distributions): the refine stage's proposal prior
     # and the verifier's baseline then cost no extra pass. B x N x vocab floats.
     keep_distributions: bool = knob(False, "Keep the drafter's distributions for the refine stage.", cli=False)

@@ -14,8 +14,10 @@ import torch
 
 from hybrid.config import DraftConfig
 from hybrid.errors import HybridError
-from hybrid.layer_states import LayerStates, recording
-from hybrid.models import DEFAULT_DRAFTER, cache_keyword, last_position_logits, load_causal_lm, synchronize
+from hybrid.drafting.decode_loop import DecodeLoop, SpeculationStats
+from hybrid.drafting.proposals import proposal_source
+from hybrid.layer_states import LayerStates, recording, trim_latest
+from hybrid.models import DEFAULT_DRAFTER, cache_keyword, load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +50,7 @@ class Draft:
     distributions: torch.Tensor | None = None  # (B, N, V) log-probs of every step, with DraftConfig.keep_distributions
     cache: object = None  # the drafter's KV cache of prompt and draft (with keep_distributions): the verifier reuses its prompt part
     lower: LayerStates | None = None  # what the lower layers computed for the draft's tokens (Drafter.generate's `record`)
-
-
-def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    if top_p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-    cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-    drop = cumulative - torch.softmax(sorted_logits, dim=-1) > top_p  # keep the token that crosses top_p
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    speculation: SpeculationStats | None = None  # passes, proposals and acceptance of speculative drafting
 
 
 def format_prompt(tokenizer, prompt: str, use_chat_template: bool) -> str:
@@ -124,11 +117,12 @@ class Drafter:
 
     @torch.inference_mode()
     def generate(self, prompts: str | list[str], config: DraftConfig | None = None, on_token=None,
-                 record: tuple[int, tuple[int, ...]] | None = None) -> Draft:
+                 record: tuple[int, tuple[int, ...]] | None = None, source=None) -> Draft:
         """Draft every prompt. `on_token(tokens)`, when given, is called after each decode step with the step's token of
         every row (LongTensor[B]; rows that already ended hold the pad id), e.g. to stream the draft. `record` (n,
         layers), with keep_distributions: keep the first n layers' keys and values and the outputs of `layers` at the
-        draft slots, and over the prompt those keys and values and layer n - 1's output when `layers` holds it (Draft.lower)."""
+        draft slots, and over the prompt those keys and values and layer n - 1's output when `layers` holds it (Draft.lower).
+        `source`: a proposal source of one's own (hybrid.drafting.proposals.ProposalSource) instead of config.speculate's."""
         config = config or DraftConfig()
         config.validate()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -138,10 +132,10 @@ class Drafter:
         if config.seed is not None:
             generator = torch.Generator(device=self.model.device).manual_seed(config.seed)
         prompt_ids, prompt_mask = self.encode_prompts(prompts, config.max_new_tokens)
-        return self._decode_loop(prompt_ids, prompt_mask, config, generator, on_token, record if config.keep_distributions else None)
+        return self._decode_loop(prompt_ids, prompt_mask, config, generator, on_token, record if config.keep_distributions else None, source)
 
     @torch.inference_mode()
-    def generate_ids(self, prompts: list[list[int]], config: DraftConfig | None = None) -> Draft:
+    def generate_ids(self, prompts: list[list[int]], config: DraftConfig | None = None, source=None) -> Draft:
         """Draft from prompts already tokenised (and formatted) as the Drafter formats them, e.g. training windows."""
         config = config or DraftConfig()
         config.validate()
@@ -151,7 +145,7 @@ class Drafter:
         ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in prompts], dtype=torch.long, device=self.model.device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in prompts], dtype=torch.long, device=self.model.device)
         generator = torch.Generator(device=self.model.device).manual_seed(config.seed) if config.seed is not None else None
-        return self._decode_loop(ids, mask, config, generator)
+        return self._decode_loop(ids, mask, config, generator, source=source)
 
     @torch.inference_mode()
     def teacher_forced(self, prompts: str | list[str], texts: str | list[str], keep_distributions: bool = True) -> Draft:
@@ -188,75 +182,30 @@ class Drafter:
                      [self.tokenizer.decode(r, skip_special_tokens=True) for r in rows], timings,
                      distributions if keep_distributions else None, cache if keep_distributions else None)
 
-    def _choose(self, logits: torch.Tensor, config: DraftConfig, generator) -> torch.Tensor:
-        if config.temperature == 0.0:
-            return logits.argmax(dim=-1)
-        filtered = _top_p_filter(logits / config.temperature, config.top_p)
-        return torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=generator).squeeze(-1)
-
-    def _hit_stop(self, generated: list[list[int]], row: int, stop: tuple[str, ...]) -> bool:
-        tail = self.tokenizer.decode(generated[row][-16:], skip_special_tokens=True)
-        return any(s in tail for s in stop)
-
-    def _decode_loop(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token=None, record=None) -> Draft:
+    def _decode_loop(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token=None, record=None, source=None) -> Draft:
         from transformers import DynamicCache
 
+        cache = DynamicCache(config=self.model.config)
         with recording(self.model, record[1] if record else ()) as outputs:
-            draft = self._decode(prompt_ids, prompt_mask, config, generator, on_token, DynamicCache(config=self.model.config))
+            loop = DecodeLoop(self.model, self.cache_keyword, config, self.end_ids, self.tokenizer.pad_token_id, generator,
+                              on_token, self._stop_hit(config.stop), source or proposal_source(config, prompt_ids.shape[0]),
+                              lambda drop: trim_latest(outputs, drop))
+            decoded = loop.run(prompt_ids, prompt_mask, cache)
+        texts = [self._finish_text(decoded.token_ids[row, : decoded.lengths[row]].tolist(), config.stop)
+                 for row in range(prompt_ids.shape[0])]
+        timings = DraftTimings(prefill_s=decoded.prefill_s, decode_s=decoded.decode_s, new_tokens=sum(decoded.lengths))
+        draft = Draft(prompt_ids, prompt_mask, decoded.token_ids, decoded.logprobs, decoded.lengths, texts, timings,
+                      decoded.distributions, cache if config.keep_distributions else None, speculation=decoded.stats)
         if record:
-            draft.lower = LayerStates.from_drafting(draft.cache, prompt_ids.shape[1], draft.token_ids, outputs, record[0])
+            draft.lower = LayerStates.from_drafting(cache, prompt_ids.shape[1], draft.token_ids, outputs, record[0])
         return draft
 
-    def _decode(self, prompt_ids, prompt_mask, config: DraftConfig, generator, on_token, cache) -> Draft:
-        batch = prompt_ids.shape[0]
-        device = prompt_ids.device
-        end_ids = torch.tensor(sorted(self.end_ids), device=device)
-        pad_id = self.tokenizer.pad_token_id
-        attention = prompt_mask
-        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        lengths = [config.max_new_tokens] * batch
-        tokens, logprobs, generated, distributions = [], [], [[] for _ in range(batch)], []
+    def _stop_hit(self, stop: tuple[str, ...]):
+        def hit(generated: list[int]) -> bool:
+            tail = self.tokenizer.decode(generated[-16:], skip_special_tokens=True)
+            return any(s in tail for s in stop)
 
-        start = time.perf_counter()
-        logits = last_position_logits(self.model, cache, input_ids=prompt_ids, attention_mask=attention, position_ids=positions)
-        synchronize(device)  # the prefill ends when the device is done
-        prefill_s = time.perf_counter() - start
-        next_positions = positions[:, -1:] + 1
-        for step in range(config.max_new_tokens):
-            token = self._choose(logits, config, generator)
-            token = torch.where(finished, torch.full_like(token, pad_id), token)
-            log_distribution = torch.log_softmax(logits, dim=-1)
-            logprob = log_distribution.gather(-1, token[:, None]).squeeze(-1)
-            if config.keep_distributions:
-                distributions.append(log_distribution)
-            tokens.append(token)
-            if on_token is not None:
-                on_token(token)
-            logprobs.append(logprob.masked_fill(finished, 0.0))
-            ended = torch.isin(token, end_ids) & ~finished if not config.ignore_eos else torch.zeros_like(finished)
-            if config.stop:
-                for row in range(batch):
-                    generated[row].append(int(token[row]))
-                    if not finished[row] and self._hit_stop(generated, row, config.stop):
-                        ended[row] = True
-            for row in ended.nonzero().flatten().tolist():
-                lengths[row] = step + (0 if bool(torch.isin(token[row], end_ids)) else 1)
-            finished |= ended
-            if bool(finished.all()) or step == config.max_new_tokens - 1:
-                break
-            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
-            out = self.model(input_ids=token[:, None], attention_mask=attention, position_ids=next_positions, use_cache=True,
-                             **{self.cache_keyword: cache})
-            logits = out.logits[:, -1, :].float()
-            next_positions = next_positions + 1
-        decode_s = time.perf_counter() - start - prefill_s
-
-        token_ids = torch.stack(tokens, dim=1)
-        texts = [self._finish_text(token_ids[row, : lengths[row]].tolist(), config.stop) for row in range(batch)]
-        timings = DraftTimings(prefill_s=prefill_s, decode_s=decode_s, new_tokens=sum(lengths))
-        return Draft(prompt_ids, prompt_mask, token_ids, torch.stack(logprobs, dim=1), lengths, texts, timings,
-                     torch.stack(distributions, dim=1) if distributions else None, cache if config.keep_distributions else None)
+        return hit
 
     def _finish_text(self, ids: list[int], stop: tuple[str, ...]) -> str:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -32,7 +32,7 @@ class LayerStates:
     def from_drafting(cls, cache, prompt_len: int, token_ids: torch.Tensor, outputs: dict, layers: int) -> "LayerStates":
         """The states of the first `layers` layers from the drafter's KV cache after drafting (`prompt_len` prompt slots,
         then every draft token but the last) and the `outputs` that `recording` kept: per layer index, the prefill's
-        output and then one output per decode step."""
+        output and then one output per decode pass (its kept slots)."""
         fed = cache.get_seq_length() - prompt_len
         kept = [cache.layers[i] for i in range(layers)]
         return cls(token_ids[:, :fed], [layer.keys[:, :, prompt_len:] for layer in kept],
@@ -53,6 +53,13 @@ def recording(model, indices):
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def trim_latest(outputs: dict, drop: int) -> None:
+    """Drop the last `drop` slots of the latest output `recording` kept for every layer: the slots of a speculative pass
+    whose proposals the drafter rejected (hybrid.drafting.decode_loop)."""
+    for kept in outputs.values():
+        kept[-1] = kept[-1][:, :-drop]
 
 
 def _keep_output(kept: list):

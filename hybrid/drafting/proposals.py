@@ -1,0 +1,85 @@
+"""Proposal sources for speculative drafting: what guesses the tokens the drafter is about to write.
+
+A source follows the shape of Hugging Face's candidate generators: `get_candidates(context, limit)` proposes up to
+`limit` tokens that might follow `context` (the prompt and the text so far, the drafter's next token included), and
+`update_candidate_strategy(proposed, accepted)` hears how many of them the drafter kept, so that a source can adapt
+how many it proposes. The drafter checks every proposal in one pass (hybrid.drafting.speculative), so a wrong guess
+costs a little compute and never changes the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+AUTO_SOURCE = "lookup"  # what speculate "auto" means: see DraftConfig.speculate
+
+
+@dataclass
+class Proposal:
+    tokens: list[int]
+    # (len(tokens), V) the source's own probabilities of each proposed token's slot, when it samples from one
+    # (speculative sampling then accepts with min(1, p / q)); None: the tokens are certain guesses (q is one-hot).
+    probabilities: torch.Tensor | None = None
+
+
+class ProposalSource(Protocol):
+    name: str
+
+    def get_candidates(self, context: list[int], limit: int) -> Proposal: ...
+
+    def update_candidate_strategy(self, proposed: int, accepted: int) -> None: ...
+
+
+class LookupProposals:
+    """N-gram lookup (prompt lookup decoding): find the latest earlier place where the context's last n tokens occur
+    (n from `max_ngram` down to `min_ngram`) and propose what followed them there. Needs no model and no training; it
+    pays where the text copies its prompt or repeats itself.
+
+    The block size adapts as Hugging Face's candidate generators do: it grows by 2 after a block accepted whole and
+    shrinks by 1 otherwise, between 1 and `max_block`."""
+
+    name = "lookup"
+
+    def __init__(self, block: int = 8, max_block: int = 16, max_ngram: int = 3, min_ngram: int = 1, adaptive: bool = True):
+        self.block, self.max_block, self.adaptive = block, max(block, max_block), adaptive
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+
+    def get_candidates(self, context: list[int], limit: int) -> Proposal:
+        limit = min(limit, self.block)
+        if limit <= 0:
+            return Proposal([])
+        for n in range(min(self.max_ngram, len(context) - 1), self.min_ngram - 1, -1):
+            found = _latest_match(context, n)
+            if found is not None:
+                return Proposal(context[found + n: found + n + limit])
+        return Proposal([])
+
+    def update_candidate_strategy(self, proposed: int, accepted: int) -> None:
+        if not self.adaptive or proposed == 0:
+            return
+        self.block = min(self.block + 2, self.max_block) if accepted == proposed else max(1, self.block - 1)
+
+
+SOURCES = {"lookup": LookupProposals}
+
+
+def proposal_source(config, batch: int):
+    """The proposal source a DraftConfig asks for, new for one call (a source adapts within a call), or None: speculation
+    off, or a batch (hybrid.drafting.decode_loop decodes batches plainly). "auto" is the source measured best."""
+    name = AUTO_SOURCE if config.speculate == "auto" else config.speculate
+    if name == "off" or batch != 1:
+        return None
+    return SOURCES[name](block=config.speculate_block)
+
+
+def _latest_match(context: list[int], n: int) -> int | None:
+    """The start of the latest earlier occurrence of the context's last n tokens that has a token after it."""
+    key = context[-n:]
+    for start in range(len(context) - n - 1, -1, -1):
+        if context[start: start + n] == key:
+            return start
+    return None
