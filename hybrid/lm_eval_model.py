@@ -92,7 +92,7 @@ class HybridLM(LM):
         context_ids = context_ids or [self._start_id()]
         keep = self.pipe.drafter.context_length - len(continuation_ids)
         ids = torch.tensor([context_ids[-keep:] + continuation_ids], device=self.pipe.drafter.model.device)
-        with self.pipe._drafting():
+        with self.pipe.lock, self.pipe._drafting():  # the backbone is shared with calls other threads may make
             logits = self.pipe.drafter.model(input_ids=ids).logits[0, -len(continuation_ids) - 1 : -1].float()
         target = torch.tensor(continuation_ids, device=logits.device)
         logp = logits.log_softmax(-1).gather(-1, target[:, None]).sum()

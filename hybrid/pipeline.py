@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -29,13 +31,29 @@ from hybrid.sampler import SamplerOutput, refine
 from hybrid.verify import DrafterScorer, verify_changes
 
 log = logging.getLogger(__name__)
+
+
+def _serialised(method):
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 class HybridPipeline:
-    """Drafter + optional refiner sharing one backbone in memory."""
+    """Drafter + optional refiner sharing one backbone in memory.
+
+    Thread-safe: `pipe(...)`, `draft`, `draft_from_text` and `stream` run one at a time under `pipe.lock` (the LoRA switch,
+    layer-recording hooks and per-call refiner settings are shared). A call returns what it returns alone; an error
+    (HybridError for a bad request) reaches only its caller. Calls are not merged into batches: pass a list of prompts.
+    """
 
     def __init__(self, drafter: Drafter, refiner: Refiner | None = None, load_s: float = 0.0):
         self.drafter = drafter
         self.refiner = refiner
         self.load_s = load_s
+        self.lock = threading.RLock()  # re-entrant: a callback may call the pipeline again from its own thread
 
     @classmethod
     def from_pretrained(cls, draft_model: str = DEFAULT_DRAFTER, refiner: str | None = None, dtype: str = "float32",
@@ -62,6 +80,7 @@ class HybridPipeline:
     def tokenizer(self):
         return self.drafter.tokenizer
 
+    @_serialised
     def __call__(self, prompts: str | list[str], draft_config: DraftConfig | None = None, refine_config: SamplerConfig | None = None,
                  mode: str = "hybrid", draft: Draft | None = None, source: str | list[str] | None = None,
                  callback_on_step_end=None, callback_on_token=None, **settings):
@@ -101,6 +120,7 @@ class HybridPipeline:
         results = self._run(batch, draft_config, sampler_config, mode, draft, sources, hooks)
         return results[0] if single else results
 
+    @_serialised
     def draft(self, prompts: str | list[str], draft_config: DraftConfig | None = None, **settings) -> Draft:
         """Only the autoregressive stage (the refiner's LoRA is off), for reuse through `pipe(..., draft=...)`; `settings`
         are DraftConfig fields."""
@@ -116,6 +136,7 @@ class HybridPipeline:
 
         return stream(self, prompt, **settings)
 
+    @_serialised
     def draft_from_text(self, prompts: str | list[str], texts: str | list[str]) -> Draft:
         """A Draft of given texts (teacher-forced by the drafter, no generation), for `pipe(prompts, draft=...)`: refine a
         text that was written elsewhere, e.g. repair a planted error in a reference summary."""
