@@ -88,20 +88,21 @@ def test_batches_decode_plainly(tiny_model):
 
 
 def test_lookup_proposes_what_followed_the_latest_match():
-    source = LookupProposals(block=4, max_ngram=2)
+    source = LookupProposals(block=4, max_ngram=2, min_ngram=1)
     assert source.get_candidates([5, 6, 7, 8, 9, 5, 6, 1, 2, 5, 6], 10).tokens == [1, 2, 5, 6]
     assert source.get_candidates([5, 6, 7, 8, 9, 5, 6, 1, 2, 5, 6], 2).tokens == [1, 2]
     assert source.get_candidates([1, 2, 3, 4], 10).tokens == []  # no earlier occurrence
     assert source.get_candidates([3, 9, 4, 9], 10).tokens == [4, 9]  # a 1-gram match when no 2-gram matches
+    assert LookupProposals().get_candidates([3, 9, 4, 9], 10).tokens == []  # by default a match needs 2 tokens
 
 
 def test_lookup_block_adapts():
-    source = LookupProposals(block=4, max_block=8)
+    source = LookupProposals(block=4, max_block=8, adaptive=True)
     source.update_candidate_strategy(4, 4)
     assert source.block == 6
     source.update_candidate_strategy(6, 2)
     assert source.block == 5
-    fixed = LookupProposals(block=4, adaptive=False)
+    fixed = LookupProposals(block=4)
     fixed.update_candidate_strategy(4, 4)
     assert fixed.block == 4
 
