@@ -29,6 +29,9 @@ MAX_REFINE_STEPS = 256
 
 MODES = ("hybrid", "draft", "diffusion")
 DTYPE_NAMES = ("float32", "bfloat16")  # the weight dtypes hybrid.models loads
+# auto: bfloat16 where the hardware multiplies it natively (AMX, AVX512-BF16, a GPU), else float32 (hybrid.models.resolve_dtype).
+# float32 stays the default: no report has been rebuilt in bfloat16 to show its quality equal (docs/RESULTS.md).
+DTYPE_CHOICES = DTYPE_NAMES + ("auto",)
 NO_REFINER = "no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0"
 # auto: the detection head where the refiner has one; unsupported: the tokens the source does not support (hybrid.grounded)
 SELECT_CHOICES = ("auto", "logprob", "confidence", "random", "unsupported")

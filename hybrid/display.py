@@ -33,6 +33,11 @@ def render_trace(result, tokenizer) -> str:
             verdict = click.style("kept", fg="green", bold=True) if p["accepted"] else click.style("rejected", fg="red")
             lines.append(f"  {p['start']}-{p['end']}: {p['old']!r} -> {p['new']!r}  drafter {p['drafter_gain']:+.2f}, "
                          f"refiner {p['refiner_gain']:+.2f}, score {p['score']:+.2f}  {verdict}")
+    if result.speculation is not None and result.speculation["source"] != "off":
+        s = result.speculation
+        lines.append(f"drafting: {s['source']} speculation, {s['tokens_per_pass']:.2f} tokens per pass; the drafter kept "
+                     f"{s['accepted']} of {s['proposed']} proposed tokens (by block position: "
+                     + ", ".join(f"{k}/{o}" for k, o in zip(s["kept_per_position"], s["offered_per_position"])) + ")")
     t = result.timings
     lines.append(f"time: draft {t.draft_s:.2f}s ({t.draft_tokens_per_s:.1f} tok/s), refine {t.refine_s:.2f}s, total {t.total_s:.2f}s")
     return "\n".join(lines)

@@ -55,6 +55,27 @@ def cache_root() -> Path:
     return Path(base) / "hybrid"
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX or AVX512-BF16). Without it torch emulates bf16 matrix products,
+    which is slower than float32 wherever a pass covers more than a few tokens."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_dtype(name: str, device: str = "cpu") -> str:
+    """"auto": bfloat16 on a GPU that supports it or a CPU that multiplies it natively, float32 elsewhere."""
+    if name != "auto":
+        return name
+    target = resolve_device(device)
+    if target.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if native_bf16_cpu() else "float32"
+
+
 def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise HybridError(f"unknown dtype '{name}': choose one of {', '.join(DTYPES)}")
@@ -161,7 +182,7 @@ def load_causal_lm(name: str = DEFAULT_DRAFTER, dtype: str = "float32", device: 
         hf_logging.disable_progress_bar()  # a local safetensors load takes well under a second: no bar needed
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype(dtype), trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype(resolve_dtype(dtype, device)), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         if Path(where).exists():
             raise HybridError(f"could not load the model in {where}: {str(exc).splitlines()[0]}") from exc
