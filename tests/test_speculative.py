@@ -181,3 +181,28 @@ def test_repetition_rules_match_hf_generate_plain_and_speculative(tiny_model, se
     assert plain.token_ids[0].tolist() == reference
     assert spec.token_ids[0].tolist() == reference and spec.speculation.accepted > 0
     assert unruled.token_ids[0].tolist() != reference  # the rule changed this text
+
+
+def test_cli_speculate_reports_tokens_per_pass(tiny_model_dir, tiny_refiner_dir):
+    import json
+
+    from click.testing import CliRunner
+
+    from hybrid.cli import cli
+
+    prompt = "one two three one two three one two three one two three"
+    base = ["generate", prompt, "--draft-model", str(tiny_model_dir), "--max-new-tokens", "12", "--refine-steps", "0"]
+    spec = CliRunner().invoke(cli, base + ["--speculate", "lookup", "--json"])
+    plain = CliRunner().invoke(cli, base + ["--speculate", "off", "--json"])
+    assert spec.exit_code == 0 and plain.exit_code == 0, spec.output + plain.output
+    spec, plain = json.loads(spec.output), json.loads(plain.output)
+    assert spec["speculation"]["source"] == "lookup" and plain["speculation"]["source"] == "off"
+    assert spec["token_ids"] == plain["token_ids"]
+    assert plain["speculation"]["tokens_per_pass"] == 1.0 and spec["speculation"]["passes"] <= plain["speculation"]["passes"]
+    traced = CliRunner().invoke(cli, ["generate", prompt, "--draft-model", str(tiny_model_dir), "--refiner", str(tiny_refiner_dir),
+                                      "--max-new-tokens", "12", "--refine-steps", "1", "--show-trace"])
+    assert traced.exit_code == 0 and "lookup speculation" in traced.output and "tokens per pass" in traced.output
+    bad = CliRunner().invoke(cli, base + ["--speculate", "tree"])
+    assert bad.exit_code == 2 and "tree" in bad.output and "Traceback" not in bad.output
+    auto = CliRunner().invoke(cli, base + ["--dtype", "auto"])
+    assert auto.exit_code == 0, auto.output

@@ -20,6 +20,7 @@ from hybrid.results import Result
 log = logging.getLogger(__name__)
 
 HF_SYSTEMS = ("hf-generate", "hf-prompt-lookup")
+SYSTEMS = HF_SYSTEMS + ("plain", "lookup", "hybrid")  # what `hybrid bench --preset drafting` times
 COPY_HEAVY, OPEN = ("news", "summarize"), ("continue", "facts")
 
 
