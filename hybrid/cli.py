@@ -11,7 +11,7 @@ import click
 
 from hybrid import __version__
 from hybrid.errors import HybridError
-from hybrid.cli_options import config_from, config_options
+from hybrid.cli_options import config_from, config_options, input_file_options
 from hybrid.config import DTYPE_NAMES, MODES, NO_REFINER, DraftConfig, SamplerConfig
 
 MAX_PROMPT_CHARS = 200_000
@@ -101,13 +101,15 @@ def cli(verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
 @click.option("--show-trace", is_flag=True, help="Show the draft beside the refined text and every step's changes.")
 @click.option("--stream", is_flag=True, help="Print the draft token by token as it is written, then redraw it as the refined text.")
-def generate(prompt, file, draft_model, refiner, mode, source_file, dtype, device, no_chat_template, as_json, show_trace, stream, **settings):
+@input_file_options
+def generate(prompt, file, draft_model, refiner, mode, source_file, dtype, device, no_chat_template, as_json, show_trace, stream, input_file, output_file, batch_size, **settings):
     """Generate text for PROMPT.
 
     \b
     hybrid generate "The history of Rome" --refine-steps 0 --max-new-tokens 32 --json
     hybrid generate "The history of Rome" --refine-steps 8 --refiner runs/tiny --show-trace
     hybrid generate --file report.txt --select unsupported --refiner summarize
+    hybrid generate --input prompts.jsonl --output results.jsonl --batch-size 8
     """
     from hybrid.display import render_trace, stream_to_terminal
     from hybrid.grounded import grounding_source
@@ -116,6 +118,13 @@ def generate(prompt, file, draft_model, refiner, mode, source_file, dtype, devic
 
     draft_config = config_from(DraftConfig, settings)
     refine_config = config_from(SamplerConfig, settings, temperature=draft_config.temperature, trace=show_trace)
+    if input_file is not None or output_file is not None:  # a file of prompts (hybrid.batch_generate)
+        if input_file is None or any(x not in (None, False) for x in (prompt, file, source_file, stream, show_trace, as_json)):
+            raise click.UsageError("--output goes with --input, which takes no PROMPT, --file, --source, --stream, --show-trace or --json")
+        from hybrid.batch_generate import generate_file
+        run = generate_file(input_file, output_file, batch_size, draft_config, refine_config, mode, draft_model=draft_model, refiner=refiner,
+                            dtype=dtype, use_chat_template=not no_chat_template, device=device)
+        return click.echo(run.summary()) if run is not None else None  # None: not the main process of an `accelerate launch`
     text = _read_prompt(prompt, file)
     source = _read_prompt(None, source_file) if source_file is not None else None
     if refine_config.select == "unsupported":
@@ -239,8 +248,8 @@ def eval_command(suite, limit, steps, diffusion_steps, draft_model, refiner, dty
     for name in names:
         paths, _ = run_suite(name, config, limit=limit, draft_model=draft_model, refiner=refiner, dtype=dtype,
                              validate_metrics=validate_metrics, output=Path(output) if output else None)
-        click.echo(paths["markdown"].read_text())
-        click.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+        if paths is not None:  # the main process (the others of an `accelerate launch` only generate)
+            click.echo(paths["markdown"].read_text() + f"\nwrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
 
 
 @cli.command(name="lm-eval", context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

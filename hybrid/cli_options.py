@@ -64,3 +64,14 @@ def config_from(cls, options: dict, **given):
     values = {name: options.pop(name) for name in list(options) if name in names}
     values.update(given)
     return cls(**values)
+
+
+def input_file_options(command):
+    """`hybrid generate`'s options for a file of prompts (hybrid.batch_generate)."""
+    options = [click.option("--input", "input_file", help='A JSON-lines file of prompts ({"prompt": ..., optional "source" and '
+                            "settings by their Python names}); needs --output."),
+               click.option("--output", "output_file", help="With --input: the JSON-lines file of results; a rerun resumes it."),
+               click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True, help="With --input: prompts per batch.")]
+    for option in reversed(options):
+        command = option(command)
+    return command

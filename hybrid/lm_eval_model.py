@@ -13,6 +13,9 @@ In Python, `lm_eval.simple_evaluate(model=HybridLM(...), tasks=[...])` works onc
   again after refinement, since a refined text may hold a stop string the draft did not.
 * `loglikelihood` and `loglikelihood_rolling` are scored by the drafter alone (the refiner has no left-to-right
   likelihood of its own): those tasks measure the drafter.
+* Under `accelerate launch` (or `torch.distributed.run`) the model tells lm-eval its rank and world size and lends it
+  accelerate's gather and barrier, so lm-eval shares each task's documents out to the processes and gathers their
+  metrics on the main one; every request is answered alone, so the figures equal one process's.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
 from hybrid.pipeline import HybridPipeline
+from hybrid.processes import launch_state, process_device
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,33 @@ class HybridLM(LM):
         if str(device).startswith("cuda") and not torch.cuda.is_available():  # lm-eval's default device is cuda
             log.warning("lm-eval asked for device %s but there is no CUDA GPU: running on the CPU", device)
             device = "cpu"
-        self.pipe = pipeline or HybridPipeline.from_pretrained(draft_model, refiner, dtype, _flag(use_chat_template), str(device))
+        self.state = launch_state()
+        device = process_device(str(device))
+        self.pipe = pipeline or HybridPipeline.from_pretrained(draft_model, refiner, dtype, _flag(use_chat_template), device)
+        self._device = torch.device(device)
+        if self.state is not None:
+            self._rank, self._world_size = self.state.process_index, self.state.num_processes
         self.refine_steps = None if refine_steps in (None, "") else int(refine_steps)
         self.select = select
         self.max_gen_toks = int(max_gen_toks)
         self.batch_size = 4 if str(batch_size) == "auto" else int(batch_size)
+
+    # ---- data parallel: lm-eval shares the documents out by rank and gathers through these -------------------------
+
+    def all_gather(self, tensor):
+        from accelerate.utils import gather
+
+        return gather(tensor) if self.state is not None else tensor
+
+    def gather_object(self, obj, dst=0):
+        from accelerate.utils import gather_object
+
+        gathered = gather_object([obj]) if self.state is not None else [obj]
+        return gathered if self.rank == dst else None
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
 
     # ---- generation: the hybrid -------------------------------------------------------------------------------
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from hybrid.evaluation.harness.report import summarise, write_report, verdicts
 from hybrid.evaluation.harness.runner import GROUNDED, EvalConfig, eval_systems, generate_samples, has_sources
+from hybrid.evaluation.harness.saved import SavedSamples
 from hybrid.evaluation.harness.scoring import score_samples
 from hybrid.evaluation.harness.suite import load_examples, load_suite
+from hybrid.processes import is_main_process
 from hybrid.refiner.location import DEFAULT_REFINER
 from hybrid.resources import output_root
 
@@ -43,7 +45,9 @@ def report_folder(suite_name: str) -> Path:
 
 def run_suite(suite_name: str, config: EvalConfig | None = None, *, limit=None, draft_model="smollm2-135m", refiner=None,
               dtype="float32", validate_metrics=False, output: Path | None = None):
-    """Generate with every system of `config` on the suite's prompts, score, and write the report."""
+    """Generate with every system of `config` on the suite's prompts, score, and write the report. Resumes an
+    interrupted run into the same folder (hybrid.evaluation.harness.saved). Under `accelerate launch` every process
+    generates its share and only the main one scores and writes: the others return (None, None)."""
     from hybrid.pipeline import HybridPipeline
 
     suite, base = load_suite(suite_name)
@@ -53,12 +57,17 @@ def run_suite(suite_name: str, config: EvalConfig | None = None, *, limit=None, 
     examples = load_examples(suite, base, limit)
     started = time.perf_counter()
     refiner = refiner or suite.refiner
+    folder = output or _default_folder(suite)
+    saved = SavedSamples(folder, {"suite": suite.name, "draft model": draft_model, "refiner": refiner, "dtype": dtype,
+                                  "batch size": config.batch_size, "seed": config.seed, "max new tokens": suite.max_new_tokens})
     pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype)
     if pipe.refiner is None:
         log.warning("no refiner available: only the draft-only system is evaluated")
-    samples = generate_samples(pipe, suite, examples, config)
+    samples = generate_samples(pipe, suite, examples, config, saved)
     refine = config.refine.resolved(pipe.refiner is not None, pipe.default_select)
     del pipe
+    if not is_main_process():
+        return None, None
     score_samples(samples, examples, suite, config)
     grounded = has_sources(suite, examples)
     summaries = summarise(samples, eval_systems(config, grounded))
@@ -74,5 +83,6 @@ def run_suite(suite_name: str, config: EvalConfig | None = None, *, limit=None, 
     }
     if validate_metrics:
         header["metric validations"] = metric_validations(suite.task)
-    folder = output or _default_folder(suite)
-    return write_report(folder, suite.name, samples, summaries, header), verdicts(summaries)
+    paths = write_report(folder, suite.name, samples, summaries, header)
+    saved.finish()
+    return paths, verdicts(summaries)

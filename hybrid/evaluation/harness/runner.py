@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from hybrid.evaluation.harness.saved import SAVED_FIELDS, SavedSamples
 from hybrid.evaluation.harness.suite import Example, Suite
 from hybrid.config import DEFAULT_REFINE_STEPS, DraftConfig, SamplerConfig
 from hybrid.pipeline import HybridPipeline
+from hybrid.processes import is_main_process, process_count, sharded_rounds
 from hybrid.systems import DRAFT, System
 
 log = logging.getLogger(__name__)
@@ -70,20 +72,47 @@ def _run(pipe: HybridPipeline, system: System, batch: list[Example], draft, draf
                 draft=None if system.mode == "diffusion" else draft, source=[e.source for e in batch] if system.grounded else None)
 
 
-def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example], config: EvalConfig) -> list[Sample]:
-    samples: list[Sample] = []
+def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example], config: EvalConfig,
+                     saved: SavedSamples | None = None) -> list[Sample]:
+    """Every system's sample of every example, in batches of `config.batch_size`. Samples found in `saved` are not made
+    again; new ones are saved there as each system finishes a batch. Under `accelerate launch` the batches are shared
+    out to the processes (hybrid.processes) and each round is saved once gathered; every process returns all samples."""
+    saved = saved or SavedSamples()
     systems = eval_systems(config, has_sources(suite, examples)) if pipe.refiner is not None else [DRAFT]
-    bar = tqdm(total=len(examples) * len(systems), desc=f"generate {suite.name}", unit="sample")
+    settings = {system: system.refine_config(config.refine) for system in systems}
     draft_config = DraftConfig(max_new_tokens=suite.max_new_tokens, seed=config.seed)
-    for start in range(0, len(examples), config.batch_size):
-        batch = examples[start : start + config.batch_size]
-        draft = pipe.draft([e.prompt for e in batch], draft_config)
-        for system in systems:
+    batches = [list(range(start, min(start + config.batch_size, len(examples)))) for start in range(0, len(examples), config.batch_size)]
+    missing = {(s, i) for s in systems for i in range(len(examples)) if saved.get(s, settings[s], i, examples[i]) is None}
+    bar = tqdm(total=len(examples) * len(systems), initial=len(examples) * len(systems) - len(missing), desc=f"generate {suite.name}",
+               unit="sample", disable=not is_main_process())
+    alone = process_count() == 1  # one process saves each system's batch at once; several save each gathered round
+
+    def work(indices: list[int]) -> list[dict]:
+        batch = [examples[i] for i in indices]
+        todo = [s for s in systems if any((s, i) in missing for i in indices)]
+        draft = pipe.draft([e.prompt for e in batch], draft_config) if todo else None
+        made = []
+        for system in todo:
             results = _run(pipe, system, batch, draft, draft_config, config)
-            for example, result in zip(batch, results):
-                t, n = result.timings, len(batch)
-                samples.append(Sample(example.id, system, example.prompt, result.text, result.draft_text, result.steps_run,
-                                      t.draft_s / n, t.refine_s / n, t.total_s / n))
-            bar.update(len(batch))
+            t, n = results[0].timings, len(batch)
+            records = [saved.record(system, settings[system], i, e, text=r.text, draft_text=r.draft_text, steps_run=r.steps_run,
+                                    draft_s=t.draft_s / n, refine_s=t.refine_s / n, total_s=t.total_s / n)
+                       for i, e, r in zip(indices, batch, results)]
+            if alone:
+                saved.add(records)
+                bar.update(len(records))
+            else:
+                made += records
+        return made
+
+    for records in sharded_rounds(batches, work):
+        saved.add(records)
+        bar.update(len(records))
     bar.close()
+    samples = []
+    for indices in batches:  # report order: batch by batch, each system's rows together
+        for system in systems:
+            for i in indices:
+                record = saved.get(system, settings[system], i, examples[i])
+                samples.append(Sample(examples[i].id, system, examples[i].prompt, **{k: record[k] for k in SAVED_FIELDS}))
     return samples
