@@ -12,7 +12,7 @@ import click
 from hybrid import __version__
 from hybrid.errors import HybridError
 from hybrid.cli_options import config_from, config_options, input_file_options
-from hybrid.config import DTYPE_NAMES, MODES, NO_REFINER, DraftConfig, SamplerConfig
+from hybrid.config import DTYPE_CHOICES, DTYPE_NAMES, MODES, NO_REFINER, DraftConfig, SamplerConfig
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -95,7 +95,7 @@ def cli(verbose: bool) -> None:
 @click.option("--source", "source_file", type=str, default=None, help="With --select unsupported: the file holding the source to ground against (default: the prompt's text after its first blank line).")
 @config_options(DraftConfig)
 @config_options(SamplerConfig)
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True, help="auto: bfloat16 where the hardware multiplies it natively, else float32.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU when there is one).")
 @click.option("--no-chat-template", is_flag=True, help="Feed the prompt as raw text even if the model has a chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result, timings included, as JSON.")
@@ -148,7 +148,7 @@ def generate(prompt, file, draft_model, refiner, mode, source_file, dtype, devic
 
 
 @cli.command()
-@click.option("--preset", type=click.Choice(["quick", "full"]), default="quick", show_default=True, help="quick: 128 tokens, K=8, batch 1, float32 and bfloat16 (a few minutes); full: the whole sweep.")
+@click.option("--preset", type=click.Choice(["quick", "full", "drafting"]), default="quick", show_default=True, help="quick: 128 tokens, K=8, batch 1, float32 and bfloat16 (a few minutes); full: the whole sweep; drafting: HF generate, HF prompt lookup, plain and speculative drafting and the default hybrid on the suites' prompts.")
 @click.option("--lengths", help="Comma-separated new-token lengths, overriding the preset (e.g. 32,128,512).")
 @click.option("--steps", help="Comma-separated refine step counts (e.g. 1,4,8,16).")
 @click.option("--batch-sizes", help="Comma-separated batch sizes (e.g. 1,8).")
@@ -157,13 +157,15 @@ def generate(prompt, file, draft_model, refiner, mode, source_file, dtype, devic
 @click.option("--refiner", default=None, help="Refiner folder; default the shipped general-4-layers (an untrained one if none is installed).")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory probe of `hybrid generate`.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU when there is one).")
-@click.option("--output", type=click.Path(file_okay=False), default="evals/bench/latest", show_default=True, help="Folder for bench.json, bench.txt and bench.png.")
-def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memory, device, output):
+@click.option("--per-suite", type=click.IntRange(1, 1000), default=4, show_default=True, help="With --preset drafting: prompts of each suite.")
+@click.option("--output", type=click.Path(file_okay=False), default="evals/bench/latest", show_default=True, help="Folder for bench.json, bench.txt and bench.png (drafting: drafting.json, drafting.md).")
+def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memory, device, per_suite, output):
     """Time draft only, diffusion only and hybrid side by side; print every ratio to draft only.
 
     \b
     hybrid bench --preset quick
     hybrid bench --preset full --output evals/bench/cpu-full
+    hybrid bench --preset drafting --dtypes float32 --per-suite 3 --output evals/bench/drafting-cpu
     """
     import dataclasses
     from pathlib import Path
@@ -177,7 +179,7 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
         except ValueError:
             raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name)
 
-    config = dataclasses.replace(PRESETS[preset], refiner=refiner, measure_memory=not no_memory, device=device)
+    config = dataclasses.replace(PRESETS["quick" if preset == "drafting" else preset], refiner=refiner, measure_memory=not no_memory, device=device)
     if lengths:
         config.lengths = numbers(lengths, "--lengths")
     if steps:
@@ -189,6 +191,12 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
         for d in config.dtypes:
             if d not in DTYPE_NAMES:
                 raise click.BadParameter(f"unknown dtype {d!r}: choose from {', '.join(DTYPE_NAMES)}", param_hint="--dtypes")
+    if preset == "drafting":
+        from hybrid.drafting.speed import SYSTEMS, format_markdown, run_drafting_bench
+
+        reports = run_drafting_bench(config.dtypes, config.lengths[0], per_suite, list(SYSTEMS), Path(output), refiner=refiner)
+        click.echo(format_markdown(reports) + f"\nwrote {Path(output) / 'drafting.json'}, {Path(output) / 'drafting.md'}")
+        return
     if repeats:
         config.repeats = repeats
     report = run_bench(config)
@@ -205,7 +213,7 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
 @config_options(SamplerConfig, skip=("steps",))
 @click.option("--draft-model", default="smollm2-135m", show_default=True)
 @click.option("--refiner", default=None, help="Refiner folder or shipped name; default the shipped general-4-layers.")
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True, help="auto: bfloat16 where the hardware multiplies it natively, else float32.")
 @click.option("--batch-size", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--no-judge", is_flag=True, help="Skip perplexity under the judge LM (Gemma-3-270m, ~1 min to load the first time).")
 @click.option("--no-encoders", is_flag=True, help="Skip the MiniLM metrics (coherence, BERTScore, consistency classifier).")

@@ -111,8 +111,9 @@ class DraftConfig(_Checked):
     # (greedy: token for token up to float rounding at near-ties; sampling: the same distribution). Batches of several
     # prompts decode plainly.
     speculate: str = knob("auto", "Propose tokens ahead and let the drafter check them in one pass: lookup (n-grams of the "
-                          "prompt and text so far), off (plain decoding), auto (the best measured).", choices=SPECULATE_CHOICES)
-    speculate_block: int = knob(8, "Tokens proposed per pass at the start (the block then adapts to what is accepted).",
+                          "prompt and text so far), off (plain decoding), auto (the best measured: lookup, off for bfloat16 on a CPU that "
+                          "emulates it).", choices=SPECULATE_CHOICES)
+    speculate_block: int = knob(8, "Most tokens proposed per pass (chosen on validation prompts).",
                                 low=1, high=64)
     # Keep the drafter's whole log-distribution at every step (Draft.distributions): the refine stage's proposal prior
     # and the verifier's baseline then cost no extra pass. B x N x vocab floats.

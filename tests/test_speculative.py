@@ -107,11 +107,20 @@ def test_lookup_block_adapts():
     assert fixed.block == 4
 
 
-def test_speculate_setting_picks_the_source():
+def test_speculate_setting_picks_the_source(monkeypatch):
+    import hybrid.models as models
+
     assert proposal_source(DraftConfig(speculate="off"), 1) is None
     assert proposal_source(DraftConfig(speculate="lookup"), 2) is None
     assert isinstance(proposal_source(DraftConfig(speculate="auto"), 1), LookupProposals)
     assert proposal_source(DraftConfig(speculate="lookup", speculate_block=3), 1).block == 3
+    bf16 = torch.nn.Linear(2, 2).to(torch.bfloat16)
+    bf16.dtype, bf16.device = torch.bfloat16, torch.device("cpu")
+    monkeypatch.setattr(models, "native_bf16_cpu", lambda: False)
+    assert proposal_source(DraftConfig(), 1, bf16) is None  # auto: plain where bf16 products are emulated
+    assert proposal_source(DraftConfig(speculate="lookup"), 1, bf16) is not None
+    monkeypatch.setattr(models, "native_bf16_cpu", lambda: True)
+    assert isinstance(proposal_source(DraftConfig(), 1, bf16), LookupProposals)
     with pytest.raises(HybridError, match="unknown speculate"):
         DraftConfig(speculate="tree").validate()
 

@@ -15,7 +15,6 @@ from typing import Protocol
 import torch
 
 
-AUTO_SOURCE = "lookup"  # what speculate "auto" means: see DraftConfig.speculate
 
 
 @dataclass
@@ -47,7 +46,7 @@ class LookupProposals:
     # Chosen on validation prompts (evals/choose_speculation.py -> evals/defaults/speculation-validation.md): in float32
     # on a 2-core AVX2 CPU, block 8 from 2-gram matches with a fixed block replayed fastest over plain drafting on the
     # copy-heavy prompts (1.20x) and within 0.01 of the best on the open ones (1.13x); 1-gram matches were slower than
-    # plain drafting (0.87-1.01x), as every wrong guess costs a pass over more tokens.
+    # plain drafting (0.76-1.01x), as every wrong guess costs a pass over more tokens.
     def __init__(self, block: int = 8, max_block: int = 16, max_ngram: int = 3, min_ngram: int = 2, adaptive: bool = False):
         self.block, self.max_block, self.adaptive = block, max(block, max_block), adaptive
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
@@ -71,13 +70,24 @@ class LookupProposals:
 SOURCES = {"lookup": LookupProposals}
 
 
-def proposal_source(config, batch: int):
+def proposal_source(config, batch: int, model=None):
     """The proposal source a DraftConfig asks for, new for one call (a source adapts within a call), or None: speculation
-    off, or a batch (hybrid.drafting.decode_loop decodes batches plainly). "auto" is the source measured best."""
-    name = AUTO_SOURCE if config.speculate == "auto" else config.speculate
+    off, or a batch (hybrid.drafting.decode_loop decodes batches plainly). "auto" is the one measured best for `model`."""
+    name = auto_source(model) if config.speculate == "auto" else config.speculate
     if name == "off" or batch != 1:
         return None
     return SOURCES[name](block=config.speculate_block)
+
+
+def auto_source(model) -> str:
+    """What speculate "auto" means: lookup, except for a bfloat16 model on a CPU that emulates bfloat16 products, where a
+    pass over several tokens costs several decode steps (3.6 for 8 tokens) and the drafting bench measured lookup slower
+    than plain drafting (0.99 against 1.04 and 0.93 against 0.97 times HF generate's speed; docs/RESULTS.md 2026-12-07)."""
+    if model is not None and model.dtype == torch.bfloat16 and model.device.type == "cpu":
+        from hybrid.models import native_bf16_cpu
+
+        return "lookup" if native_bf16_cpu() else "off"
+    return "lookup"
 
 
 def _latest_match(context: list[int], n: int) -> int | None:
