@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--blocks", default="2,4,8,16")
     parser.add_argument("--min-ngrams", default="1,2,3,4")
+    parser.add_argument("--max-ngrams", default="3", help="longest n-gram matched first (at least the shortest)")
     parser.add_argument("--output", default="evals/defaults/speculation-validation.md")
     args = parser.parse_args()
 
@@ -93,22 +94,24 @@ def main() -> None:
                        drafter.generate(p, DraftConfig(max_new_tokens=args.max_new_tokens, ignore_eos=True, speculate="off")).token_ids[0].tolist())
                       for p in texts] for group, texts in prompts.items()}
     blocks, min_ngrams = [int(b) for b in args.blocks.split(",")], [int(n) for n in args.min_ngrams.split(",")]
+    max_ngrams = [int(n) for n in args.max_ngrams.split(",")]
     costs = {}
     for dtype in args.dtypes.split(","):
         costs[dtype] = pass_costs(Drafter.from_pretrained("smollm2-135m", dtype).model, 2 * max(blocks) + 1)
-    lines = ["| group | block | min n-gram | adaptive | tokens per pass | " + " | ".join(f"speed over plain, {d}" for d in costs) + " |",
-             "|---|---|---|---|---|" + "---|" * len(costs)]
+    lines = ["| group | block | min n-gram | max n-gram | adaptive | tokens per pass | " + " | ".join(f"speed over plain, {d}" for d in costs) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(costs)]
     results = []
     for group, rows in drafts.items():
-        for block, min_ngram, adaptive in itertools.product(blocks, min_ngrams, (True, False)):
-            fed = [replay(ids, draft, LookupProposals(block=block, max_ngram=max(3, min_ngram), min_ngram=min_ngram, adaptive=adaptive))
+        for block, min_ngram, max_ngram, adaptive in itertools.product(blocks, min_ngrams, max_ngrams, (True, False)):
+            max_ngram = max(max_ngram, min_ngram)
+            fed = [replay(ids, draft, LookupProposals(block=block, max_ngram=max_ngram, min_ngram=min_ngram, adaptive=adaptive))
                    for ids, draft in rows]
             passes = sum(map(len, fed))
             tokens = sum(len(d) - 1 for _, d in rows)
             speed = {d: tokens / sum(c[k] for f in fed for k in f) for d, c in costs.items()}
-            results.append({"group": group, "block": block, "min_ngram": min_ngram, "adaptive": adaptive,
+            results.append({"group": group, "block": block, "min_ngram": min_ngram, "max_ngram": max_ngram, "adaptive": adaptive,
                             "tokens_per_pass": tokens / passes, "speed_over_plain": speed})
-            lines.append(f"| {group} | {block} | {min_ngram} | {adaptive} | {tokens / passes:.2f} | "
+            lines.append(f"| {group} | {block} | {min_ngram} | {max_ngram} | {adaptive} | {tokens / passes:.2f} | "
                          + " | ".join(f"{s:.3f}" for s in speed.values()) + " |")
     cost_lines = [f"- {d}: " + ", ".join(f"k={k} {c[k]:.2f}" for k in (2, 3, 4, 8, 16, 32) if k < len(c)) for d, c in costs.items()]
     text = "\n".join(lines) + "\n\nA cached pass over k tokens relative to one, measured in the same run:\n" + "\n".join(cost_lines) + "\n"

@@ -188,7 +188,7 @@ class Drafter:
         cache = DynamicCache(config=self.model.config)
         with recording(self.model, record[1] if record else ()) as outputs:
             loop = DecodeLoop(self.model, self.cache_keyword, config, self.end_ids, self.tokenizer.pad_token_id, generator,
-                              on_token, self._stop_hit(config.stop), source or proposal_source(config, prompt_ids.shape[0], self.model),
+                              on_token, self._stop_hit(config.stop), source if source is not None else proposal_source(config, prompt_ids.shape[0], self.model),
                               lambda drop: trim_latest(outputs, drop))
             decoded = loop.run(prompt_ids, prompt_mask, cache)
         texts = [self._finish_text(decoded.token_ids[row, : decoded.lengths[row]].tolist(), config.stop)
