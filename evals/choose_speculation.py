@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--blocks", default="2,4,8,16")
     parser.add_argument("--min-ngrams", default="1,2,3,4")
     parser.add_argument("--max-ngrams", default="3", help="longest n-gram matched first (at least the shortest)")
+    parser.add_argument("--wary", default="0", help="1,0: also try needing a longer match after a rejected proposal")
     parser.add_argument("--output", default="evals/defaults/speculation-validation.md")
     args = parser.parse_args()
 
@@ -95,23 +96,25 @@ def main() -> None:
                       for p in texts] for group, texts in prompts.items()}
     blocks, min_ngrams = [int(b) for b in args.blocks.split(",")], [int(n) for n in args.min_ngrams.split(",")]
     max_ngrams = [int(n) for n in args.max_ngrams.split(",")]
+    wary = [w.strip() == "1" for w in args.wary.split(",")]
     costs = {}
     for dtype in args.dtypes.split(","):
         costs[dtype] = pass_costs(Drafter.from_pretrained("smollm2-135m", dtype).model, 2 * max(blocks) + 1)
-    lines = ["| group | block | min n-gram | max n-gram | adaptive | tokens per pass | " + " | ".join(f"speed over plain, {d}" for d in costs) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(costs)]
+    lines = ["| group | block | min n-gram | max n-gram | adaptive | wary | tokens per pass | " + " | ".join(f"speed over plain, {d}" for d in costs) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(costs)]
     results = []
     for group, rows in drafts.items():
-        for block, min_ngram, max_ngram, adaptive in itertools.product(blocks, min_ngrams, max_ngrams, (True, False)):
+        for block, min_ngram, max_ngram, adaptive, careful in itertools.product(blocks, min_ngrams, max_ngrams, (True, False), wary):
             max_ngram = max(max_ngram, min_ngram)
-            fed = [replay(ids, draft, LookupProposals(block=block, max_ngram=max_ngram, min_ngram=min_ngram, adaptive=adaptive))
+            fed = [replay(ids, draft, LookupProposals(block=block, max_ngram=max_ngram, min_ngram=min_ngram, adaptive=adaptive,
+                                                      wary=careful))
                    for ids, draft in rows]
             passes = sum(map(len, fed))
             tokens = sum(len(d) - 1 for _, d in rows)
             speed = {d: tokens / sum(c[k] for f in fed for k in f) for d, c in costs.items()}
-            results.append({"group": group, "block": block, "min_ngram": min_ngram, "max_ngram": max_ngram, "adaptive": adaptive,
+            results.append({"group": group, "block": block, "min_ngram": min_ngram, "max_ngram": max_ngram, "adaptive": adaptive, "wary": careful,
                             "tokens_per_pass": tokens / passes, "speed_over_plain": speed})
-            lines.append(f"| {group} | {block} | {min_ngram} | {max_ngram} | {adaptive} | {tokens / passes:.2f} | "
+            lines.append(f"| {group} | {block} | {min_ngram} | {max_ngram} | {adaptive} | {careful} | {tokens / passes:.2f} | "
                          + " | ".join(f"{s:.3f}" for s in speed.values()) + " |")
     cost_lines = [f"- {d}: " + ", ".join(f"k={k} {c[k]:.2f}" for k in (2, 3, 4, 8, 16, 32) if k < len(c)) for d, c in costs.items()]
     text = "\n".join(lines) + "\n\nA cached pass over k tokens relative to one, measured in the same run:\n" + "\n".join(cost_lines) + "\n"

@@ -107,6 +107,20 @@ def test_lookup_block_adapts():
     assert fixed.block == 4
 
 
+def test_wary_lookup_needs_a_longer_match_after_a_rejection():
+    source = LookupProposals(block=4, max_ngram=3, wary=True)
+    context = [7, 8, 1, 2, 9, 9, 7, 8]  # only a 2-gram match: [7, 8] -> [1, 2, ...]
+    assert source.get_candidates(context, 10).tokens == [1, 2, 9, 9]
+    source.update_candidate_strategy(4, 0)
+    assert source.get_candidates(context, 10).tokens == []  # now a 3-gram is needed
+    assert source.get_candidates([5, 7, 8, 1, 5, 7, 8], 10).tokens == [1, 5, 7, 8]
+    source.update_candidate_strategy(4, 2)
+    assert source.get_candidates(context, 10).tokens == [1, 2, 9, 9]
+    plain = LookupProposals(block=4, max_ngram=3)
+    plain.update_candidate_strategy(4, 0)
+    assert plain.get_candidates(context, 10).tokens == [1, 2, 9, 9]
+
+
 def test_speculate_setting_picks_the_source(monkeypatch):
     import hybrid.models as models
 

@@ -47,21 +47,27 @@ class LookupProposals:
     # on a 2-core AVX2 CPU, block 8 from 2-gram matches with a fixed block replayed fastest over plain drafting on the
     # copy-heavy prompts (1.20x) and within 0.01 of the best on the open ones (1.13x); 1-gram matches were slower than
     # plain drafting (0.76-1.01x), as every wrong guess costs a pass over more tokens.
-    def __init__(self, block: int = 8, max_block: int = 16, max_ngram: int = 3, min_ngram: int = 2, adaptive: bool = False):
+    def __init__(self, block: int = 8, max_block: int = 16, max_ngram: int = 3, min_ngram: int = 2, adaptive: bool = False,
+                 wary: bool = False):
         self.block, self.max_block, self.adaptive = block, max(block, max_block), adaptive
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
+        # wary: after a proposal the drafter rejected whole, the next needs a match one token longer (up to max_ngram);
+        # an accepted proposal brings the shortest match back to min_ngram
+        self.wary, self.shortest = wary, min_ngram
 
     def get_candidates(self, context: list[int], limit: int) -> Proposal:
         limit = min(limit, self.block)
         if limit <= 0:
             return Proposal([])
-        for n in range(min(self.max_ngram, len(context) - 1), self.min_ngram - 1, -1):
+        for n in range(min(self.max_ngram, len(context) - 1), self.shortest - 1, -1):
             found = _latest_match(context, n)
             if found is not None:
                 return Proposal(context[found + n: found + n + limit])
         return Proposal([])
 
     def update_candidate_strategy(self, proposed: int, accepted: int) -> None:
+        if self.wary and proposed:
+            self.shortest = self.min_ngram if accepted else min(self.shortest + 1, self.max_ngram)
         if not self.adaptive or proposed == 0:
             return
         self.block = min(self.block + 2, self.max_block) if accepted == proposed else max(1, self.block - 1)
