@@ -81,6 +81,7 @@ class DecodeLoop:
         source = self.source if batch == 1 else None
         self.stats = SpeculationStats(source.name if source is not None else "off")
         self.prompt_ids, self.end = prompt_ids, torch.tensor(sorted(self.end_ids), device=device)
+        self.prompt = prompt_ids[0].tolist() if source is not None else []  # what a source reads before the text
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.lengths = [self.config.max_new_tokens] * batch
         self.tokens, self.logprobs, self.distributions, self.generated = [], [], [], [[] for _ in range(batch)]
@@ -147,9 +148,8 @@ class DecodeLoop:
         return self.rules(self.prompt_ids, logits)
 
     def _context(self) -> list[int]:
-        """Row 0's prompt (without padding) and text so far, for a proposal source."""
-        prompt = self.prompt_ids[0].tolist()
-        return prompt + self.generated[0]
+        """Row 0's prompt (a source reads one row, which has no padding) and text so far."""
+        return self.prompt + self.generated[0]
 
     def _commit(self, token: torch.Tensor, logits: torch.Tensor) -> bool:
         """Write `token` (B,) chosen from `logits` (B, V); True when the draft is done."""

@@ -6,7 +6,6 @@ token for token with plain ones; a difference is reported with the logit gap whe
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,6 @@ import torch
 from hybrid.config import DraftConfig
 from hybrid.models import DEFAULT_DRAFTER
 from hybrid.results import Result
-
-log = logging.getLogger(__name__)
 
 HF_SYSTEMS = ("hf-generate", "hf-prompt-lookup")
 SYSTEMS = HF_SYSTEMS + ("plain", "lookup", "hybrid")  # what `hybrid bench --preset drafting` times
@@ -32,6 +29,10 @@ class SystemTiming(Result):
     passes: int = 0  # decode passes after the prefill (ours only)
     identical: int = 0  # texts equal to plain drafting's
     texts: int = 0
+
+    def __add__(self, other: "SystemTiming") -> "SystemTiming":
+        return SystemTiming(self.system, self.seconds + other.seconds, self.tokens + other.tokens, self.passes + other.passes,
+                            self.identical + other.identical, self.texts + other.texts)
 
     @property
     def tokens_per_pass(self) -> float | None:
@@ -169,10 +170,8 @@ def format_table(reports: list[DraftingSpeed]) -> str:
             if not rows:
                 continue
             for name in rows[0]:
-                ratio = report.ratio(suites, name)
-                passes = sum(r[name].passes for r in rows)
-                per_pass = (sum(r[name].tokens - r[name].texts for r in rows) / passes) if passes else None
-                equal = f"{sum(r[name].identical for r in rows)} / {sum(r[name].texts for r in rows)}"
+                group = sum((r[name] for r in rows[1:]), rows[0][name])
                 shown = lambda value: "" if value is None else f"{value:.2f}"  # noqa: E731 (no HF row: no ratio)
-                lines.append(f"| {report.dtype} | {label} | {name} | {shown(ratio)} | {shown(per_pass)} | {equal} |")
+                lines.append(f"| {report.dtype} | {label} | {name} | {shown(report.ratio(suites, name))} | "
+                             f"{shown(group.tokens_per_pass)} | {group.identical} / {group.texts} |")
     return "\n".join(lines)
