@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from hybrid.draft import DraftConfig, Drafter
+from hybrid.drafting.drafter import DraftConfig, Drafter
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from hybrid.config import DraftConfig
-from hybrid.draft import Drafter
+from hybrid.drafting.drafter import Drafter
 from hybrid.drafting.proposals import LookupProposals
 
 OPEN_QUESTIONS = ["The history of Rome", "Explain why the sky is blue.", "Write a short story about a lighthouse keeper.",

@@ -154,7 +154,7 @@ def main() -> None:
 
 
 def _case(tokenizer, p: Plant, planted_ids: list[int], result) -> dict:
-    from hybrid.grounded import token_spans
+    from hybrid.refining.grounded import token_spans
 
     inside = [s < p.end and p.start < e for s, e in token_spans(tokenizer, planted_ids)]
     touched = [False] * len(planted_ids)  # planted tokens replaced or deleted, or next to an insertion

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--compare", default="", help="FIELD=A,B,...: refine each draft once per value of this refine setting")
     args = parser.parse_args()
 
-    from hybrid.bench import PROMPTS
+    from hybrid.bench.step_costs import PROMPTS
     from hybrid.pipeline import HybridPipeline
 
     field, values = _compared(args.compare)

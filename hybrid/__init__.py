@@ -15,9 +15,9 @@ except PackageNotFoundError:  # a source tree that was not installed
 
 _LAZY = {
     "HybridPipeline": "hybrid.pipeline",
-    "GenerationResult": "hybrid.generation_result",
-    "StageTimings": "hybrid.generation_result",
-    "Drafter": "hybrid.draft",
+    "GenerationResult": "hybrid.results",
+    "StageTimings": "hybrid.results",
+    "Drafter": "hybrid.drafting.drafter",
     "DraftConfig": "hybrid.config",
     "Refiner": "hybrid.refiner",
     "SamplerConfig": "hybrid.config",

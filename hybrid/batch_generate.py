@@ -5,7 +5,7 @@ Input: one JSON object a line, {"prompt": ..., "source": ... (optional), and any
 checked before a model loads; a bad one is one error that names its line.
 
 Output: one JSON object a line, in input order: {"line": N (its line in the input), "prompt", "text", "draft_text", ...,
-"timings"} (GenerationResult.to_dict). Results are appended whole as each batch finishes (hybrid.record_file), so a
+"timings"} (GenerationResult.to_dict). Results are appended whole as each batch finishes (hybrid.atomic), so a
 rerun on the same output skips the prompts already there (checked by line and prompt) and a torn last line from a
 crash is cut off and done again. Batches are consecutive prompts with the same settings, fixed by the input alone: a
 resumed run, and a run under `accelerate launch` (batches shared out to the processes, hybrid.processes), make the
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from hybrid.config import MODES, configs_from
 from hybrid.errors import HybridError
 from hybrid.processes import is_main_process, process_device, sharded_rounds, wait_for_everyone
-from hybrid.record_file import append_records, read_records
+from hybrid.atomic import append_records, read_records
 
 log = logging.getLogger(__name__)
 LINE_KEYS = ("prompt", "source", "mode")  # besides the settings

@@ -1,7 +1,7 @@
 """The settings of each stage, declared once: one typed config for drafting and one for refining.
 
 Each field carries its default, its range or choices and its help text. The CLI builds its options from these fields
-(hybrid.cli_options), the pipeline takes the configs (or the same names as keyword arguments) and hands the refine
+(hybrid.cli.options), the pipeline takes the configs (or the same names as keyword arguments) and hands the refine
 config on to the sampler, the eval harness and the bench start from them. This module imports no torch, so
 `hybrid --help` stays fast. How each default was chosen is in docs/RESULTS.md.
 
@@ -33,12 +33,12 @@ DTYPE_NAMES = ("float32", "bfloat16")  # the weight dtypes hybrid.models loads
 # float32 stays the default: no report has been rebuilt in bfloat16 to show its quality equal (docs/RESULTS.md).
 DTYPE_CHOICES = DTYPE_NAMES + ("auto",)
 NO_REFINER = "no refiner is available: pass --refiner PATH (a folder written by `hybrid finetune`) or use --refine-steps 0"
-# auto: the detection head where the refiner has one; unsupported: the tokens the source does not support (hybrid.grounded)
+# auto: the detection head where the refiner has one; unsupported: the tokens the source does not support (hybrid.refining.grounded)
 SELECT_CHOICES = ("auto", "logprob", "confidence", "random", "unsupported")
 GROUND_KINDS = ("entity", "number", "word")  # what `unsupported` checks against the source (word: content words)
 # speculative drafting's proposal sources (hybrid.drafting.proposals); auto: the one measured best, off: plain decoding
 SPECULATE_CHOICES = ("auto", "off", "lookup")
-SCHEDULE_NAMES = ("linear", "cosine", "loglinear")  # hybrid.schedule implements each (a test checks they agree)
+SCHEDULE_NAMES = ("linear", "cosine", "loglinear")  # hybrid.refining.schedule implements each (a test checks they agree)
 
 
 def knob(default, help: str, *, flag: str | None = None, low=None, high=None, low_open: bool = False,
@@ -95,7 +95,7 @@ def _interval(meta) -> str:
 
 @dataclass
 class DraftConfig(_Checked):
-    """The autoregressive stage (hybrid.draft)."""
+    """The autoregressive stage (hybrid.drafting.drafter)."""
 
     max_new_tokens: int = knob(128, "Length of the draft (and of the canvas in diffusion mode).", low=1, high=MAX_NEW_TOKENS_LIMIT)
     temperature: float = knob(0.0, "0 is greedy (drafting and refining alike).", low=0.0, high=10.0)
@@ -122,7 +122,7 @@ class DraftConfig(_Checked):
 
 @dataclass
 class SamplerConfig(_Checked):
-    """The refine stage (hybrid.sampler, hybrid.verify, hybrid.grounded_repair). `steps`, `select` and `slack` may be
+    """The refine stage (hybrid.refining.sampler, hybrid.refining.verify, hybrid.refining.grounded_repair). `steps`, `select` and `slack` may be
     left to the pipeline ("auto"/None), which resolves them for the refiner it has (`resolved`)."""
 
     steps: int | None = knob(None, f"Denoising steps K; 0 is draft only. Default: {DEFAULT_REFINE_STEPS} when a refiner is loaded, else 0.",
@@ -150,12 +150,12 @@ class SamplerConfig(_Checked):
     # 64 chosen on the validation splits (evals/defaults/shortlist-validation.md): at K 2 and K 8 every one of the 128
     # texts came out as over the whole vocabulary (64 and 256 alike), and the continue split's refine stage took 2.43 s
     # per batch of 8 instead of 3.33 at K 2, 4.73 instead of 5.56 at K 8 (summarize: 14.7 / 14.0 and 25.3 / 27.6 s).
-    # A change the guard would let through is scored over the whole vocabulary (hybrid.shortlist.exact_rows).
+    # A change the guard would let through is scored over the whole vocabulary (hybrid.refining.shortlist.exact_rows).
     shortlist: int = knob(64, "N > 0: take the product over the drafter's N likeliest tokens of each slot (and its draft token) "
                           "instead of the whole vocabulary, so the refiner's output head scores N + 1 tokens a slot (a change "
                           "the guard would let through, and a slot the drafter never saw, are scored over the whole "
                           "vocabulary); 0 = the whole vocabulary everywhere.", low=0, high=65536)
-    # Drafter-verified edits (hybrid.verify). Weight 0 won on validation: weights 1 and 2 let edits through that the
+    # Drafter-verified edits (hybrid.refining.verify). Weight 0 won on validation: weights 1 and 2 let edits through that the
     # judge found worse.
     verify: bool = knob(True, "Keep a proposed change only when the drafter's log-likelihood of what it affects (plus the "
                         "weighted refiner gain) rises.")
@@ -166,7 +166,7 @@ class SamplerConfig(_Checked):
                               "predicted (approximate); 0 is exact. Faster only for refiners whose every layer is "
                               "bidirectional: the exact reuse of causal lower layers (the shipped refiners) is faster.",
                               low=0, high=256)
-    # Grounded refinement (select "unsupported", hybrid.grounded_repair).
+    # Grounded refinement (select "unsupported", hybrid.refining.grounded_repair).
     ground_kinds: tuple = knob(DEFAULT_GROUND_KINDS, f"With --select unsupported: what is checked against the source, some "
                                f"of {','.join(GROUND_KINDS)}.", choices=GROUND_KINDS)
     ground_weight: float = knob(2.0, "With --select unsupported: verify-score bonus per unsupported token a change makes "

@@ -17,18 +17,14 @@ from dataclasses import replace
 
 import torch
 
-from hybrid.canvas import build_canvas, score_draft, slack_of, with_slack
 from hybrid.config import NO_REFINER, DraftConfig, SamplerConfig, configs_from
-from hybrid.draft import Draft, Drafter
+from hybrid.drafting.drafter import Draft, Drafter
 from hybrid.errors import HybridError
-from hybrid.generation_result import GenerationResult, StageTimings, result_for_row
-from hybrid.grounded import grounding_source, source_restriction, unsupported_in_drafts
-from hybrid.grounded_repair import repair_draft
-from hybrid.logprobs import gather_tokens
+from hybrid.results import GenerationResult, StageTimings, result_for_row
+from hybrid.refining.grounded import grounding_source
 from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
 from hybrid.refiner import Refiner, resolve_refiner
-from hybrid.sampler import SamplerOutput, refine
-from hybrid.verify import DrafterScorer, verify_changes
+from hybrid.refining.steps import RefineRequest, refine_stage
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +91,16 @@ class HybridPipeline:
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
         so that several refine settings can be compared on one draft; its drafting time still counts in the timings.
         `select="unsupported"` re-noises exactly the draft tokens of claims that the source does not support
-        (hybrid.grounded): `source` (one per prompt), else each prompt's text after its first blank line.
+        (hybrid.refining.grounded): `source` (one per prompt), else each prompt's text after its first blank line.
         `callback_on_token(tokens)` sees each drafted token, `callback_on_step_end(step, canvas, changed)` each step.
         """
         single = isinstance(prompts, str)
         batch = [prompts] if single else list(prompts)
         draft_config, refine_config = configs_from(settings, draft_config, refine_config)
+        if source is not None and refine_config.select == "auto" and mode == "hybrid":
+            refine_config = replace(refine_config, select="unsupported")  # a source given means: ground the draft in it
         sampler_config = refine_config.resolved(self.refiner is not None, self.default_select, mode)
-        sources = None
-        if sampler_config.select == "unsupported" and sampler_config.steps > 0:
-            given = source if isinstance(source, list) else [source] * len(batch)
-            if len(given) != len(batch):
-                raise HybridError(f"got {len(given)} sources for {len(batch)} prompts: pass one source per prompt")
-            sources = [grounding_source(p, s) for p, s in zip(batch, given)]
+        sources = _grounding_sources(batch, source) if sampler_config.select == "unsupported" and sampler_config.steps > 0 else None
         keep = sampler_config.steps > 0 and mode == "hybrid" and (sampler_config.product or sampler_config.verify)
         draft_config = replace(draft_config, keep_distributions=draft_config.keep_distributions or keep).validate()
         if sampler_config.steps > 0 and self.refiner is None:
@@ -180,112 +173,20 @@ class HybridPipeline:
         return self.refiner.adapter_disabled() if self.refiner is not None else nullcontext()
 
     def _refine(self, prompts, draft, draft_config: DraftConfig, sampler_config: SamplerConfig, generator, sources=None, on_step=None):
-        refiner = self.refiner
-        eos = self.tokenizer.eos_token_id
-        chosen = kinds_of = None
-        if sources is not None:  # grounded: re-noise what the source does not support, and nothing when all is supported
-            kinds_of, chosen = unsupported_in_drafts(self.tokenizer, draft, sources, sampler_config.ground_kinds)
-            if not chosen.any():
-                return SamplerOutput(canvas=draft.token_ids.clone()), [draft.token_ids[row, : draft.lengths[row]].tolist() for row in range(len(prompts))]
+        """The refine stage (hybrid.refining.steps): plan the canvas, the drafter's view of the draft, propose, verify."""
         if draft is None:  # diffusion only: the whole canvas is masks
             prompt_ids, prompt_mask = self.drafter.encode_prompts(prompts, draft_config.max_new_tokens)
-            canvas = torch.full((len(prompts), draft_config.max_new_tokens), refiner.mask_token_id, dtype=torch.long, device=prompt_ids.device)
         else:
             prompt_ids, prompt_mask = draft.prompt_ids, draft.prompt_attention_mask
-            canvas = None
-        copies_only = chosen is not None and sampler_config.verify and not sampler_config.ground_refill
-        # the lower layers already ran over the prompt and the draft while drafting: the refiner takes their states
-        state = None if copies_only else refiner.encode_prompt(prompt_ids, prompt_mask, draft.lower if draft is not None else None)
-        editable = anchor = None
-        # a verified text keeps the asked length: only a draft that ended may grow, so only it gets slack
-        grows = [n < draft_config.max_new_tokens for n in draft.lengths] if sampler_config.verify and draft is not None else None
-        if canvas is None:
-            scores = None
-            if sampler_config.select == "confidence":
-                if refiner.config.renoised_input == "draft":  # the first refine pass shows the lower layers the draft and its slack
-                    refiner.prepare_lower(state, with_slack(draft.token_ids, draft.lengths, slack_of(sampler_config, "confidence"), eos,
-                                                            refiner.mask_token_id, grows))
-                scores = score_draft(refiner, state, draft.token_ids)
-            canvas, _ = build_canvas(draft.token_ids, draft.logprobs, draft.lengths, sampler_config, eos, refiner.mask_token_id, generator,
-                                     scores=scores, chosen=chosen, grows=grows)
-            # Only each row's own draft and slack may change; what follows is batch padding.
-            lengths = torch.tensor(draft.lengths, device=canvas.device) + sampler_config.slack
-            editable = torch.arange(canvas.shape[1], device=canvas.device)[None] < lengths[:, None]
-            anchor = torch.full_like(canvas, -1)
-            anchor[:, : draft.token_ids.shape[1]] = draft.token_ids
-            anchor[torch.arange(canvas.shape[1], device=canvas.device)[None] >= torch.tensor(draft.lengths, device=canvas.device)[:, None]] = -1
-            if refiner.config.renoised_input == "draft" and state is not None:
-                state.shown = anchor  # a re-noised slot shows its draft token (marked); the slack shows the mask
-            if grows is not None:  # nothing past a draft that may not grow is text
-                editable &= torch.tensor(grows, device=canvas.device)[:, None] | (anchor >= 0)
-        total = prompt_ids.shape[1] + canvas.shape[1]
-        if total > self.drafter.context_length:
-            raise HybridError(f"prompt plus canvas is {total} tokens, beyond the model's context of {self.drafter.context_length}")
-        scorer = prior = original = original_logp = None
-        if draft is not None and (sampler_config.product or sampler_config.verify):
-            scorer = DrafterScorer(refiner.model, refiner.adapter_disabled)
-            drafter_state = DrafterScorer.prompt_from_draft(draft) or scorer.encode_prompt(prompt_ids, prompt_mask)
-            original = torch.where(anchor >= 0, anchor, torch.full_like(anchor, eos))
-            prior = self._drafter_prior(draft, original, scorer, drafter_state)
-            original_logp = gather_tokens(prior, original)
-            # The drafter knows the slot after each draft (its end, or its next word); later slack slots follow a text
-            # that ended, so there the refiner proposes alone.
-            beyond = torch.arange(canvas.shape[1], device=canvas.device)[None] > torch.tensor(draft.lengths, device=canvas.device)[:, None]
-            drafter_prior = prior  # grounded repair ranks the source's copies by it (slots inside the drafts are untouched)
-            prior = prior.masked_fill_(beyond[..., None], 0.0) if sampler_config.product else None
-        if copies_only:  # source copies only: no refiner pass at all
-            output = SamplerOutput(canvas=canvas)
-        else:
-            allowed = restricted = None
-            if chosen is not None:  # an unsupported slot is refilled from the source's own tokens
-                vocab = refiner.model.get_output_embeddings().weight.shape[0]
-                allowed, restricted = source_restriction(self.tokenizer, sources, vocab, chosen, editable)
-            output = refine(refiner, state, canvas, sampler_config, generator, editable=editable, anchor=anchor, end_token_id=eos,
-                            prior=prior, allowed=allowed, restricted=restricted, on_step=on_step)
-        del prior
-        if chosen is not None and sampler_config.verify:
-            final, output.proposals = repair_draft(self.tokenizer, refiner.mask_token_id, draft, output.canvas, kinds_of, sources,
-                                                   sampler_config, scorer, drafter_state, original_logp, drafter_prior)
-            return output, final
-        if sampler_config.verify:  # what may not change (masks left, padding, a cut draft's slack) is the draft's again
-            output.canvas = torch.where(editable & (output.canvas != refiner.mask_token_id), output.canvas, original)
-        if sampler_config.verify and ((output.canvas != original) & editable).any():  # nothing changed: nothing to verify
-            scored = _within_window((output.canvas != original) & editable, sampler_config.verify_window)
-            # the refiner's lower layers are the drafter's: brought up to the proposal as far as a score reads, they spare
-            # the verify pass its lower layers
-            stop = int(scored.any(0).nonzero().max()) + 1
-            proposed_logp = scorer.token_logprobs(drafter_state, output.canvas, scored, lower=refiner.lower_output(state, output.canvas, stop))
-            # Only what may change is scored: a cut draft's slack (and its end slot, which drafting never scored) is not text.
-            original_logp, proposed_logp = original_logp.masked_fill(~editable, 0.0), proposed_logp.masked_fill(~editable, 0.0)
-            output.canvas, output.proposals = verify_changes(
-                original, output.canvas, original_logp, proposed_logp, output.refiner_gain, editable, self.drafter.end_ids,
-                sampler_config.verify_window, sampler_config.verify_weight)
-        final_ids = [self._until_end(output.canvas[row].tolist()) for row in range(len(prompts))]
-        return output, final_ids
-
-    @staticmethod
-    def _drafter_prior(draft: Draft, original: torch.Tensor, scorer: DrafterScorer, drafter_state) -> torch.Tensor:
-        """(B, L, V) the drafter's log-distribution of every canvas slot given the draft before it: kept from drafting
-        where the draft has it (zeros for the slots drafting never reached), else one teacher-forced pass. Always a new
-        tensor (the caller edits it in place; a draft may be refined again)."""
-        if draft.distributions is None:
-            return scorer.logprobs(drafter_state, original)
-        kept = draft.distributions[:, : original.shape[1]]
-        prior = kept.new_zeros(kept.shape[0], original.shape[1], kept.shape[2])
-        prior[:, : kept.shape[1]] = kept
-        return prior
-
-    def _until_end(self, ids: list[int]) -> list[int]:
-        ends = self.drafter.end_ids | {self.refiner.mask_token_id}
-        for i, token in enumerate(ids):
-            if token in ends:
-                return ids[:i]
-        return ids
+        request = RefineRequest(self.refiner, self.tokenizer, draft, prompt_ids, prompt_mask, sampler_config, draft_config.max_new_tokens,
+                                self.drafter.end_ids, self.drafter.context_length, generator, sources, on_step)
+        refined = refine_stage(request)
+        return refined.output, refined.final_ids
 
 
-def _within_window(changed: torch.Tensor, window: int) -> torch.Tensor:
-    """(B, L) the slots a verify score can read: each changed slot and the `window` slots after it (hybrid.verify)."""
-    scored = changed.clone()
-    for shift in range(1, min(window, changed.shape[1] - 1) + 1):
-        scored[:, shift:] |= changed[:, :-shift]
-    return scored
+def _grounding_sources(prompts: list[str], source: str | list[str] | None) -> list[str]:
+    """One source per prompt: the given one(s), else each prompt's text after its first blank line."""
+    given = source if isinstance(source, list) else [source] * len(prompts)
+    if len(given) != len(prompts):
+        raise HybridError(f"got {len(given)} sources for {len(prompts)} prompts: pass one source per prompt")
+    return [grounding_source(p, s) for p, s in zip(prompts, given)]

@@ -1,8 +1,12 @@
-"""Results are dataclasses; `to_dict()` turns one into plain JSON-ready data (tuples become lists)."""
+"""Results are dataclasses; `to_dict()` turns one into plain JSON-ready data (tuples become lists).
+
+GenerationResult is what one generation returns: the texts, token ids, per-stage timings and, when asked, every step's
+changes and every verified proposal. `result_for_row` builds one row's result from the pipeline's draft and sampler
+output."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 
 def _plain(value):
@@ -18,3 +22,73 @@ class Result:
 
     def to_dict(self) -> dict:
         return _plain(asdict(self))
+
+
+@dataclass
+class StageTimings:
+    load_s: float = 0.0
+    draft_s: float = 0.0
+    draft_prefill_s: float = 0.0
+    draft_decode_s: float = 0.0
+    draft_tokens_per_s: float = 0.0
+    refine_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass
+class TraceStep:
+    step: int
+    changes: list[dict]  # {"position", "old", "new", "confidence"} with token strings
+
+
+@dataclass
+class GenerationResult(Result):
+    prompt: str
+    text: str  # the final text (the draft itself in draft mode)
+    draft_text: str | None  # None in diffusion mode
+    token_ids: list[int]
+    draft_token_ids: list[int]
+    mode: str
+    refine_steps: int  # requested
+    steps_run: int
+    edits_per_step: list[int]
+    timings: StageTimings = field(default_factory=StageTimings)
+    trace: list[TraceStep] | None = None
+    # With trace: every group of changes the refiner proposed, its verification score and whether it was kept.
+    proposals: list[dict] | None = None
+    # How drafting went (hybrid.drafting.decode_loop.SpeculationStats): the proposal source ("off": plain decoding),
+    # decode passes, tokens per pass, proposals offered and kept per block position. Shared by a batch's rows.
+    speculation: dict | None = None
+
+
+def result_for_row(tokenizer, mask_id: int | None, row: int, prompt: str, draft, final_ids: list[int], output, mode: str,
+                   sampler_config, timings: StageTimings) -> GenerationResult:
+    """Row `row`'s GenerationResult. `output` None: the draft is the text (no refine step ran)."""
+    draft_ids = draft.token_ids[row, : draft.lengths[row]].tolist() if draft is not None else []
+    text = draft.texts[row] if (output is None and draft is not None) else tokenizer.decode(final_ids, skip_special_tokens=True)
+    traced = output is not None and sampler_config.trace
+    return GenerationResult(
+        prompt=prompt, text=text, draft_text=draft.texts[row] if draft is not None else None, token_ids=final_ids,
+        draft_token_ids=draft_ids, mode=mode if sampler_config.steps else "draft", refine_steps=sampler_config.steps,
+        steps_run=output.steps_run if output else 0, edits_per_step=list(output.edits_per_step) if output else [],
+        timings=timings, trace=_trace(tokenizer, mask_id, output, row) if traced else None,
+        proposals=_proposals(tokenizer, output, row) if traced else None,
+        speculation=draft.speculation.to_dict() if draft is not None and draft.speculation is not None else None,
+    )
+
+
+def _proposals(tokenizer, output, row) -> list[dict]:
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
+    return [{"start": p.start, "end": p.end, "old": decode(p.old_ids), "new": decode(p.new_ids), "old_ids": p.old_ids, "new_ids": p.new_ids,
+             "drafter_gain": round(p.drafter_gain, 4), "refiner_gain": round(p.refiner_gain, 4),
+             "grounding_gain": p.grounding_gain, "origin": p.origin, "score": round(p.score, 4),
+             "accepted": p.accepted} for p in output.proposals if p.row == row]
+
+
+def _trace(tokenizer, mask_id, output, row) -> list[TraceStep]:
+    def token(token_id: int) -> str:
+        return "[MASK]" if token_id == mask_id else tokenizer.convert_ids_to_tokens(int(token_id))
+
+    return [TraceStep(index + 1, [{"position": int(p), "old": token(o), "new": token(n), "confidence": round(float(c), 4)}
+                                  for p, o, n, c in per_row[row]])
+            for index, per_row in enumerate(output.trace)]

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from child_runs import kill_when, run_hybrid
 from hybrid.cli import cli
-from hybrid.record_file import append_records, read_records
+from hybrid.atomic import append_records, read_records
 
 PROMPTS = [{"prompt": f"Tell me about topic {i}.", **({"max_new_tokens": 4} if i % 3 == 0 else {})} for i in range(7)]
 

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from hybrid.bench import BenchConfig, _median_time, run_bench
-from hybrid.bench_report import headline, write_report
-from hybrid.systems import DRAFT, System
+from hybrid.bench.run import BenchConfig, run_bench
+from hybrid.bench.step_costs import median_time
+from hybrid.bench.report import headline, write_report
+from hybrid.evaluation.harness.systems import DRAFT, System
 
 
 def _config(tiny_model_dir, tiny_refiner_dir, **changes):
@@ -46,10 +47,10 @@ def test_bench_times_every_cell_and_system(tiny_model_dir, tiny_refiner_dir, tmp
 
 def test_budget_stops_repeating_long_calls():
     calls = []
-    _median_time(lambda: calls.append(1) or __import__("time").sleep(0.02), repeats=5, warmup=1, budget_s=0.01)
+    median_time(lambda: calls.append(1) or __import__("time").sleep(0.02), repeats=5, warmup=1, budget_s=0.01)
     assert len(calls) == 2  # one warm-up, then one timed run already past the budget
     calls.clear()
-    _median_time(lambda: calls.append(1), repeats=5, warmup=0, budget_s=0.0)
+    median_time(lambda: calls.append(1), repeats=5, warmup=0, budget_s=0.0)
     assert len(calls) == 5
 
 
@@ -59,17 +60,17 @@ def test_the_step_split_times_lower_layers_top_layers_and_the_verify_pass(tiny_m
     verify pass is timed all the same)."""
     from types import SimpleNamespace
 
-    from hybrid.bench import _step_cost
-    from hybrid.bench_report import format_table
+    from hybrid.bench.step_costs import step_cost
+    from hybrid.bench.report import format_table
     from hybrid.refiner import Refiner
 
     model, _ = tiny_model
     partial = Refiner.create(model, "tiny", lora_r=4, lora_alpha=8, bidirectional_layers=1).eval()
-    cost = _step_cost(SimpleNamespace(drafter=tiny_pipeline.drafter, refiner=partial), "float32", 1, 16, 1e-3, repeats=2)
+    cost = step_cost(SimpleNamespace(drafter=tiny_pipeline.drafter, refiner=partial), "float32", 1, 16, 1e-3, repeats=2)
     assert cost.reused_step_s > 0 and cost.verify_pass_s > 0
     assert cost.lower_layers_s == pytest.approx(cost.refine_step_s - cost.reused_step_s)
     report = SimpleNamespace(config=BenchConfig(), refiner="tiny", machine={"threads": 2, "torch": "x"}, timings=[], step_costs=[cost],
                              peak_rss_mb=None, peak_gpu_mb=None, decode_bound_s={})
     assert "verify pass for one change" in format_table(report)
-    whole = _step_cost(tiny_pipeline, "float32", 1, 16, 1e-3, repeats=2)  # the tiny refiner: every layer both ways
+    whole = step_cost(tiny_pipeline, "float32", 1, 16, 1e-3, repeats=2)  # the tiny refiner: every layer both ways
     assert whole.reused_step_s is None and whole.lower_layers_s is None and whole.verify_pass_s > 0  # verifying needs no layout

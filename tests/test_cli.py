@@ -20,6 +20,12 @@ def test_version_and_help():
     assert "--refine-steps" in run("generate", "--help").output
 
 
+def test_help_lists_each_command_once():
+    listed = [line.split()[0] for line in run("--help").output.split("Commands:", 1)[1].splitlines() if line.startswith("  ")]
+    assert sorted(listed) == sorted(cli.commands) and len(listed) == len(set(listed)) == len(cli.commands)
+    assert run("--help").output.count("lm-evaluation-harness") == 1
+
+
 def test_generate_json(tiny_model_dir):
     result = run("generate", "The history of Rome", "--draft-model", str(tiny_model_dir), "--refine-steps", "0", "--max-new-tokens", "6", "--json")
     assert result.exit_code == 0, result.output

@@ -37,8 +37,8 @@ def test_shipped_general_refiner_scores_drafts_with_its_detection_head():
     import torch
 
     from hybrid import HybridPipeline
-    from hybrid.logprobs import token_logprob
-    from hybrid.canvas import score_draft
+    from hybrid.refiner.logprobs import token_logprob
+    from hybrid.refining.canvas import score_draft
 
     pipe = HybridPipeline.from_pretrained()
     refiner = pipe.refiner

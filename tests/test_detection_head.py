@@ -12,7 +12,7 @@ from hybrid.errors import HybridError
 from hybrid.finetune.data import TokenisedExample
 from hybrid.finetune.objective import Corruption, collate, loss_terms
 from hybrid.refiner import WEIGHTS_NAME, Refiner, read_tensors
-from hybrid.canvas import score_draft
+from hybrid.refining.canvas import score_draft
 from tiny import PROMPT, PROMPT_MASK, TINY, make_refiner, tiny_overrides
 
 

@@ -49,7 +49,7 @@ def test_pipeline_runs_on_the_gpu(tiny_model_dir, tiny_refiner_dir):
 
 @needs_gpu
 def test_bench_times_on_the_gpu(tiny_model_dir, tiny_refiner_dir):
-    from hybrid.bench import BenchConfig, run_bench
+    from hybrid.bench.run import BenchConfig, run_bench
 
     config = BenchConfig(lengths=[8], steps=[2], dtypes=["float32"], repeats=1, draft_model=str(tiny_model_dir),
                          refiner=str(tiny_refiner_dir), device="cuda")

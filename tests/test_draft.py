@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hybrid.draft import DraftConfig, Drafter
+from hybrid.drafting.drafter import DraftConfig, Drafter
 from hybrid.errors import HybridError
 
 

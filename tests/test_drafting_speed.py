@@ -1,9 +1,9 @@
-"""The drafting bench (hybrid.drafting.speed) and dtype "auto" (hybrid.models.resolve_dtype)."""
+"""The drafting bench (hybrid.bench.drafting) and dtype "auto" (hybrid.models.resolve_dtype)."""
 
 import torch
 
-from hybrid.draft import Drafter
-from hybrid.drafting.speed import format_markdown, measure
+from hybrid.drafting.drafter import Drafter
+from hybrid.bench.drafting import format_markdown, measure
 from hybrid.models import resolve_dtype
 
 

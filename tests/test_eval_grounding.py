@@ -96,7 +96,7 @@ def test_mismatched_lengths_raise():
 def test_a_sources_list_enumerators_support_no_number():
     """The source side reads numbers as the text side does: a source's "2." opening a line numbers its list and
     supports no "2" in the output, and grounded repair never offers it as a copy."""
-    from hybrid.grounded_repair import source_claims
+    from hybrid.refining.grounded_repair import source_claims
     from hybrid.text.claims import number_values
 
     source = "Findings:\n1. Costs rose 14%.\n2. The 2019 audit found 7 faults."

@@ -4,7 +4,7 @@ import json
 
 from child_runs import kill_when, run_hybrid
 from hybrid.evaluation.harness.saved import GENERATIONS
-from hybrid.record_file import read_records
+from hybrid.atomic import read_records
 
 TIMED = ("total_s", "cost_vs_draft")  # wall-clock: what a rerun may change
 
@@ -54,7 +54,7 @@ def test_changed_settings_are_not_taken_from_an_interrupted_run(tmp_path, tiny_m
     from hybrid.evaluation.harness.saved import SavedSamples
     from hybrid.evaluation.harness.suite import Example
     from hybrid.config import SamplerConfig
-    from hybrid.systems import DRAFT
+    from hybrid.evaluation.harness.systems import DRAFT
 
     example = Example("r0", "Tell me about topic 0.")
     first = SavedSamples(tmp_path, {"dtype": "float32"})

@@ -10,7 +10,7 @@ from hybrid.errors import HybridError
 from hybrid.evaluation.harness.report import paired_delta, summarise
 from hybrid.evaluation.harness.runner import EvalConfig, Sample, eval_systems
 from hybrid.evaluation.harness.suite import load_examples, load_suite
-from hybrid.systems import DRAFT, System
+from hybrid.evaluation.harness.systems import DRAFT, System
 
 
 def write_suite(tmp_path, extra=""):
@@ -117,7 +117,7 @@ def test_each_system_runs_the_base_settings_with_its_own_k_verification_and_sele
 
     base = SamplerConfig(strength=0.3, verify_window=5, ground_weight=1.5)
     hybrid = System("hybrid", 4).refine_config(base)
-    assert (hybrid.steps, hybrid.strength, hybrid.verify, hybrid.select, hybrid.verify_window) == (4, 0.3, True, "auto", 5)
+    assert (hybrid.steps, hybrid.strength, hybrid.refining.verify, hybrid.select, hybrid.verify_window) == (4, 0.3, True, "auto", 5)
     unverified = System("hybrid", 8, verified=False).refine_config(base)
     assert (unverified.verify, unverified.min_change_confidence, unverified.shortlist) == (False, 0.0, 0)  # every proposal kept
     assert hybrid.min_change_confidence == base.min_change_confidence > 0  # the default guard holds in the verified rows

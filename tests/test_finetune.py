@@ -12,7 +12,7 @@ from hybrid.cli import cli
 from hybrid.errors import HybridError
 from hybrid.finetune.objective import collate, corrupt, loss_terms
 from hybrid.finetune.recipe import ObjectiveSection, load_recipe
-from hybrid.auc import roc_auc
+from hybrid.evaluation.metrics.auc import roc_auc
 from tiny import TINY, tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hybrid.errors import HybridError
-from hybrid.grounded import grounding_source, unsupported_kinds
+from hybrid.refining.grounded import grounding_source, unsupported_kinds
 from hybrid.text.claims import entity_mentions, unsupported_claims
 
 SOURCE = ("On Tuesday the Riverside Water Authority said Marta Kowalczyk will lead a $3.4 million plan to repair "
@@ -41,8 +41,8 @@ def test_only_the_tokens_of_an_unsupported_claim_are_marked(default_tokenizer):
 
 
 def test_a_teacher_forced_draft_matches_the_drafters_own_scoring(tiny_pipeline):
-    from hybrid.logprobs import gather_tokens
-    from hybrid.verify import DrafterScorer
+    from hybrid.refiner.logprobs import gather_tokens
+    from hybrid.refining.verify import DrafterScorer
 
     draft = tiny_pipeline.draft_from_text(["Hello there", "A longer prompt here"], ["one two three", "four"])
     assert draft.texts == ["one two three", "four"]
@@ -64,7 +64,7 @@ def test_a_supported_draft_is_left_alone_without_running_the_refiner(tiny_pipeli
 def test_a_planted_number_is_repaired_when_the_drafter_prefers_the_source(tiny_pipeline, monkeypatch):
     """The tiny drafter knows nothing, so its verdict is replaced by an oracle that prefers the source's number; what is
     tested is the wiring: the span found, the source copy offered at its own length, the verdict applied, nothing else."""
-    import hybrid.grounded_repair as repair_module
+    import hybrid.refining.grounded_repair as repair_module
 
     def oracle(scorer, state, rows, ended, original_logp, candidates, end_id, window):
         for c in candidates:
@@ -139,7 +139,7 @@ def test_grounded_training_blanks_the_supported_names_and_numbers(default_tokeni
     from hybrid.finetune.data import TokenisedExample
     from hybrid.finetune.objective import collate, corrupt
     from hybrid.finetune.recipe import ObjectiveSection
-    from hybrid.grounded import supported_claim_tokens
+    from hybrid.refining.grounded import supported_claim_tokens
 
     target = default_tokenizer("Plans say Marta Kowalczyk will repair 1,250 pipes in Paris.", add_special_tokens=False).input_ids
     claims = supported_claim_tokens(default_tokenizer, target, SOURCE)
@@ -154,7 +154,7 @@ def test_grounded_training_blanks_the_supported_names_and_numbers(default_tokeni
 def test_an_invented_detail_can_be_cut_out_with_its_connecting_words(tiny_pipeline, monkeypatch):
     """With ground_deletions, a span the source has no counterpart for may be cut, with the words that tie it in; the
     oracle verdict prefers the cut, and with ground_deletions off the cut is never offered."""
-    import hybrid.grounded_repair as repair_module
+    import hybrid.refining.grounded_repair as repair_module
 
     def oracle(scorer, state, rows, ended, original_logp, candidates, end_id, window):
         for c in candidates:
@@ -174,7 +174,7 @@ def test_an_invented_detail_can_be_cut_out_with_its_connecting_words(tiny_pipeli
 def test_a_cut_never_displaces_a_copy_the_drafter_accepts(tiny_pipeline, monkeypatch):
     """A cut removes what the span said: it is weighed only where no copy from the source scores above 0, so a copy
     that does is kept even when the cut would score higher."""
-    import hybrid.grounded_repair as repair_module
+    import hybrid.refining.grounded_repair as repair_module
 
     def oracle(scorer, state, rows, ended, original_logp, candidates, end_id, window):
         for c in candidates:
@@ -191,7 +191,7 @@ def test_a_cut_never_displaces_a_copy_the_drafter_accepts(tiny_pipeline, monkeyp
 def test_a_run_too_long_for_any_claim_is_left_alone(tiny_pipeline, monkeypatch):
     """A degenerate run of unsupported tokens (a hyphenated chain) is no mis-copied claim: even with every candidate
     preferred, it keeps its tokens and gets no proposal, while the short planted number beside it is still repaired."""
-    import hybrid.grounded_repair as repair_module
+    import hybrid.refining.grounded_repair as repair_module
 
     monkeypatch.setattr(repair_module, "score_candidates", lambda *args: [setattr(c, "drafter_gain", 1.0) for c in args[5]])
     chain = "-".join(["Zorp", "to", "Blent"] * 8)

@@ -10,7 +10,7 @@ lm_eval = pytest.importorskip("lm_eval")
 def test_simple_evaluate_runs_generation_and_likelihood_tasks(tiny_pipeline, tmp_path):
     from lm_eval.tasks import TaskManager
 
-    from hybrid.lm_eval_model import HybridLM
+    from hybrid.evaluation.lm_eval_model import HybridLM
 
     (tmp_path / "two.jsonl").write_text("\n".join(json.dumps({"prompt": p, "answer": a}) for p, a in
                                                   [("The capital of France is", " Paris"), ("Two plus two is", " four")]))
@@ -32,7 +32,7 @@ def test_simple_evaluate_runs_generation_and_likelihood_tasks(tiny_pipeline, tmp
 
 
 def test_generations_are_cut_at_the_stop_strings_again():
-    from hybrid.lm_eval_model import cut_at
+    from hybrid.evaluation.lm_eval_model import cut_at
 
     assert cut_at("Paris. And more\n\nlater", ["\n\n", "."]) == "Paris"
     assert cut_at("no stop here", ["\n\n"]) == "no stop here"
@@ -41,7 +41,7 @@ def test_generations_are_cut_at_the_stop_strings_again():
 def test_likelihoods_are_the_drafters(tiny_pipeline):
     import torch
 
-    from hybrid.lm_eval_model import HybridLM
+    from hybrid.evaluation.lm_eval_model import HybridLM
 
     model = HybridLM(pipeline=tiny_pipeline)
     ids = tiny_pipeline.tokenizer("Hello there friend", add_special_tokens=False).input_ids

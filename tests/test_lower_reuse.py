@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tiny import build_tiny_llama
-from hybrid.logprobs import gather_tokens
+from hybrid.refiner.logprobs import gather_tokens
 from hybrid.refiner import Refiner
 
 
@@ -67,7 +67,7 @@ def test_a_masked_slot_showing_its_draft_token_is_unchanged_when_that_token_is_c
 
 
 def test_rows_are_rerun_in_the_passes_of_least_cost():
-    from hybrid.row_passes import pass_groups
+    from hybrid.refiner.row_passes import pass_groups
 
     starts = [3, 100, 90, 100, 0]  # 100: unchanged
     assert pass_groups(starts, 100, overhead=0) == [(0, [4]), (3, [0]), (90, [2])]  # every row alone
@@ -110,7 +110,7 @@ def test_the_draft_scoring_pass_shares_its_lower_states_with_the_first_refine_pa
     """Scoring the draft (the detection head) computes the lower layers once: the refine pass over draft + slack that
     follows reruns them only for the slack slots, or for none when the lower layers ran over draft + slack first
     (prepare_lower, as the pipeline does); all results equal those of the passes without reuse."""
-    from hybrid.canvas import with_slack
+    from hybrid.refining.canvas import with_slack
 
     refiner = _refiner_with_a_lower_tap()
     mask = refiner.mask_token_id
@@ -226,7 +226,7 @@ def test_the_verify_pass_takes_the_lower_layers_from_the_refiner_with_the_same_l
     """The refiner's lower states, brought up to the proposal (rerun only from each row's first changed slot), let the
     verify pass run the top layer alone: the same log-probs as the full pass, left padding and a row with nothing to
     score included, and the lower layer does not run in it."""
-    from hybrid.verify import DrafterScorer
+    from hybrid.refining.verify import DrafterScorer
 
     pipe = _pipeline_with_causal_lower_layer(tiny_model_dir)
     refiner = pipe.refiner
@@ -294,7 +294,7 @@ def test_a_change_the_guard_keeps_out_costs_no_lower_rerun_and_no_verify_pass(ti
     """min_change_confidence puts the draft token back where the proposal is unsure: the lower layers then see what they
     saw while drafting, so no refine pass reruns them (only the draft's last slot, which drafting never fed, runs once)
     and, with nothing changed, no verify pass runs. Unguarded, the random refiner's changes make both run."""
-    from hybrid.verify import DrafterScorer
+    from hybrid.refining.verify import DrafterScorer
 
     pipe = _pipeline_with_causal_lower_layer(tiny_model_dir)
     pipe.refiner.config.renoised_input = "draft"  # as the shipped refiners: a re-noised slot shows its draft token

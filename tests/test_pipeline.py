@@ -2,7 +2,7 @@
 
 import pytest
 
-from hybrid.draft import DraftConfig, Drafter
+from hybrid.drafting.drafter import DraftConfig, Drafter
 from hybrid.errors import HybridError
 from hybrid.pipeline import HybridPipeline
 

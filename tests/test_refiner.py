@@ -337,7 +337,7 @@ def test_push_to_hub_uploads_a_peft_folder_with_a_model_card(tiny_model, monkeyp
 
 
 def test_a_hub_id_offline_is_one_clear_error(monkeypatch):
-    from hybrid.pipeline import resolve_refiner
+    from hybrid.refiner import resolve_refiner
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HybridError, match="could not give it"):

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from hybrid.canvas import build_canvas, num_to_mask, score_draft
+from hybrid.refining.canvas import build_canvas, num_to_mask, score_draft
 from hybrid.config import SamplerConfig
 from hybrid.errors import HybridError
-from hybrid.sampler import refine
+from hybrid.refining.sampler import refine
 
 EOS, MASK, V = 0, 11, 12  # real tokens are 1..10; the mask id is inside V on purpose (see Oracle)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hybrid.errors import HybridError
-from hybrid.schedule import SCHEDULES, get_schedule
+from hybrid.refining.schedule import SCHEDULES, get_schedule
 
 NAMES = ["linear", "cosine", "loglinear"]
 
@@ -73,6 +73,6 @@ def test_shapes_differ_as_documented():
 
 def test_the_declared_schedule_names_are_the_implemented_ones():
     from hybrid.config import SCHEDULE_NAMES
-    from hybrid.schedule import SCHEDULES
+    from hybrid.refining.schedule import SCHEDULES
 
     assert tuple(SCHEDULE_NAMES) == tuple(SCHEDULES)

@@ -1,11 +1,11 @@
-"""The refine step's shortlist (hybrid.shortlist): the product taken over the drafter's likeliest tokens of each slot."""
+"""The refine step's shortlist (hybrid.refining.shortlist): the product taken over the drafter's likeliest tokens of each slot."""
 
 import pytest
 import torch
 
 from hybrid.config import SamplerConfig
-from hybrid.sampler import refine
-from hybrid.shortlist import build_shortlist
+from hybrid.refining.sampler import refine
+from hybrid.refining.shortlist import build_shortlist
 from test_sampler import EOS, MASK, V, Noisy, Oracle, setup
 from tiny import PROMPT, PROMPT_MASK, make_refiner
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hybrid.config import DraftConfig
-from hybrid.draft import Drafter
+from hybrid.drafting.drafter import Drafter
 from hybrid.drafting.proposals import LookupProposals, Proposal, proposal_source
 from hybrid.errors import HybridError
 

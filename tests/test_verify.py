@@ -2,7 +2,7 @@
 
 import torch
 
-from hybrid.verify import _groups, verify_changes
+from hybrid.refining.verify import _groups, verify_changes
 
 END = 0
 
@@ -72,8 +72,8 @@ def test_only_editable_positions_are_proposed():
 
 def test_drafter_scorer_gives_the_drafts_own_log_probs(tiny_pipeline):
     """The teacher-forced pass over a greedy draft reproduces drafting's log-probs (prompt cache reused, then cropped)."""
-    from hybrid.logprobs import gather_tokens
-    from hybrid.verify import DrafterScorer
+    from hybrid.refiner.logprobs import gather_tokens
+    from hybrid.refining.verify import DrafterScorer
 
     pipe = tiny_pipeline
     draft = pipe.draft(["a b c", "a much longer prompt here"], max_new_tokens=6, ignore_eos=True)
@@ -92,8 +92,8 @@ def test_the_verify_pass_equals_the_full_teacher_forced_pass_from_wherever_it_st
     """token_logprobs gives the full pass's log-probs at the needed slots (and slot 0), zeros elsewhere: from drafting's
     cache (each row run only from where it departs from the draft, up to its last needed slot) and from a bare prompt
     state alike, left padding included; a row with nothing to score after slot 0 does not run."""
-    from hybrid.logprobs import gather_tokens
-    from hybrid.verify import DrafterScorer
+    from hybrid.refiner.logprobs import gather_tokens
+    from hybrid.refining.verify import DrafterScorer
 
     pipe = tiny_pipeline
     prompts = ["a b c", "a much longer prompt here", "another prompt"]  # the first and last are left-padded
@@ -106,7 +106,7 @@ def test_the_verify_pass_equals_the_full_teacher_forced_pass_from_wherever_it_st
     runs = []
     real = pipe.refiner.model.forward
     monkeypatch.setattr(pipe.refiner.model, "forward", lambda *a, **k: runs.append(tuple(k["input_ids"].shape)) or real(*a, **k))
-    import hybrid.verify as verify_module
+    import hybrid.refining.verify as verify_module
 
     grouping = verify_module.pass_groups
     with torch.inference_mode():
@@ -157,8 +157,8 @@ def test_trace_lists_every_proposal_with_its_verdict(tiny_pipeline):
 def test_a_cut_drafts_slack_is_put_back_before_scoring(tiny_pipeline):
     """A draft cut at max_new_tokens does not grow, and its proposals are scored on the draft's own slots only: not on
     the refiner's fills of the slack, nor on an end slot the draft never chose."""
-    from hybrid.logprobs import gather_tokens
-    from hybrid.verify import DrafterScorer
+    from hybrid.refiner.logprobs import gather_tokens
+    from hybrid.refining.verify import DrafterScorer
 
     pipe = tiny_pipeline
     n, window = 10, 4
@@ -188,9 +188,9 @@ def test_a_cut_drafts_slack_is_put_back_before_scoring(tiny_pipeline):
 
 
 def test_the_verify_windows_cover_every_slot_a_score_reads():
-    from hybrid.pipeline import _within_window
+    from hybrid.refining.steps import within_window
 
     changed = torch.tensor([[False, True, False, False, False, False, False], [False] * 6 + [True]])
-    scored = _within_window(changed, 2)
+    scored = within_window(changed, 2)
     assert scored.tolist() == [[False, True, True, True, False, False, False], [False] * 6 + [True]]
-    assert _within_window(changed, 0).equal(changed)
+    assert within_window(changed, 0).equal(changed)

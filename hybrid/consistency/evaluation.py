@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from hybrid.auc import roc_auc
+from hybrid.evaluation.metrics.auc import roc_auc
 from hybrid.consistency.documents import held_out_documents
 from hybrid.consistency.pairs import ClaimPair, build_pairs
 from hybrid.results import Result

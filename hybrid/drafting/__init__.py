@@ -1,2 +1,3 @@
-"""The drafting stage's parts: the decode loop (plain or speculative), proposal sources, how the next token is chosen
-and accepted, the repetition rules, and the drafting bench. The Drafter itself is hybrid.draft.Drafter."""
+"""The drafting stage: the Drafter (drafter.py) writes the draft with any HF causal LM; the decode loop (plain or
+speculative), its proposal sources, how the next token is chosen and accepted, the repetition rules, and the lower
+layers' states that drafting records for the refiner live beside it."""

@@ -67,7 +67,7 @@ class Decoded:
 
 class DecodeLoop:
     """One call's decoding. `stop_hit(tokens of a row)` says whether a row's text reached a stop string; `trim(n)` drops
-    the last n slots of what the recording hooks kept of the latest pass (hybrid.layer_states.recording)."""
+    the last n slots of what the recording hooks kept of the latest pass (hybrid.drafting.layer_states.recording)."""
 
     def __init__(self, model, cache_keyword: str, config: DraftConfig, end_ids: set[int], pad_id: int, generator=None,
                  on_token=None, stop_hit=None, source=None, trim=None):

@@ -112,7 +112,7 @@ def load_pairs(config: DataSection) -> list[TextPair]:
 
 
 def tokenise(pairs: list[TextPair], tokenizer, config: DataSection) -> list[TokenisedExample]:
-    from hybrid.draft import encode_prompt  # the Drafter's own formatting: the refiner must see the same prompt ids
+    from hybrid.drafting.drafter import encode_prompt  # the Drafter's own formatting: the refiner must see the same prompt ids
 
     examples = []
     for pair in pairs:

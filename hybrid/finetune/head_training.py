@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hybrid.auc import roc_auc
+from hybrid.evaluation.metrics.auc import roc_auc
 from hybrid.errors import HybridError
 from hybrid.finetune.head_features import FEATURES_FOLDER, column_moments, encode_batch, load_shards, remove_features, save_shard
 from hybrid.finetune.run_log import last_validation

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hybrid.finetune.recipe import ObjectiveSection
-from hybrid.schedule import get_schedule
+from hybrid.refining.schedule import get_schedule
 
 
 @dataclass

@@ -75,7 +75,7 @@ def score_refinements(results, references: list[str]) -> RealDraftFigures:
 def refine_real_drafts(pipe, prompt_ids: list[list[int]], references: list[str], max_new_tokens: int, batch_size: int = 8,
                        **settings) -> tuple[RealDraftFigures, list]:
     """Greedy drafts of tokenised prompts, refined by `pipe` with `settings` (pipeline keywords); (figures, results)."""
-    from hybrid.draft import DraftConfig
+    from hybrid.drafting.drafter import DraftConfig
 
     results = []
     for start in range(0, len(prompt_ids), batch_size):

@@ -50,7 +50,7 @@ class DataSection:
 
 @dataclass
 class ObjectiveSection:
-    schedule: str = "linear"  # noise schedule for the masking rate (hybrid.schedule)
+    schedule: str = "linear"  # noise schedule for the masking rate (hybrid.refining.schedule)
     min_mask_rate: float = 0.05  # t is drawn from U(min_mask_rate, max_mask_rate)
     max_mask_rate: float = 1.0  # below 1: train where refining works (a hybrid pass re-masks 20-50% of a draft)
     substitution_rate: float = 0.15  # share of still-visible target tokens replaced by drafter samples
@@ -64,7 +64,7 @@ class ObjectiveSection:
     residual_weight: float = 0.0  # > 0: the loss is taken on log p_drafter + w log p_refiner (0: on the refiner alone)
     renoised_input: str = "mask"  # what a masked slot shows the lower layers: mask | draft (the drafter's guess, marked)
     # Grounded training: this share of the target's name and number tokens that the prompt supports is masked besides
-    # the random masking, so that the refiner learns to fill them from the source (hybrid.grounded).
+    # the random masking, so that the refiner learns to fill them from the source (hybrid.refining.grounded).
     claim_mask_rate: float = 0.0
 
 
@@ -203,7 +203,7 @@ def validate(recipe: Recipe) -> Recipe:
     for ok, message in checks:
         if not ok:
             raise HybridError(f"recipe: {message}")
-    from hybrid.config import SCHEDULE_NAMES  # not hybrid.schedule: validating a recipe imports no torch
+    from hybrid.config import SCHEDULE_NAMES  # not hybrid.refining.schedule: validating a recipe imports no torch
 
     if recipe.objective.schedule not in SCHEDULE_NAMES:
         raise HybridError(f"unknown noise schedule {recipe.objective.schedule!r}; choose one of: {', '.join(SCHEDULE_NAMES)}")

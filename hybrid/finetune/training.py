@@ -176,7 +176,7 @@ def recipe_examples(recipe: Recipe, tokenizer) -> tuple[list, list]:
     """The recipe's (training, held-out validation) examples: the same split for the same data and seed."""
     examples = tokenise(load_pairs(recipe.data), tokenizer, recipe.data)
     if recipe.objective.claim_mask_rate > 0:
-        from hybrid.grounded import supported_claim_tokens
+        from hybrid.refining.grounded import supported_claim_tokens
 
         for example in examples:
             source = tokenizer.decode(example.prompt_ids, skip_special_tokens=True)

@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from hybrid.auc import roc_auc
-from hybrid.canvas import build_canvas, score_draft
+from hybrid.evaluation.metrics.auc import roc_auc
+from hybrid.refining.canvas import build_canvas, score_draft
 from hybrid.config import SamplerConfig
 from hybrid.finetune.objective import collate, drafter_logits, drafter_substitutes, random_substitutes, shown_tokens
-from hybrid.logprobs import token_logprob
-from hybrid.sampler import refine
+from hybrid.refiner.logprobs import token_logprob
+from hybrid.refining.sampler import refine
 
 
 @dataclass
@@ -140,7 +140,7 @@ def validate_refiner(refiner, examples, pad_id: int, end_id: int, batch_size: in
 
 def _real_drafts(refiner, tokenizer, examples, max_new_tokens: int = 48) -> dict:
     """The default hybrid (verified) on greedy drafts of the held-out prompts, against their reference continuations."""
-    from hybrid.draft import Drafter
+    from hybrid.drafting.drafter import Drafter
     from hybrid.finetune.real_drafts import refine_real_drafts
     from hybrid.pipeline import HybridPipeline
 

@@ -18,7 +18,7 @@ import torch
 from transformers.models.llama.modeling_llama import LlamaAttention, apply_rotary_pos_emb
 
 from hybrid.refiner.masks import attention_mask
-from hybrid.row_passes import cache_for_pass, pass_groups
+from hybrid.refiner.row_passes import cache_for_pass, pass_groups
 
 # Attention whose keys and values are k_proj / v_proj of the normed input with rotary positions, and nothing else
 # (no key norm, no sliding window): `_last_layer_at` can compute them itself for the rows it does not run.
@@ -71,7 +71,7 @@ class CanvasCacheMixin:
         return self.first_bidirectional, tuple(sorted({last} | {i for i in self.config.detection_layers if i < last}))
 
     def prompt_from_lower(self, prompt_attention_mask: torch.Tensor, drafted) -> PromptState:
-        """`encode_prompt` on the lower layers' prompt states from drafting (`drafted`: hybrid.layer_states.LayerStates): their
+        """`encode_prompt` on the lower layers' prompt states from drafting (`drafted`: hybrid.drafting.layer_states.LayerStates): their
         keys and values fill the cache and the last one's output enters the top layers, which alone run over the prompt.
         The same states as the full prompt pass (the lower layers are the drafter's); the top layers' attention runs on
         an explicit mask, so the result matches it to float rounding."""
@@ -96,7 +96,7 @@ class CanvasCacheMixin:
         return PromptState(cache, prompt_attention_mask, positions[:, -1:] + 1, last)
 
     def adopt_lower(self, state: PromptState, drafted) -> None:
-        """Start state.lower from what drafting computed (`drafted`: hybrid.layer_states.LayerStates): the lower layers are the
+        """Start state.lower from what drafting computed (`drafted`: hybrid.drafting.layer_states.LayerStates): the lower layers are the
         drafter's own (causal, LoRA-free), so over the draft they computed what a refiner pass would; the passes then
         rerun them only from the first slot whose input differs from what drafting fed (its last token, the slack)."""
         taps = {i: drafted.outputs[i] for i in self.config.detection_layers if i < self.first_bidirectional}
@@ -104,7 +104,7 @@ class CanvasCacheMixin:
 
     def prepare_lower(self, state: PromptState | None, canvas: torch.Tensor) -> None:
         """Run the lower layers over `canvas` now, when passes share them: a later pass over it, or over a prefix of it,
-        then reruns nothing. The pipeline runs the draft with its slack (hybrid.canvas.with_slack) before the scoring
+        then reruns nothing. The pipeline runs the draft with its slack (hybrid.refining.canvas.with_slack) before the scoring
         pass over the draft alone, so that pass and the first refine pass share one lower run."""
         if state is not None and self.reuses_lower:
             self._lower_states(state, canvas)
@@ -112,7 +112,7 @@ class CanvasCacheMixin:
     def lower_output(self, state: PromptState | None, canvas: torch.Tensor, stop: int | None = None) -> tuple[int, torch.Tensor] | None:
         """(n, hidden): the output of the lower n layers at slots 0 .. stop - 1 of `canvas` (B, stop, E; default every
         slot), brought up to it from the last pass (rerun from each row's first changed slot, up to `stop` only), for the
-        drafter's verify pass to start at layer n (hybrid.verify.DrafterScorer.token_logprobs): the lower layers are the
+        drafter's verify pass to start at layer n (hybrid.refining.verify.DrafterScorer.token_logprobs): the lower layers are the
         drafter's own. None when passes share no lower states, or when the canvas still shows a mask (the lower layers
         saw the draft token there, not the mask)."""
         if state is None or state.lower is None or not self.reuses_lower or bool((canvas == self.mask_token_id).any()):

@@ -40,7 +40,7 @@ class RefinerConfig:
     detection_head: bool = False  # a trained replaced-token detector scores visible tokens (hybrid.refiner.head)
     detection_layers: list[int] = field(default_factory=list)  # decoder layers whose outputs it reads ([]: the final state)
     detection_neighbours: int = 0  # it also reads this many positions on each side
-    # Proposals come from log p_drafter + residual_weight x log p_refiner (hybrid.sampler): the weight the refiner was
+    # Proposals come from log p_drafter + residual_weight x log p_refiner (hybrid.refining.sampler): the weight the refiner was
     # trained through, or (for refiners trained before the product objective) the best untrained weight measured.
     residual_weight: float = 1.0
     # What a re-noised slot shows the lower layers: "mask" (the mask embedding) or "draft" (the draft's token there,

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from hybrid.errors import HybridError
-from hybrid.logprobs import token_logprob
+from hybrid.refiner.logprobs import token_logprob
 from hybrid.models import cache_keyword, last_position_logits
 from hybrid.refiner.cache import CanvasCacheMixin, PromptState, read_positions
 from hybrid.refiner.head import DetectionHeadMixin
@@ -114,7 +114,7 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, OutputHeadM
     # ---- Denoiser protocol --------------------------------------------------------------------------------------
 
     def encode_prompt(self, prompt_ids: torch.Tensor, prompt_attention_mask: torch.Tensor, drafted=None) -> PromptState:
-        """The prompt's cache and last logits. With `drafted` (hybrid.layer_states.LayerStates of a draft of this prompt) and
+        """The prompt's cache and last logits. With `drafted` (hybrid.drafting.layer_states.LayerStates of a draft of this prompt) and
         lower layers that are the drafter's, their states over the prompt and the draft come from drafting: only the
         top layers run over the prompt (`prompt_from_lower`), and the passes that follow start from the draft's lower
         states (`adopt_lower`)."""
@@ -172,7 +172,7 @@ class Refiner(CheckpointMixin, DetectionHeadMixin, CanvasCacheMixin, OutputHeadM
 
     def listed_logits(self, state: PromptState, canvas: torch.Tensor, need: torch.Tensor, ids: torch.Tensor,
                       rule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The sampler's shortlist path (hybrid.shortlist): for the `need` slots in row-major order, the logits of each
+        """The sampler's shortlist path (hybrid.refining.shortlist): for the `need` slots in row-major order, the logits of each
         row's listed tokens `ids` (n, k) (ids < 0 read token 0), the whole vocabulary's (m, V) at the rows that
         `rule(listed logits)` marks (or a given (n,) mask marks), and that mark. The output head multiplies n x k rows of
         its weight, and all of it only for those m rows."""

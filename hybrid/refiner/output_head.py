@@ -2,7 +2,7 @@
 
 `OutputHeadMixin` is the Refiner's side of `canvas_logits`, `needed_logits` and `listed_logits`
 (hybrid.refiner.model): which rows of a pass's final states the language-model head reads, where slot 0 takes the
-prompt's prediction instead, and how a shortlist (hybrid.shortlist) multiplies only its tokens' weight rows.
+prompt's prediction instead, and how a shortlist (hybrid.refining.shortlist) multiplies only its tokens' weight rows.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from hybrid.errors import HybridError
 from hybrid.evaluation.harness.runner import Sample
 from hybrid.evaluation.harness.scoring import METRIC_DIRECTION
-from hybrid.systems import DRAFT, System
+from hybrid.evaluation.harness.systems import DRAFT, System
 
 BOOTSTRAP_ROUNDS = 1000
 MIN_PROMPTS_FOR_INTERVAL = 5  # below this a bootstrap interval means nothing: no verdict is drawn

@@ -16,7 +16,7 @@ from hybrid.evaluation.harness.suite import Example, Suite
 from hybrid.config import DEFAULT_REFINE_STEPS, DraftConfig, SamplerConfig
 from hybrid.pipeline import HybridPipeline
 from hybrid.processes import is_main_process, process_count, sharded_rounds
-from hybrid.systems import DRAFT, System
+from hybrid.evaluation.harness.systems import DRAFT, System
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Every generated sample of `hybrid eval`, saved as it is made, so that an interrupted run resumes where it stopped.
 
-The report folder holds `generations.jsonl` while a run is under way: one JSON line per sample (hybrid.record_file
+The report folder holds `generations.jsonl` while a run is under way: one JSON line per sample (hybrid.atomic
 appends whole lines and fsyncs), keyed by the system's name, the example's index and a fingerprint of everything the
 text depends on (models, dtype, batch size, the system's refine settings, the draft settings, the prompt). A rerun with
 the same settings takes the samples found there instead of generating them again, so its report equals that of an
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from hybrid.evaluation.harness.suite import Example
 from hybrid.processes import is_main_process
-from hybrid.record_file import append_records, read_records
-from hybrid.systems import System
+from hybrid.atomic import append_records, read_records
+from hybrid.evaluation.harness.systems import System
 
 log = logging.getLogger(__name__)
 GENERATIONS = "generations.jsonl"

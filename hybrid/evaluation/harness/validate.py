@@ -179,7 +179,7 @@ def _balanced(probs: Sequence[float], labels: Sequence[int], threshold: float) -
 
 def validate_classifier_on_hallucinations(classifier=None, folder: Path = HALLUCINATIONS_DIR) -> HallucinationValidation:
     """Balanced accuracy and AUC of the consistency classifier on hand-labelled sentences the drafter really wrote."""
-    from hybrid.auc import roc_auc
+    from hybrid.evaluation.metrics.auc import roc_auc
     from hybrid.consistency.classifier import ConsistencyClassifier
 
     sets = load_labelled_sentences(folder)

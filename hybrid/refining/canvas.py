@@ -1,6 +1,6 @@
 """The canvas a refine pass starts from: which draft tokens are re-noised, and the slack after the draft.
 
-`build_canvas` turns drafts into canvases (hybrid.sampler.refine denoises them); `score_draft` is the scoring pass
+`build_canvas` turns drafts into canvases (hybrid.refining.sampler.refine denoises them); `score_draft` is the scoring pass
 that the `confidence` rule ranks draft tokens by.
 """
 
@@ -10,8 +10,8 @@ import torch
 
 from hybrid.config import SamplerConfig, default_slack
 from hybrid.errors import HybridError
-from hybrid.logprobs import clean_logits, token_logprob
-from hybrid.sampler import Denoiser
+from hybrid.refiner.logprobs import clean_logits, token_logprob
+from hybrid.refining.sampler import Denoiser
 
 
 def num_to_mask(strength: float, length: int) -> int:
@@ -63,7 +63,7 @@ def build_canvas(
     if select == "confidence" and scores is None:
         raise HybridError("select='confidence' needs refiner scores (see score_draft)")
     if select == "unsupported" and chosen is None:
-        raise HybridError("select='unsupported' needs the unsupported draft tokens (see hybrid.grounded)")
+        raise HybridError("select='unsupported' needs the unsupported draft tokens (see hybrid.refining.grounded)")
     canvas = with_slack(draft_ids, lengths, slack, eos_id, mask_id, grows)
     noise = torch.zeros(canvas.shape, dtype=torch.bool, device=canvas.device)
     for b, n in enumerate(lengths):

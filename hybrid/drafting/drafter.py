@@ -16,7 +16,7 @@ from hybrid.config import DraftConfig
 from hybrid.errors import HybridError
 from hybrid.drafting.decode_loop import DecodeLoop, SpeculationStats
 from hybrid.drafting.proposals import proposal_source
-from hybrid.layer_states import LayerStates, recording, trim_latest
+from hybrid.drafting.layer_states import LayerStates, recording, trim_latest
 from hybrid.models import DEFAULT_DRAFTER, cache_keyword, load_causal_lm
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from hybrid.logprobs import clean_logits, gather_tokens
+from hybrid.refiner.logprobs import clean_logits, gather_tokens
 
 
 @dataclass

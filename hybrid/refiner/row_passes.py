@@ -1,6 +1,6 @@
 """Rerunning part of a batch from a slot on: which rows go in which pass, and the cache a pass starts from.
 
-The refiner's lower layers (hybrid.refiner.cache) and the drafter's verify pass (hybrid.verify) both recompute, in
+The refiner's lower layers (hybrid.refiner.cache) and the drafter's verify pass (hybrid.refining.verify) both recompute, in
 some rows, the slots from one on, while the slots before it keep the keys and values an earlier pass left. A pass
 over several rows starts at the earliest of their slots, which is exact (a slot recomputed before a row's own start
 gives what it held), but it runs slots that need no run; a pass per row runs none, but streams the weights each time.

@@ -17,7 +17,7 @@ proposes is scored before it is kept:
   committed it, summed over the group. At weight 0 nothing the drafter dislikes gets through.
 
 Grounded refinement (`select="unsupported"`) scores its candidates the same way, plus a grounding term
-(hybrid.grounded_repair).
+(hybrid.refining.grounded_repair).
 
 A group is kept when its score is above 0; otherwise the draft's tokens come back. This holds for the slack too:
 text is appended only when it scores. One pass serves all groups, so a group's figure is taken with the earlier
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hybrid.logprobs import token_logprob
+from hybrid.refiner.logprobs import token_logprob
 from hybrid.models import cache_keyword, last_position_logits
-from hybrid.row_passes import cache_for_pass, pass_groups
+from hybrid.refiner.row_passes import cache_for_pass, pass_groups
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Proposal:
     score: float
     accepted: bool
     grounding_gain: float = 0.0  # unsupported tokens the change removed minus those it added (grounded refinement)
-    origin: str = "refiner"  # who proposed it: the refiner, or a copy from the source (hybrid.grounded_repair)
+    origin: str = "refiner"  # who proposed it: the refiner, or a copy from the source (hybrid.refining.grounded_repair)
 
 
 @dataclass
@@ -122,7 +122,7 @@ class DrafterScorer:
         """(B, L): ``gather_tokens(self.logprobs(state, canvas), canvas)`` at the slots marked in `need` (B, L) and at
         slot 0, which the prompt predicts; zeros elsewhere. For less: a row runs from where its canvas departs from what
         drafting fed (drafting's keys and values serve before that, `state.fed`) to its last needed slot, rows in the
-        passes of least cost (hybrid.row_passes), and the head on the needed positions alone; rows with nothing needed
+        passes of least cost (hybrid.refiner.row_passes), and the head on the needed positions alone; rows with nothing needed
         after slot 0 do not run.
 
         `lower` = (n, hidden): what the drafter's first n layers output at every slot of this canvas, (B, L, E), e.g. the

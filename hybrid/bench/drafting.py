@@ -137,7 +137,7 @@ def run_drafting_bench(dtypes: list[str], max_new_tokens: int, per_suite: int, s
     drafting.md into `output`."""
     from tqdm import tqdm
 
-    from hybrid.draft import Drafter
+    from hybrid.drafting.drafter import Drafter
     from hybrid.pipeline import HybridPipeline
 
     prompts = suite_prompts(list(suites), per_suite, offset)

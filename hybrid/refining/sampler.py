@@ -9,9 +9,9 @@ as the noise schedule allows (the last step commits all that is left).
 One loop, three modes:
 
 * draft only:     steps = 0. `refine` returns the canvas unchanged (the pipeline uses the draft as is and
-                  should not call `hybrid.canvas.build_canvas`, which would put masks on it).
+                  should not call `hybrid.refining.canvas.build_canvas`, which would put masks on it).
 * diffusion only: a canvas of masks only (strength 1 and no draft, or simply `torch.full(..., mask_id)`).
-* hybrid:         `hybrid.canvas.build_canvas` re-masks a fraction `strength` of the draft (plus `slack` positions after it
+* hybrid:         `hybrid.refining.canvas.build_canvas` re-masks a fraction `strength` of the draft (plus `slack` positions after it
                   so the text can grow) and `refine` denoises it.
 
 Editing (`edit_threshold` set), in the spirit of LLaDA 2.1's draft-and-edit and ReMDM's remasking: after
@@ -32,9 +32,9 @@ import torch
 
 from hybrid.config import SamplerConfig
 from hybrid.errors import HybridError
-from hybrid.logprobs import clean_logits, gather_tokens
-from hybrid.schedule import get_schedule
-from hybrid.shortlist import Scored, build_shortlist, exact_rows, shortlist_scores
+from hybrid.refiner.logprobs import clean_logits, gather_tokens
+from hybrid.refining.schedule import get_schedule
+from hybrid.refining.shortlist import Scored, build_shortlist, exact_rows, shortlist_scores
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class SamplerOutput:
     # [B, L]: the refiner's log-prob of each committed token minus that of the token it replaced (the anchor, or the
     # end token in the slack), at the step that committed it; 0 elsewhere. The verifier's refiner evidence.
     refiner_gain: Optional[torch.Tensor] = None
-    proposals: list = field(default_factory=list)  # hybrid.verify.Proposal, filled by the verifier
+    proposals: list = field(default_factory=list)  # hybrid.refining.verify.Proposal, filled by the verifier
 
 
 def refine(
@@ -103,7 +103,7 @@ def refine(
     where a guarded text stops (the same holds with config.verify). `prior` [B, L, V], when given with config.product,
     holds the drafter's log-probs of every canvas slot (zeros where it has none): each step then proposes from
     log_softmax(prior + w log p_refiner), w the denoiser's `residual_weight` (1 when it has none); with
-    config.shortlist > 0, over each slot's shortlist (hybrid.shortlist; a denoiser may offer
+    config.shortlist > 0, over each slot's shortlist (hybrid.refining.shortlist; a denoiser may offer
     `listed_logits(prompt_state, canvas_ids, need, ids, rule)`: the logits of the listed tokens (n, k), the whole
     vocabulary's (m, V) at the rows `rule(listed logits)` marks, and that mark (n,)). `allowed` [B, V] and
     `restricted` [B, L], when given: a restricted slot draws only from its row's allowed tokens (grounded refinement
@@ -182,8 +182,8 @@ def refine(
 
 
 def _step_scores(denoiser, prompt_state, canvas, need, prior, shortlist, weight, keep, anchor, guard, mask_id) -> Scored:
-    """The refiner's logits and the proposal's log-probs of the `need` slots (hybrid.shortlist.Scored): over each
-    slot's shortlist where one is given (the whole vocabulary where `hybrid.shortlist.exact_rows` asks for it: slots
+    """The refiner's logits and the proposal's log-probs of the `need` slots (hybrid.refining.shortlist.Scored): over each
+    slot's shortlist where one is given (the whole vocabulary where `hybrid.refining.shortlist.exact_rows` asks for it: slots
     without a prior, and draft tokens the listed proposal would replace with at least the `guard`'s confidence), else
     over the whole vocabulary; from log_softmax(prior + weight x logits) where a `prior` is given (= log_softmax(prior
     + weight x log p_refiner): the refiner's normaliser cancels), from the refiner alone otherwise; the mask token

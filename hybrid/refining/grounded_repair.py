@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import torch
 
-from hybrid.grounded import unsupported_kinds
+from hybrid.refining.grounded import unsupported_kinds
 from hybrid.text.claims import entity_mentions, number_matches
-from hybrid.logprobs import gather_tokens
-from hybrid.verify import DrafterPrompt, DrafterScorer, Proposal
+from hybrid.refiner.logprobs import gather_tokens
+from hybrid.refining.verify import DrafterPrompt, DrafterScorer, Proposal
 
 _NAME_WORD = re.compile(r"[A-Z][\w'’-]*")
 MAX_SPAN_TOKENS = 16  # longer unsupported runs are left alone (see the module docstring)

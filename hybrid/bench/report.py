@@ -6,9 +6,10 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from hybrid.bench import BenchReport, Timing, default_canvas
+from hybrid.bench.run import BenchReport, Timing
+from hybrid.bench.step_costs import default_canvas
 from hybrid.config import DEFAULT_REFINE_STEPS
-from hybrid.systems import DRAFT, System
+from hybrid.evaluation.harness.systems import DRAFT, System
 
 # The issues' targets on this 2-core CPU, as ratios measured in one run: the default hybrid (verified, the default K)
 # within 1.4x of the draft at 128 new tokens; the speed issue's K=8 hybrid within 1.15x, a refine step with the

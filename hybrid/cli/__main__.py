@@ -1,0 +1,5 @@
+"""`python -m hybrid.cli`: the same as the `hybrid` command."""
+
+from hybrid.cli import main
+
+main()
