@@ -38,7 +38,7 @@ class StageTimings:
 @dataclass
 class TraceStep:
     step: int
-    changes: list[dict]  # {"position", "old", "new", "confidence"} with token strings
+    changes: list[dict]  # {"position", "old", "new", "old_id", "new_id", "confidence"}: decoded pieces and their token ids
 
 
 @dataclass
@@ -86,9 +86,9 @@ def _proposals(tokenizer, output, row) -> list[dict]:
 
 
 def _trace(tokenizer, mask_id, output, row) -> list[TraceStep]:
-    def token(token_id: int) -> str:
-        return "[MASK]" if token_id == mask_id else tokenizer.convert_ids_to_tokens(int(token_id))
+    def piece(token_id: int) -> str:
+        return "[MASK]" if token_id == mask_id else tokenizer.decode([int(token_id)], skip_special_tokens=False)
 
-    return [TraceStep(index + 1, [{"position": int(p), "old": token(o), "new": token(n), "confidence": round(float(c), 4)}
-                                  for p, o, n, c in per_row[row]])
+    return [TraceStep(index + 1, [{"position": int(p), "old": piece(o), "new": piece(n), "old_id": int(o), "new_id": int(n),
+                                   "confidence": round(float(c), 4)} for p, o, n, c in per_row[row]])
             for index, per_row in enumerate(output.trace)]

@@ -86,6 +86,23 @@ def test_a_planted_number_is_repaired_when_the_drafter_prefers_the_source(tiny_p
     assert bonus.text != planted  # 1 nat lost to the drafter, 3 unsupported tokens made supported: the bonus carries it
 
 
+def test_a_given_source_means_grounding_unless_another_selection_is_chosen(tiny_pipeline, monkeypatch):
+    import hybrid.refining.grounded_repair as repair_module
+
+    def oracle(scorer, state, rows, ended, original_logp, candidates, end_id, window):
+        for c in candidates:
+            c.drafter_gain = 1.0 if tiny_pipeline.tokenizer.decode(c.ids).strip() == "1,250" else -1.0
+
+    monkeypatch.setattr(repair_module, "score_candidates", oracle)
+    prompt, planted = "Summarize this report in one sentence.", "Marta Kowalczyk will repair 1,870 pipes by March 2027."
+    draft = tiny_pipeline.draft_from_text(prompt, planted)
+    grounded = tiny_pipeline(prompt, draft=draft, source=SOURCE, refine_steps=2, trace=True, max_new_tokens=64)
+    assert grounded.text == "Marta Kowalczyk will repair 1,250 pipes by March 2027."
+    assert {p["origin"] for p in grounded.proposals} == {"source"}
+    chosen = tiny_pipeline(prompt, draft=draft, source=SOURCE, refine_steps=2, trace=True, max_new_tokens=64, select="logprob")
+    assert "source" not in {p["origin"] for p in chosen.proposals} and "1,250" not in chosen.text  # the user's selection stands
+
+
 def test_grounded_selection_needs_a_source(tiny_pipeline):
     with pytest.raises(HybridError, match="nothing to ground against"):
         tiny_pipeline("Who was the first emperor of Rome?", select="unsupported", refine_steps=2, max_new_tokens=4)
@@ -128,7 +145,7 @@ def test_cli_grounds_against_a_source_file(tiny_model_dir, tiny_refiner_dir, tmp
 
     source = tmp_path / "report.txt"
     source.write_text(SOURCE)
-    result = CliRunner().invoke(cli, ["generate", "Summarize the report.", "--source", str(source), "--select", "unsupported",
+    result = CliRunner().invoke(cli, ["generate", "Summarize the report.", "--source", str(source),  # grounding is implied
                                       "--draft-model", str(tiny_model_dir), "--refiner", str(tiny_refiner_dir), "--max-new-tokens", "8",
                                       "--json"])
     assert result.exit_code == 0, result.output

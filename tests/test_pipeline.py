@@ -28,6 +28,12 @@ def test_hybrid_mode_refines(tiny_pipeline):
     assert committed >= 6  # half of the 12 draft tokens plus slack were masked and had to be filled
     assert result.timings.refine_s > 0 and result.timings.draft_s > 0
     assert result.token_ids != result.draft_token_ids  # a random refiner rewrites what it was given
+    decode = lambda i: tiny_pipeline.tokenizer.decode([i])  # noqa: E731
+    changes = [c for step in result.trace for c in step.changes]
+    # the trace shows decoded pieces (words, not BPE symbols such as 'Ġof'), with the token ids beside them
+    assert all(c["new"] == decode(c["new_id"]) and c["old"] in ("[MASK]", decode(c["old_id"])) for c in changes)
+    assert any(c["old"] == "[MASK]" for c in changes)
+    assert any(tiny_pipeline.tokenizer.convert_ids_to_tokens(c["new_id"]) != c["new"] for c in changes)  # where pieces differ
 
 
 def test_diffusion_mode_has_no_draft(tiny_pipeline):

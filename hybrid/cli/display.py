@@ -23,7 +23,7 @@ def render_trace(result, tokenizer) -> str:
     lines.append(click.style("refined: ", bold=True) + highlight_changes(result.draft_token_ids, result.token_ids, tokenizer))
     lines.append(f"steps run: {result.steps_run} of {result.refine_steps}; edits per step: {result.edits_per_step}")
     for step in result.trace or []:
-        shown = ", ".join(f"{c['position']}:{c['old']!s}->{c['new']!s} ({c['confidence']:.2f})" for c in step.changes[:24])
+        shown = ", ".join(f"{c['position']}: {_shown(c['old'])} -> {_shown(c['new'])} ({c['confidence']:.2f})" for c in step.changes[:24])
         more = f" ... +{len(step.changes) - 24} more" if len(step.changes) > 24 else ""
         lines.append(f"  step {step.step}: {len(step.changes)} changes  {shown}{more}")
     if result.proposals is not None:
@@ -41,6 +41,11 @@ def render_trace(result, tokenizer) -> str:
     t = result.timings
     lines.append(f"time: draft {t.draft_s:.2f}s ({t.draft_tokens_per_s:.1f} tok/s), refine {t.refine_s:.2f}s, total {t.total_s:.2f}s")
     return "\n".join(lines)
+
+
+def _shown(piece: str) -> str:
+    """A decoded piece as it reads, quoted so that spaces and line breaks show: ' of', '\\n'; the mask stays [MASK]."""
+    return piece if piece == "[MASK]" else repr(piece)
 
 
 def stream_to_terminal(pipe, prompt: str, **settings):
