@@ -77,20 +77,12 @@ class DecodeLoop:
         self.rules = logit_rules(config)
 
     def run(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, cache) -> Decoded:
-        batch, device = prompt_ids.shape[0], prompt_ids.device
-        source = self.source if batch == 1 else None
-        self.stats = SpeculationStats(source.name if source is not None else "off")
-        self.prompt_ids, self.end = prompt_ids, torch.tensor(sorted(self.end_ids), device=device)
-        self.prompt = prompt_ids[0].tolist() if source is not None else []  # what a source reads before the text
-        self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        self.lengths = [self.config.max_new_tokens] * batch
-        self.tokens, self.logprobs, self.distributions, self.generated = [], [], [], [[] for _ in range(batch)]
+        source = self._start(prompt_ids)
         attention = prompt_mask
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-
         start = time.perf_counter()
         logits = last_position_logits(self.model, cache, input_ids=prompt_ids, attention_mask=attention, position_ids=positions)
-        synchronize(device)  # the prefill ends when the device is done
+        synchronize(prompt_ids.device)  # the prefill ends when the device is done
         prefill_s = time.perf_counter() - start
         next_position, forced = positions[:, -1:] + 1, None
         while True:
@@ -98,12 +90,7 @@ class DecodeLoop:
             if self._commit(token, logits):
                 break
             proposal = source.get_candidates(self._context(), self.config.max_new_tokens - len(self.tokens)) if source else Proposal([])
-            block = torch.tensor([proposal.tokens], dtype=torch.long, device=device).expand(batch, -1)
-            block = torch.cat([token[:, None], block], dim=1)
-            attention = torch.cat([attention, torch.ones_like(block)], dim=-1)
-            out = self.model(input_ids=block, attention_mask=attention, position_ids=next_position + torch.arange(block.shape[1], device=device),
-                             use_cache=True, **{self.cache_keyword: cache})
-            block_logits = out.logits.float()
+            block_logits, attention = self._verify_pass(token, proposal, attention, next_position, cache)
             accepted, forced, done = self._check(proposal, block_logits)
             self.stats.passes += 1
             self.stats.add(len(proposal.tokens), accepted)
@@ -111,12 +98,7 @@ class DecodeLoop:
                 source.update_candidate_strategy(len(proposal.tokens), accepted)
             # kept in the cache: t and the accepted proposals, less the last token when it ended the draft (plain
             # decoding never feeds its last token)
-            drop = len(proposal.tokens) - accepted + done
-            if drop:
-                cache.crop(-drop)
-                attention = attention[:, :-drop]
-                if self.trim is not None:
-                    self.trim(drop)
+            attention = self._crop(cache, attention, len(proposal.tokens) - accepted + done)
             if done:
                 break
             logits = block_logits[:, accepted]
@@ -125,6 +107,37 @@ class DecodeLoop:
         decode_s = time.perf_counter() - start - prefill_s
         return Decoded(torch.stack(self.tokens, dim=1), torch.stack(self.logprobs, dim=1), self.lengths,
                        torch.stack(self.distributions, dim=1) if self.distributions else None, prefill_s, decode_s, self.stats)
+
+    def _start(self, prompt_ids: torch.Tensor):
+        """A fresh call's state; the proposal source it uses (none for a batch of several prompts: they decode plainly)."""
+        batch, device = prompt_ids.shape[0], prompt_ids.device
+        source = self.source if batch == 1 else None
+        self.stats = SpeculationStats(source.name if source is not None else "off")
+        self.prompt_ids, self.end = prompt_ids, torch.tensor(sorted(self.end_ids), device=device)
+        self.prompt = prompt_ids[0].tolist() if source is not None else []  # what a source reads before the text
+        self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.lengths = [self.config.max_new_tokens] * batch
+        self.tokens, self.logprobs, self.distributions, self.generated = [], [], [], [[] for _ in range(batch)]
+        return source
+
+    def _verify_pass(self, token: torch.Tensor, proposal: Proposal, attention: torch.Tensor, next_position: torch.Tensor, cache):
+        """One drafter pass over [the chosen token, the proposals]: the logits after each, and the attention mask grown."""
+        device = token.device
+        block = torch.tensor([proposal.tokens], dtype=torch.long, device=device).expand(token.shape[0], -1)
+        block = torch.cat([token[:, None], block], dim=1)
+        attention = torch.cat([attention, torch.ones_like(block)], dim=-1)
+        out = self.model(input_ids=block, attention_mask=attention, position_ids=next_position + torch.arange(block.shape[1], device=device),
+                         use_cache=True, **{self.cache_keyword: cache})
+        return out.logits.float(), attention
+
+    def _crop(self, cache, attention: torch.Tensor, drop: int) -> torch.Tensor:
+        """Forget the last `drop` slots: from the cache, the attention mask and the recorded layer states."""
+        if drop:
+            cache.crop(-drop)
+            attention = attention[:, :-drop]
+            if self.trim is not None:
+                self.trim(drop)
+        return attention
 
     def _check(self, proposal: Proposal, block_logits: torch.Tensor) -> tuple[int, torch.Tensor | None, bool]:
         """How many proposals the drafter keeps (committing each), the token it wrote instead of the first one it did

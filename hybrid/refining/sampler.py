@@ -32,9 +32,10 @@ import torch
 
 from hybrid.config import SamplerConfig
 from hybrid.errors import HybridError
-from hybrid.refiner.logprobs import clean_logits, gather_tokens
+from hybrid.refiner.logprobs import gather_tokens
+from hybrid.refining.proposal_scores import restricted_to, step_scores
 from hybrid.refining.schedule import get_schedule
-from hybrid.refining.shortlist import Scored, build_shortlist, exact_rows, shortlist_scores
+from hybrid.refining.shortlist import build_shortlist
 
 logger = logging.getLogger(__name__)
 
@@ -112,114 +113,118 @@ def refine(
     after it and the positions it committed or re-masked [B, L] (read-only views: copy what you keep).
     The caller validates `config`.
     """
-    mask_id, threshold, steps = denoiser.mask_token_id, config.edit_threshold, config.steps
-    if steps is None:
+    if config.steps is None:
         raise HybridError("the refine config has no step count: set steps, or let the pipeline resolve it (SamplerConfig.resolved)")
     canvas = canvas.clone()
     editable = torch.ones_like(canvas, dtype=torch.bool) if editable is None else editable.to(canvas.device)
     out = SamplerOutput(canvas=canvas, refiner_gain=torch.zeros(canvas.shape, device=canvas.device))
-    if steps == 0:
+    if config.steps == 0:
         return out
-    weight = float(getattr(denoiser, "residual_weight", 1.0))
+    loop = _loop(denoiser, prompt_state, canvas, config, generator, editable, anchor, end_token_id, prior, allowed, restricted)
+    for k in range(config.steps):
+        if config.edit_threshold is None and not (canvas == loop.mask_id).any():
+            break
+        step = denoise_step(loop, canvas, k)
+        if step.gain is not None:
+            out.refiner_gain = torch.where(step.commit, step.gain, out.refiner_gain)
+        out.steps_run += 1
+        out.committed_per_step.append(int(step.commit.sum()))
+        out.edits_per_step.append(int(step.edit.sum()))
+        if config.trace:
+            out.trace.append(_trace_step(canvas, step.canvas, step.commit, step.edit, step.confidence, step.current))
+        canvas = step.canvas
+        if on_step is not None:
+            on_step(k + 1, canvas, step.commit | step.edit)
+        logger.debug("step %d/%d: committed %d, re-masked %d", k + 1, config.steps, out.committed_per_step[-1], out.edits_per_step[-1])
+        if not (canvas == loop.mask_id).any() and not step.commit.any() and not step.edit.any():
+            break
+    out.canvas = canvas
+    return out
+
+
+@dataclass
+class DenoiseLoop:
+    """What every step of one `refine` call reads: the model, the settings, and what was worked out once for them."""
+
+    denoiser: Denoiser
+    prompt_state: object
+    config: SamplerConfig
+    generator: Optional[torch.Generator]
+    editable: torch.BoolTensor
+    anchor: Optional[torch.LongTensor]
+    end_token_id: Optional[int]
+    prior: Optional[torch.FloatTensor]  # the product's prior (None without config.product)
+    allowed: Optional[torch.BoolTensor]
+    restricted: Optional[torch.BoolTensor]
+    mask_id: int
+    weight: float  # the refiner's weight in the product
+    old: Optional[torch.LongTensor]  # the token each slot replaces: the anchor, the end token in the slack
+    shortlist: object  # hybrid.refining.shortlist.Shortlist or None
+    still_masked: torch.Tensor  # [B, K]: masks row b may keep after step k; re-masked tokens are absorbed by the next step
+
+
+@dataclass
+class DenoiseStep:
+    """One step's outcome: the canvas after it, the slots it committed and re-masked, the proposal's confidence in
+    each committed token, p(the token on each visible slot) where editing or the trace reads it, and the refiner's
+    log-prob gain of each committed token over the one it replaced (None without an anchor)."""
+
+    canvas: torch.LongTensor
+    commit: torch.BoolTensor
+    edit: torch.BoolTensor
+    confidence: torch.Tensor
+    current: Optional[torch.Tensor]
+    gain: Optional[torch.Tensor]
+
+
+def _loop(denoiser, prompt_state, canvas, config, generator, editable, anchor, end_token_id, prior, allowed, restricted) -> DenoiseLoop:
     old = None
     if anchor is not None:
         old = anchor if end_token_id is None else torch.where(anchor >= 0, anchor, torch.full_like(anchor, end_token_id))
     shortlist = None
     if config.shortlist > 0 and prior is not None and config.product and allowed is None:  # a list may miss every allowed token
         shortlist = build_shortlist(prior, config.shortlist, keep=old)
-    # still_masked[b, k]: masks row b may keep after step k; re-masked tokens are absorbed by the next step.
     schedule = get_schedule(config.schedule)
-    initial = (canvas == mask_id).sum(1).tolist()
-    still_masked = torch.tensor([schedule.remaining(n, steps)[1:] for n in initial], device=canvas.device)
-
-    for k in range(steps):
-        masked = canvas == mask_id
-        if threshold is None and not masked.any():
-            break
-        need = masked | (~masked & editable) if threshold is not None else masked
-        # Only the needed slots are read: the vocabulary-wide work runs on those rows alone, (n, V) or (n, k) over a
-        # shortlist, and what the step decides comes back to (B, L) (the other slots are never committed, edited or traced).
-        scored = _step_scores(denoiser, prompt_state, canvas, need, prior if config.product else None, shortlist, weight, old, anchor,
-                              config.min_change_confidence, mask_id)
-        if allowed is not None:
-            scored = _restricted(scored, allowed[:, None].expand(*need.shape, -1)[need], restricted[need])
-        columns, confidence = _predict(scored.logp, masked[need], config.temperature, generator)
-        tokens = scored.tokens(columns)
-        current = None  # p(the token now on each visible slot): editing and the trace read it
-        if threshold is not None or config.trace:
-            current = _scatter(need, scored.at(scored.logp, canvas[need]).exp(), 1.0)
-        tokens, confidence = _scatter(need, tokens, 0), _scatter(need, confidence, 0.0)
-        argmax = tokens  # at visible slots `_predict` takes the argmax (it samples masked ones only)
-        commit = _most_confident(confidence, masked, masked.sum(1) - still_masked[:, k])
-        if anchor is not None and (config.min_change_confidence > 0 or config.verify):
-            keep_draft = (anchor >= 0) & (confidence < config.min_change_confidence)
-            if end_token_id is not None:
-                keep_draft |= (anchor >= 0) & (tokens == end_token_id)
-            tokens = torch.where(keep_draft, anchor, tokens)
-        if old is not None:  # the refiner's log-prob gain (its normaliser cancels), none where nothing was replaced
-            gain = scored.at(scored.logits, tokens[need]) - scored.at(scored.logits, old[need].clamp(min=0))
-            gain = torch.where(old[need] >= 0, gain, 0.0)
-            out.refiner_gain = torch.where(commit, _scatter(need, gain, 0.0), out.refiner_gain)
-        edit = torch.zeros_like(masked)
-        if threshold is not None and k < steps - 1:
-            edit = ~masked & editable & (current < threshold) & (argmax != canvas)
-        before = canvas  # torch.where below makes a new tensor
-        canvas = torch.where(commit, tokens, canvas).masked_fill(edit, mask_id)
-
-        out.steps_run += 1
-        out.committed_per_step.append(int(commit.sum()))
-        out.edits_per_step.append(int(edit.sum()))
-        if config.trace:
-            out.trace.append(_trace_step(before, canvas, commit, edit, confidence, current))
-        if on_step is not None:
-            on_step(k + 1, canvas, commit | edit)
-        logger.debug("step %d/%d: committed %d, re-masked %d", k + 1, steps, out.committed_per_step[-1],
-                     out.edits_per_step[-1])
-        if not (canvas == mask_id).any() and not commit.any() and not edit.any():
-            break
-    out.canvas = canvas
-    return out
+    initial = (canvas == denoiser.mask_token_id).sum(1).tolist()
+    still_masked = torch.tensor([schedule.remaining(n, config.steps)[1:] for n in initial], device=canvas.device)
+    return DenoiseLoop(denoiser, prompt_state, config, generator, editable, anchor, end_token_id, prior if config.product else None,
+                       allowed, restricted, denoiser.mask_token_id, float(getattr(denoiser, "residual_weight", 1.0)), old, shortlist,
+                       still_masked)
 
 
-def _step_scores(denoiser, prompt_state, canvas, need, prior, shortlist, weight, keep, anchor, guard, mask_id) -> Scored:
-    """The refiner's logits and the proposal's log-probs of the `need` slots (hybrid.refining.shortlist.Scored): over each
-    slot's shortlist where one is given (the whole vocabulary where `hybrid.refining.shortlist.exact_rows` asks for it: slots
-    without a prior, and draft tokens the listed proposal would replace with at least the `guard`'s confidence), else
-    over the whole vocabulary; from log_softmax(prior + weight x logits) where a `prior` is given (= log_softmax(prior
-    + weight x log p_refiner): the refiner's normaliser cancels), from the refiner alone otherwise; the mask token
-    impossible in both."""
-    if shortlist is not None:
-        ids, rule = shortlist.ids[need], exact_rows(shortlist, need, weight, anchor, guard, mask_id)
-        if hasattr(denoiser, "listed_logits"):
-            listed, full, whole = denoiser.listed_logits(prompt_state, canvas, need, ids, rule)
-        else:
-            dense = _needed_logits(denoiser, prompt_state, canvas, need)
-            listed = dense.gather(1, ids.clamp(min=0))
-            whole = rule(listed)
-            full = dense[whole]
-        return shortlist_scores(listed, full, whole, shortlist, need, weight, keep, mask_id)
-    logits = clean_logits(_needed_logits(denoiser, prompt_state, canvas, need), mask_id)
-    if prior is None:
-        return Scored(logits, logits.log_softmax(-1))
-    logp = prior[need].add_(logits, alpha=weight)  # prior[need] is a copy: summed in place
-    if logp.shape[-1] > mask_id:
-        logp[:, mask_id] = float("-inf")  # weight 0 would leave 0 x -inf there
-    return Scored(logits, logp.log_softmax(-1))
-
-
-def _needed_logits(denoiser, prompt_state, canvas, need):
-    """(n, V) the refiner's logits of the `need` slots, in row-major order."""
-    if hasattr(denoiser, "needed_logits"):
-        return denoiser.needed_logits(prompt_state, canvas, need)
-    return denoiser.canvas_logits(prompt_state, canvas, need)[need]
-
-
-def _restricted(scored: Scored, allowed: torch.Tensor, restricted: torch.Tensor) -> Scored:
-    """`scored` with each `restricted` row (n,) drawing only from its `allowed` tokens (n, V), renormalised."""
-    if scored.ids is not None:
-        allowed = allowed.gather(1, scored.ids.clamp(min=0)) & (scored.ids >= 0)
-    logp = scored.logp.masked_fill(restricted[:, None] & ~allowed[:, : scored.logp.shape[-1]], float("-inf"))
-    return scored._replace(logp=logp - logp.logsumexp(-1, keepdim=True))
+def denoise_step(loop: DenoiseLoop, canvas: torch.LongTensor, k: int) -> DenoiseStep:
+    """Step k: score the slots that need it, commit the most confident masked ones (as many as the schedule allows),
+    guard the draft's tokens, and with editing re-mask the visible tokens the refiner now distrusts."""
+    config, mask_id, threshold, anchor = loop.config, loop.mask_id, loop.config.edit_threshold, loop.anchor
+    masked = canvas == mask_id
+    need = masked | (~masked & loop.editable) if threshold is not None else masked
+    # Only the needed slots are read: the vocabulary-wide work runs on those rows alone, (n, V) or (n, k) over a
+    # shortlist, and what the step decides comes back to (B, L) (the other slots are never committed, edited or traced).
+    scored = step_scores(loop.denoiser, loop.prompt_state, canvas, need, loop.prior, loop.shortlist, loop.weight, loop.old, anchor,
+                          config.min_change_confidence, mask_id)
+    if loop.allowed is not None:
+        scored = restricted_to(scored, loop.allowed[:, None].expand(*need.shape, -1)[need], loop.restricted[need])
+    columns, confidence = _predict(scored.logp, masked[need], config.temperature, loop.generator)
+    tokens = scored.tokens(columns)
+    current = None  # p(the token now on each visible slot): editing and the trace read it
+    if threshold is not None or config.trace:
+        current = _scatter(need, scored.at(scored.logp, canvas[need]).exp(), 1.0)
+    tokens, confidence = _scatter(need, tokens, 0), _scatter(need, confidence, 0.0)
+    argmax = tokens  # at visible slots `_predict` takes the argmax (it samples masked ones only)
+    commit = _most_confident(confidence, masked, masked.sum(1) - loop.still_masked[:, k])
+    if anchor is not None and (config.min_change_confidence > 0 or config.verify):
+        keep_draft = (anchor >= 0) & (confidence < config.min_change_confidence)
+        if loop.end_token_id is not None:
+            keep_draft |= (anchor >= 0) & (tokens == loop.end_token_id)
+        tokens = torch.where(keep_draft, anchor, tokens)
+    gain = None
+    if loop.old is not None:  # the refiner's log-prob gain (its normaliser cancels), none where nothing was replaced
+        gain = scored.at(scored.logits, tokens[need]) - scored.at(scored.logits, loop.old[need].clamp(min=0))
+        gain = _scatter(need, torch.where(loop.old[need] >= 0, gain, 0.0), 0.0)
+    edit = torch.zeros_like(masked)
+    if threshold is not None and k < config.steps - 1:
+        edit = ~masked & loop.editable & (current < threshold) & (argmax != canvas)
+    return DenoiseStep(torch.where(commit, tokens, canvas).masked_fill(edit, mask_id), commit, edit, confidence, current, gain)
 
 
 def _scatter(rows: torch.Tensor, values: torch.Tensor, fill) -> torch.Tensor:
