@@ -1,7 +1,8 @@
 """`hybrid generate --input prompts.jsonl --output results.jsonl`: generate for every prompt of a file, resumably.
 
-Input: one JSON object a line, {"prompt": ..., "source": ... (optional), and any of the pipeline's keyword settings
-(max_new_tokens, refine_steps, strength, mode, ...)}, which override the command line's for that prompt. Every line is
+Input: one JSON object a line, {"prompt": ..., "source": ... (optional: grounds the text in it, as --source does),
+and any of the pipeline's keyword settings (max_new_tokens, refine_steps, strength, mode, ...)}, which override the
+command line's for that prompt. Every line is
 checked before a model loads; a bad one is one error that names its line.
 
 Output: one JSON object a line, in input order: {"line": N (its line in the input), "prompt", "text", "draft_text", ...,
@@ -40,8 +41,8 @@ class PromptLine:
 
     @property
     def group(self) -> str:
-        """Lines of one batch share this: the same mode and settings."""
-        return json.dumps([self.mode, self.settings], sort_keys=True)
+        """Lines of one batch share this: the same mode and settings, and a source or none (a source means grounding)."""
+        return json.dumps([self.mode, self.source is not None, self.settings], sort_keys=True)
 
 
 @dataclass
@@ -163,7 +164,7 @@ def _generate(pipe, batch: list[PromptLine], draft_config, refine_config, mode: 
 
     def run(lines):
         return pipe([line.prompt for line in lines], draft_config=draft, refine_config=refine, mode=mode,
-                    source=[line.source for line in lines])
+                    source=[line.source for line in lines] if first.source is not None else None)
 
     try:
         results = run(batch)

@@ -97,7 +97,8 @@ class HybridPipeline:
         single = isinstance(prompts, str)
         batch = [prompts] if single else list(prompts)
         draft_config, refine_config = configs_from(settings, draft_config, refine_config)
-        if source is not None and refine_config.select == "auto" and mode == "hybrid":
+        given = isinstance(source, str) or (source is not None and any(s is not None for s in source))
+        if given and refine_config.select == "auto" and mode == "hybrid":
             refine_config = replace(refine_config, select="unsupported")  # a source given means: ground the draft in it
         sampler_config = refine_config.resolved(self.refiner is not None, self.default_select, mode)
         sources = _grounding_sources(batch, source) if sampler_config.select == "unsupported" and sampler_config.steps > 0 else None
