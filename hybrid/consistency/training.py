@@ -186,7 +186,7 @@ def train_classifier(options: TrainingOptions) -> TrainingResult:
         "held_out": evaluation.to_dict(),
         "held_out_source": "ACLSum validation papers + held-out plain-English passages (never trained on)",
         "training": {**stats, "pairs": len(pairs), "pair_kinds": dict(Counter(p.kind for p in pairs)),
-                     "cache_seconds": round(cache_seconds, 1), "args": {k: str(v) for k, v in asdict(options).items()}},
+                     "cache_seconds": round(cache_seconds, 1), "args": options.recorded()},
         "config": asdict(config),
         "total_seconds": round(time.monotonic() - t0, 1),
     }

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class ModelSection:
     base: str = "smollm2-135m"  # drafter alias, local folder or hub id; the refiner shares its weights
     dtype: str = "float32"  # weights dtype while training: float32 or bfloat16
-    init_refiner: str = ""  # start from this saved refiner folder (its LoRA layout) instead of fresh LoRA weights
+    init_refiner: str = ""  # start from this saved refiner (its LoRA layout) instead of fresh LoRA weights: a shipped name or a folder
 
 
 @dataclass
@@ -108,6 +108,9 @@ class Recipe:
     objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
+    # What load_recipe resolved to this machine's paths, as named ("model.init_refiner", a shipped one by its name, and
+    # "data.files"): saved recipes and provenance record these (`recipe_dict(recipe, as_given=True)`). Not a recipe key.
+    given: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 def _expected(tp) -> tuple:
@@ -123,7 +126,7 @@ def _build(cls, raw, where: str):
     if not isinstance(raw, dict):
         raise HybridError(f"{where or 'recipe'}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
     values = {}
     for key, value in raw.items():
         path = f"{where}.{key}" if where else str(key)
@@ -245,14 +248,20 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         _apply_override(raw, override)
     _translate_train_lora(raw, path)
     recipe = _build(Recipe, raw, "")
+    recipe.given["data.files"] = list(recipe.data.files)
     recipe.data.files = [_resolve_file(f, path.parent) for f in recipe.data.files]
     if recipe.model.init_refiner:
-        named = shipped(f"checkpoints/{recipe.model.init_refiner}")
-        if "/" not in recipe.model.init_refiner and (named / "refiner_config.json").is_file():
-            recipe.model.init_refiner = str(named)  # a shipped refiner's name, as --refiner takes it
-        else:
-            recipe.model.init_refiner = _resolve_file(recipe.model.init_refiner, path.parent)
+        given, named = recipe.model.init_refiner, shipped(f"checkpoints/{recipe.model.init_refiner}")
+        is_name = "/" not in given and (named / "refiner_config.json").is_file()  # a shipped name, as --refiner takes it
+        recipe.model.init_refiner = str(named) if is_name else _resolve_file(given, path.parent)
+        recipe.given["model.init_refiner"] = shipped_refiner_name(recipe.model.init_refiner) or given
     return validate(recipe)
+
+
+def shipped_refiner_name(folder: str | Path) -> str | None:
+    """A shipped refiner's name (`general`), however its folder was reached; None for any other folder."""
+    folder = Path(folder).resolve()
+    return folder.name if folder.parent == shipped("checkpoints").resolve() and (folder / "refiner_config.json").is_file() else None
 
 
 def _translate_train_lora(raw: dict, path: Path) -> None:
@@ -278,5 +287,12 @@ def _resolve_file(name: str, base: Path) -> str:
     return name  # a hub dataset id, or a missing file reported when the data loads
 
 
-def recipe_dict(recipe: Recipe) -> dict:
-    return dataclasses.asdict(recipe)
+def recipe_dict(recipe: Recipe, as_given: bool = False) -> dict:
+    """The recipe's sections as plain dicts: with the paths load_recipe resolved, or (`as_given`) with what the
+    recipe named (a shipped refiner by its shipped name), as saved recipes and refiner provenance record it."""
+    out = {f.name: dataclasses.asdict(getattr(recipe, f.name)) for f in dataclasses.fields(recipe) if f.init}
+    if as_given:
+        for key, value in recipe.given.items():
+            section, name = key.split(".")
+            out[section][name] = value
+    return out

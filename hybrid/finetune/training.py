@@ -69,13 +69,15 @@ class Training:
                                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
                                        log_with=recipe.train.log_with or None, project_dir=str(self.output_dir / "trackers"))
         if recipe.train.log_with:
-            self.accelerator.init_trackers(self.output_dir.name, config=flat_config(recipe_dict(recipe)))
+            self.accelerator.init_trackers(self.output_dir.name, config=flat_config(recipe_dict(recipe, as_given=True)))
         torch.manual_seed(recipe.train.seed)
         model, self.tokenizer = load_causal_lm(recipe.model.base, recipe.model.dtype)
         self.train_examples, self.validation_examples = recipe_examples(recipe, self.tokenizer)
         self.end_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id
-        training = {k: v for k, v in recipe_dict(recipe).items() if k != "train"} | {"steps": recipe.train.steps}
+        # The refiner's provenance, flat: this run's recipe as it was given (paths as the recipe named them) and its
+        # step count; a run from an initial refiner adds that refiner's name, not its own provenance.
+        training = {k: v for k, v in recipe_dict(recipe, as_given=True).items() if k != "train"} | {"steps": recipe.train.steps}
         refiner = self.initial_refiner(model, training)
         params = [p for p in refiner.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=recipe.train.learning_rate, weight_decay=recipe.train.weight_decay)
@@ -102,7 +104,7 @@ class Training:
             # head-only training keeps the initial refiner's LoRA, and so its layout, as they are.
             layers = recipe.lora.bidirectional_layers if self.trains_lora else None
             refiner = Refiner.load(recipe.model.init_refiner, model, bidirectional_layers=layers)
-            refiner.config.training = training | {"initial_refiner_training": refiner.config.training}
+            refiner.config.training = training | {"initial_refiner": training["model"]["init_refiner"]}
         else:
             refiner = Refiner.create(model, recipe.model.base, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout,
                                      training=training, bidirectional_layers=recipe.lora.bidirectional_layers or 0)
@@ -163,7 +165,7 @@ class Training:
         if not self.accelerator.is_main_process:
             return
         self.accelerator.unwrap_model(self.refiner).write_to(self.output_dir)
-        (self.output_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_dict(self.recipe), sort_keys=False))
+        (self.output_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_dict(self.recipe, as_given=True), sort_keys=False))
         summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
                    "final_loss": result.final_loss, "validation": result.validation}
         (self.output_dir / "validation.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -46,7 +46,10 @@ class RefinerConfig:
     # What a re-noised slot shows the lower layers: "mask" (the mask embedding) or "draft" (the draft's token there,
     # marked for the top layers by mask_marker; needs bidirectional_layers > 0). The slack always shows the mask.
     renoised_input: str = "mask"
-    training: dict = field(default_factory=dict)  # the recipe settings it was trained with, for the record
+    # For the record (nothing reads it back): the recipe it was trained with as it was given (sections model, data,
+    # objective, lora; paths as the recipe named them, a shipped refiner by its name) and `steps`; a run from an initial
+    # refiner adds `initial_refiner`, that refiner's name, not that refiner's own record (hybrid.finetune.training).
+    training: dict = field(default_factory=dict)
 
 
 def fingerprint(model) -> dict:
