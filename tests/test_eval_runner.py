@@ -117,7 +117,7 @@ def test_each_system_runs_the_base_settings_with_its_own_k_verification_and_sele
 
     base = SamplerConfig(strength=0.3, verify_window=5, ground_weight=1.5)
     hybrid = System("hybrid", 4).refine_config(base)
-    assert (hybrid.steps, hybrid.strength, hybrid.refining.verify, hybrid.select, hybrid.verify_window) == (4, 0.3, True, "auto", 5)
+    assert (hybrid.steps, hybrid.strength, hybrid.verify, hybrid.select, hybrid.verify_window) == (4, 0.3, True, "auto", 5)
     unverified = System("hybrid", 8, verified=False).refine_config(base)
     assert (unverified.verify, unverified.min_change_confidence, unverified.shortlist) == (False, 0.0, 0)  # every proposal kept
     assert hybrid.min_change_confidence == base.min_change_confidence > 0  # the default guard holds in the verified rows
@@ -126,3 +126,36 @@ def test_each_system_runs_the_base_settings_with_its_own_k_verification_and_sele
     assert DRAFT.refine_config(base).steps == 0
     assert System("hybrid", 8, cache_refresh=4).refine_config(base).cache_refresh == 4
     assert base.steps is None and base.select == "auto"  # the base is not changed
+
+
+def test_eval_drafts_with_the_speculation_asked_for(tiny_pipeline):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from hybrid.config import DraftConfig
+    from hybrid.evaluation.harness.runner import generate_samples
+    from hybrid.evaluation.harness.suite import Example
+
+    seen = []
+    run = tiny_pipeline.__class__.__call__
+
+    class Spy:  # the tiny pipeline, drafting only, noting each draft config it is given
+        refiner = None
+
+        def draft(self, prompts, config):
+            seen.append(config.speculate)
+            return tiny_pipeline.draft(prompts, config)
+
+        def __call__(self, prompts, draft_config=None, **kwargs):
+            seen.append(draft_config.speculate)
+            return run(tiny_pipeline, prompts, draft_config=draft_config, **{**kwargs, "refine_steps": 0, "mode": "draft"})
+
+    suite = SimpleNamespace(name="mine", max_new_tokens=6, task="continue")
+    examples = [Example("a", "Tell me about the sea.")]
+    for speculate in ("off", "lookup"):
+        seen.clear()
+        config = EvalConfig(draft=replace(DraftConfig(), speculate=speculate), batch_size=1)
+        samples = generate_samples(Spy(), suite, examples, config)
+        assert samples and set(seen) == {speculate}
+    result = CliRunner().invoke(cli, ["eval", "--help"])
+    assert "--speculate" in result.output and "--speculate" in CliRunner().invoke(cli, ["bench", "--help"]).output

@@ -41,6 +41,7 @@ class BenchConfig:
     measure_memory: bool = True
     cache_refresh: int = 4  # also time hybrid with approximate canvas-cache reuse (0: skip that system)
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
+    speculate: str = "auto"  # drafting's proposal source (DraftConfig.speculate): batches of several prompts decode plainly
 
 
 PRESETS = {
@@ -114,7 +115,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
         for batch in config.batch_sizes:
             prompts = (PROMPTS * batch)[:batch]
             for tokens in config.lengths:
-                draft_config = DraftConfig(max_new_tokens=tokens, ignore_eos=True, seed=0)
+                draft_config = DraftConfig(max_new_tokens=tokens, ignore_eos=True, seed=0, speculate=config.speculate)
                 draft_s, drafts = median_time(lambda: pipe(prompts, draft_config, DRAFT.refine_config(config.refine), mode="draft"),
                                                config.repeats, config.warmup, config.budget_s)
                 report.timings.append(Timing(dtype, batch, tokens, DRAFT, draft_s, batch * tokens / draft_s, 1.0, 0))

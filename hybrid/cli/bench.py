@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from hybrid.config import DTYPE_NAMES
+from hybrid.cli.options import config_options
+from hybrid.config import DTYPE_NAMES, DraftConfig
 
 
 @click.command()
@@ -17,9 +18,10 @@ from hybrid.config import DTYPE_NAMES
 @click.option("--refiner", default=None, help="Refiner folder; default the shipped general-4-layers (an untrained one if none is installed).")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory probe of `hybrid generate`.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU when there is one).")
+@config_options(DraftConfig, only=("speculate",))
 @click.option("--per-suite", type=click.IntRange(1, 1000), default=4, show_default=True, help="With --preset drafting: prompts of each suite.")
 @click.option("--output", type=click.Path(file_okay=False), default="evals/bench/latest", show_default=True, help="Folder for bench.json, bench.txt and bench.png (drafting: drafting.json, drafting.md).")
-def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memory, device, per_suite, output):
+def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memory, device, speculate, per_suite, output):
     """Time draft only, diffusion only and hybrid side by side; print every ratio to draft only.
 
     \b
@@ -39,7 +41,8 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
         except ValueError:
             raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name)
 
-    config = dataclasses.replace(PRESETS["quick" if preset == "drafting" else preset], refiner=refiner, measure_memory=not no_memory, device=device)
+    config = dataclasses.replace(PRESETS["quick" if preset == "drafting" else preset], refiner=refiner, measure_memory=not no_memory, device=device,
+                                 speculate=speculate)
     if lengths:
         config.lengths = numbers(lengths, "--lengths")
     if steps:

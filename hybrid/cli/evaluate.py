@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hybrid.cli.options import config_from, config_options
-from hybrid.config import DTYPE_CHOICES, SamplerConfig
+from hybrid.config import DTYPE_CHOICES, DraftConfig, SamplerConfig
 
 
 @click.command(name="eval")
@@ -14,6 +14,7 @@ from hybrid.config import DTYPE_CHOICES, SamplerConfig
 @click.option("--steps", default="1,2,4,8,16", show_default=True, help="Comma-separated refine-step counts for the hybrid systems.")
 @click.option("--diffusion-steps", type=click.IntRange(1, 256), default=8, show_default=True)
 @config_options(SamplerConfig, skip=("steps",))
+@config_options(DraftConfig, only=("speculate",))
 @click.option("--draft-model", default="smollm2-135m", show_default=True)
 @click.option("--refiner", default=None, help="Refiner folder or shipped name; default the shipped general-4-layers.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True, help="auto: bfloat16 where the hardware multiplies it natively, else float32.")
@@ -54,7 +55,8 @@ def eval_command(suite, limit, steps, diffusion_steps, draft_model, refiner, dty
         for name in names:
             click.echo(f"wrote {rerender(Path(output) if output else report_folder(name))}")
         return
-    config = EvalConfig(refine=config_from(SamplerConfig, settings), hybrid_steps=hybrid_steps, diffusion_steps=diffusion_steps,
+    config = EvalConfig(refine=config_from(SamplerConfig, settings), draft=config_from(DraftConfig, settings), hybrid_steps=hybrid_steps,
+                        diffusion_steps=diffusion_steps,
                         batch_size=batch_size, judge=not no_judge, encoders=not no_encoders)
     for name in names:
         paths, _ = run_suite(name, config, limit=limit, draft_model=draft_model, refiner=refiner, dtype=dtype,

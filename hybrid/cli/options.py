@@ -46,9 +46,10 @@ def _choices(f):
     return parse
 
 
-def config_options(cls, skip: tuple[str, ...] = ()):
-    """A decorator adding one option per CLI field of the config class `cls` (fields with cli=False and `skip` left out)."""
-    chosen = [f for f in fields(cls) if f.metadata.get("cli", False) and f.name not in skip]
+def config_options(cls, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None):
+    """A decorator adding one option per CLI field of the config class `cls` (fields with cli=False and `skip` left out;
+    with `only`, just those fields)."""
+    chosen = [f for f in fields(cls) if f.metadata.get("cli", False) and f.name not in skip and (only is None or f.name in only)]
 
     def decorate(command):
         for f in reversed(chosen):

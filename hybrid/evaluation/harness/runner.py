@@ -7,7 +7,7 @@ between them are the refiner's doing; each hybrid's wall-clock still includes th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tqdm.auto import tqdm
 
@@ -26,6 +26,9 @@ class EvalConfig:
     # The refine settings every system starts from (each system sets its own K, verification and selection:
     # System.refine_config); hybrid systems are verified, as `hybrid generate` runs them.
     refine: SamplerConfig = field(default_factory=SamplerConfig)
+    # The drafting settings (speculation); each suite sets its own length, and the run its seed. Batches of several
+    # prompts decode plainly, so speculation changes only batch-size-1 runs (and, in float32, no text).
+    draft: DraftConfig = field(default_factory=DraftConfig)
     hybrid_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     diffusion_steps: int = 8
     batch_size: int = 4
@@ -80,7 +83,7 @@ def generate_samples(pipe: HybridPipeline, suite: Suite, examples: list[Example]
     saved = saved or SavedSamples()
     systems = eval_systems(config, has_sources(suite, examples)) if pipe.refiner is not None else [DRAFT]
     settings = {system: system.refine_config(config.refine) for system in systems}
-    draft_config = DraftConfig(max_new_tokens=suite.max_new_tokens, seed=config.seed)
+    draft_config = replace(config.draft, max_new_tokens=suite.max_new_tokens, seed=config.seed)
     batches = [list(range(start, min(start + config.batch_size, len(examples)))) for start in range(0, len(examples), config.batch_size)]
     missing = {(s, i) for s in systems for i in range(len(examples)) if saved.get(s, settings[s], i, examples[i]) is None}
     bar = tqdm(total=len(examples) * len(systems), initial=len(examples) * len(systems) - len(missing), desc=f"generate {suite.name}",
