@@ -4,8 +4,8 @@ Load offline with ``evaluate.load("evals/metrics/diversity")``; ``compute(predic
 Wraps ``hybrid.evaluation.metrics.diversity`` (figures are means over texts).
 """
 
-import datasets
 import evaluate
+from hybrid.evaluation.metrics.module_info import text_metric_info
 from hybrid.evaluation.metrics.diversity import aggregate_diversity
 from hybrid.evaluation.metrics.diversity import score_diversity
 
@@ -20,12 +20,7 @@ Returns:
 
 class Diversity(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-        )
+        return text_metric_info(_DESCRIPTION, _KWARGS)
 
     def _compute(self, predictions):
         return aggregate_diversity(score_diversity(text) for text in predictions).to_dict()

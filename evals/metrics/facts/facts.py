@@ -6,6 +6,7 @@ Load offline with ``evaluate.load("evals/metrics/facts")``;
 
 import datasets
 import evaluate
+from hybrid.evaluation.metrics.module_info import text_metric_info
 from hybrid.evaluation.metrics.facts import DEFAULT_WINDOW
 from hybrid.evaluation.metrics.facts import answer_in_continuation
 
@@ -22,14 +23,7 @@ Returns:
 
 class Facts(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
-            ),
-        )
+        return text_metric_info(_DESCRIPTION, _KWARGS, datasets.Sequence(datasets.Value("string")))
 
     def _compute(self, predictions, references, window=DEFAULT_WINDOW):
         correct = sum(answer_in_continuation(p, r, window) for p, r in zip(predictions, references))

@@ -6,6 +6,7 @@ Wraps ``hybrid.evaluation.metrics.grounding`` (counts are pooled over all pairs 
 
 import datasets
 import evaluate
+from hybrid.evaluation.metrics.module_info import text_metric_info
 from hybrid.evaluation.metrics.grounding import aggregate_grounding
 from hybrid.evaluation.metrics.grounding import score_grounding_batch
 
@@ -22,12 +23,7 @@ Returns:
 
 class Grounding(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-        )
+        return text_metric_info(_DESCRIPTION, _KWARGS, datasets.Value("string"))
 
     def _compute(self, predictions, references, ngram_n=3):
         pooled = aggregate_grounding(score_grounding_batch(predictions, references, ngram_n))

@@ -6,6 +6,7 @@
 
 import datasets
 import evaluate
+from hybrid.evaluation.metrics.module_info import text_metric_info
 from hybrid.evaluation.metrics.summaries import rouge_scores
 
 _DESCRIPTION = "Mean ROUGE-1, ROUGE-2 and ROUGE-L F-measure between predictions and references."
@@ -21,12 +22,7 @@ Returns:
 
 class Rouge(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-        )
+        return text_metric_info(_DESCRIPTION, _KWARGS, datasets.Value("string"))
 
     def _compute(self, predictions, references, use_stemmer=True):
         return rouge_scores(predictions, references, use_stemmer=use_stemmer).to_dict()
