@@ -37,7 +37,7 @@ NO_REFINER = "no refiner is available: pass --refiner PATH (a folder written by 
 SELECT_CHOICES = ("auto", "logprob", "confidence", "random", "unsupported")
 GROUND_KINDS = ("entity", "number", "word")  # what `unsupported` checks against the source (word: content words)
 # speculative drafting's proposal sources (hybrid.drafting.proposals); auto: the one measured best, off: plain decoding
-SPECULATE_CHOICES = ("auto", "off", "lookup")
+SPECULATE_CHOICES = ("auto", "off", "lookup", "diffusion", "both")
 SCHEDULE_NAMES = ("linear", "cosine", "loglinear")  # hybrid.refining.schedule implements each (a test checks they agree)
 
 
@@ -111,8 +111,9 @@ class DraftConfig(_Checked):
     # (greedy: token for token up to float rounding at near-ties; sampling: the same distribution). Batches of several
     # prompts decode plainly.
     speculate: str = knob("auto", "Propose tokens ahead and let the drafter check them in one pass: lookup (n-grams of the "
-                          "prompt and text so far), off (plain decoding), auto (the best measured: lookup, off for bfloat16 on a CPU that "
-                          "emulates it).", choices=SPECULATE_CHOICES)
+                          "prompt and text so far), diffusion (the block drafter, --block-drafter), both (lookup where it matches, "
+                          "else the block drafter), off (plain decoding), auto (the best measured: lookup, off for bfloat16 on a "
+                          "CPU that emulates it).", choices=SPECULATE_CHOICES)
     speculate_block: int = knob(8, "Most tokens proposed per pass (chosen on validation prompts).",
                                 low=1, high=64)
     # Keep the drafter's whole log-distribution at every step (Draft.distributions): the refine stage's proposal prior

@@ -53,16 +53,21 @@ class HybridPipeline:
 
     @classmethod
     def from_pretrained(cls, draft_model: str = DEFAULT_DRAFTER, refiner: str | None = None, dtype: str = "float32",
-                        use_chat_template: bool = True, device: str = "cpu") -> "HybridPipeline":
-        """`refiner`: None for the shipped default (if installed), 'none' for draft only, a shipped name or a folder."""
+                        use_chat_template: bool = True, device: str = "cpu", block_drafter: str | None = None) -> "HybridPipeline":
+        """`refiner`: None for the shipped default (if installed), 'none' for draft only, a shipped name or a folder.
+        `block_drafter`: a folder (or the shipped one's name) for speculate "diffusion" and "both"; None loads none."""
         start = time.perf_counter()
         model, tokenizer = load_causal_lm(draft_model, dtype, device)
+        drafter = Drafter(model, tokenizer, use_chat_template)
+        if block_drafter is not None:  # before the refiner: its copies of the top layers must not carry the refiner's LoRA
+            from hybrid.drafting.block_drafter import BlockDrafter, resolve_block_drafter
+
+            drafter.block_drafter = BlockDrafter.load(resolve_block_drafter(block_drafter), model)
         refiner_obj = None
         folder = None if refiner == "none" else resolve_refiner(refiner)
         if folder is not None:
             refiner_obj = Refiner.load(folder, model)
             refiner_obj.to(device=model.device, dtype=model.dtype).eval()
-        drafter = Drafter(model, tokenizer, use_chat_template)
         load_s = time.perf_counter() - start
         drafter.load_s = load_s
         return cls(drafter, refiner_obj, load_s)

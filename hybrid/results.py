@@ -57,7 +57,8 @@ class GenerationResult(Result):
     # With trace: every group of changes the refiner proposed, its verification score and whether it was kept.
     proposals: list[dict] | None = None
     # How drafting went (hybrid.drafting.decode_loop.SpeculationStats): the proposal source ("off": plain decoding),
-    # decode passes, tokens per pass, proposals offered and kept per block position. Shared by a batch's rows.
+    # decode passes, tokens per pass, proposals offered and kept per block position; with trace, each pass's proposals.
+    # Shared by a batch's rows.
     speculation: dict | None = None
 
 
@@ -73,7 +74,8 @@ def result_for_row(tokenizer, mask_id: int | None, row: int, prompt: str, draft,
         steps_run=output.steps_run if output else 0, edits_per_step=list(output.edits_per_step) if output else [],
         timings=timings, trace=_trace(tokenizer, mask_id, output, row) if traced else None,
         proposals=_proposals(tokenizer, output, row) if traced else None,
-        speculation=draft.speculation.to_dict() if draft is not None and draft.speculation is not None else None,
+        speculation=(draft.speculation.to_dict(with_log=sampler_config.trace)
+                     if draft is not None and draft.speculation is not None else None),
     )
 
 

@@ -225,6 +225,11 @@ def test_cli_speculate_reports_tokens_per_pass(tiny_model_dir, tiny_refiner_dir)
     traced = CliRunner().invoke(cli, ["generate", prompt, "--draft-model", str(tiny_model_dir), "--refiner", str(tiny_refiner_dir),
                                       "--max-new-tokens", "12", "--refine-steps", "1", "--show-trace"])
     assert traced.exit_code == 0 and "lookup speculation" in traced.output and "tokens per pass" in traced.output
+    assert "proposal 1:" in traced.output  # each pass's proposals, kept and rejected
+    logged = json.loads(CliRunner().invoke(cli, base + ["--speculate", "lookup", "--json", "--show-trace"]).output)["speculation"]
+    assert "proposals" not in spec["speculation"] and logged["proposals"]
+    assert sum(p["kept"] for p in logged["proposals"]) == logged["accepted"]
+    assert sum(len(p["ids"]) for p in logged["proposals"]) == logged["proposed"]
     bad = CliRunner().invoke(cli, base + ["--speculate", "tree"])
     assert bad.exit_code == 2 and "tree" in bad.output and "Traceback" not in bad.output
     auto = CliRunner().invoke(cli, base + ["--dtype", "auto"])

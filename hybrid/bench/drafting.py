@@ -132,9 +132,9 @@ def suite_prompts(names: list[str], per_suite: int, offset: int = 0) -> dict[str
 
 def run_drafting_bench(dtypes: list[str], max_new_tokens: int, per_suite: int, systems: list[str], output: Path,
                        model: str = DEFAULT_DRAFTER, refiner: str | None = None, suites=COPY_HEAVY + OPEN,
-                       offset: int = 0) -> list[DraftingSpeed]:
+                       offset: int = 0, block_drafter: str | None = None) -> list[DraftingSpeed]:
     """Every system on `per_suite` prompts of each suite (from the `offset`-th on), per dtype; writes drafting.json and
-    drafting.md into `output`."""
+    drafting.md into `output`. `block_drafter` (a folder) serves the "diffusion" and "both" systems."""
     from tqdm import tqdm
 
     from hybrid.drafting.drafter import Drafter
@@ -144,6 +144,10 @@ def run_drafting_bench(dtypes: list[str], max_new_tokens: int, per_suite: int, s
     reports = []
     for dtype in dtypes:
         drafter = Drafter.from_pretrained(model, dtype)
+        if block_drafter is not None:
+            from hybrid.drafting.block_drafter import BlockDrafter, resolve_block_drafter
+
+            drafter.block_drafter = BlockDrafter.load(resolve_block_drafter(block_drafter), drafter.model)
         pipeline = HybridPipeline.from_pretrained(draft_model=model, refiner=refiner, dtype=dtype) if "hybrid" in systems else None
         with tqdm(total=sum(map(len, prompts.values())), desc=f"drafting bench {dtype}") as bar:
             reports.append(measure(drafter, prompts, systems, max_new_tokens, dtype, bar, pipeline))

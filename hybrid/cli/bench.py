@@ -19,9 +19,11 @@ from hybrid.config import DTYPE_NAMES, DraftConfig
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory probe of `hybrid generate`.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU when there is one).")
 @config_options(DraftConfig, only=("speculate",))
+@click.option("--block-drafter", default=None, help="With --preset drafting: also time speculation from this block drafter (folder or "
+              "the shipped one's name), alone (diffusion) and after lookup (both).")
 @click.option("--per-suite", type=click.IntRange(1, 1000), default=4, show_default=True, help="With --preset drafting: prompts of each suite.")
 @click.option("--output", type=click.Path(file_okay=False), default="evals/bench/latest", show_default=True, help="Folder for bench.json, bench.txt and bench.png (drafting: drafting.json, drafting.md).")
-def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memory, device, speculate, per_suite, output):
+def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memory, device, speculate, block_drafter, per_suite, output):
     """Time draft only, diffusion only and hybrid side by side; print every ratio to draft only.
 
     \b
@@ -57,7 +59,9 @@ def bench(preset, lengths, steps, batch_sizes, dtypes, repeats, refiner, no_memo
     if preset == "drafting":
         from hybrid.bench.drafting import SYSTEMS, format_markdown, run_drafting_bench
 
-        reports = run_drafting_bench(config.dtypes, config.lengths[0], per_suite, list(SYSTEMS), Path(output), refiner=refiner)
+        systems = list(SYSTEMS) + (["diffusion", "both"] if block_drafter else [])
+        reports = run_drafting_bench(config.dtypes, config.lengths[0], per_suite, systems, Path(output), refiner=refiner,
+                                     block_drafter=block_drafter)
         click.echo(format_markdown(reports) + f"\nwrote {Path(output) / 'drafting.json'}, {Path(output) / 'drafting.md'}")
         return
     if repeats:

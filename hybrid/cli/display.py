@@ -38,6 +38,11 @@ def render_trace(result, tokenizer) -> str:
         lines.append(f"drafting: {s['source']} speculation, {s['tokens_per_pass']:.2f} tokens per pass; the drafter kept "
                      f"{s['accepted']} of {s['proposed']} proposed tokens (by block position: "
                      + ", ".join(f"{k}/{o}" for k, o in zip(s["kept_per_position"], s["offered_per_position"])) + ")")
+    for index, p in enumerate((result.speculation or {}).get("proposals", [])[:40]):
+        pieces = [tokenizer.decode([i]) for i in p["ids"]]
+        kept = click.style("".join(pieces[: p["kept"]]), fg="green", bold=True)
+        rejected = click.style("".join(pieces[p["kept"]:]), fg="red", strikethrough=True)
+        lines.append(f"  proposal {index + 1}: {p['kept']} of {len(pieces)} kept  {kept!s}{rejected!s}")
     t = result.timings
     lines.append(f"time: draft {t.draft_s:.2f}s ({t.draft_tokens_per_s:.1f} tok/s), refine {t.refine_s:.2f}s, total {t.total_s:.2f}s")
     return "\n".join(lines)

@@ -34,12 +34,16 @@ class SpeculationStats:
     accepted: int = 0
     offered: list[int] = field(default_factory=list)
     kept: list[int] = field(default_factory=list)
+    log: list[tuple[list[int], int]] = field(default_factory=list)  # per pass that had proposals: (proposed ids, kept)
 
     @property
     def tokens_per_pass(self) -> float:
         return self.tokens / self.passes if self.passes else 1.0
 
-    def add(self, proposed: int, accepted: int) -> None:
+    def add(self, proposed: list[int], accepted: int) -> None:
+        if proposed:
+            self.log.append((list(proposed), accepted))
+        proposed = len(proposed)
         self.proposed, self.accepted = self.proposed + proposed, self.accepted + accepted
         for position in range(proposed):
             if position == len(self.offered):
@@ -48,10 +52,12 @@ class SpeculationStats:
             self.offered[position] += 1
             self.kept[position] += position < accepted
 
-    def to_dict(self) -> dict:
-        return {"source": self.source, "passes": self.passes, "tokens": self.tokens, "tokens_per_pass": round(self.tokens_per_pass, 3),
-                "proposed": self.proposed, "accepted": self.accepted, "offered_per_position": self.offered,
-                "kept_per_position": self.kept}
+    def to_dict(self, with_log: bool = False) -> dict:
+        """Plain data; `with_log`: also each pass's proposals (token ids) and how many the drafter kept."""
+        out = {"source": self.source, "passes": self.passes, "tokens": self.tokens, "tokens_per_pass": round(self.tokens_per_pass, 3),
+               "proposed": self.proposed, "accepted": self.accepted, "offered_per_position": self.offered,
+               "kept_per_position": self.kept}
+        return out | ({"proposals": [{"ids": ids, "kept": kept} for ids, kept in self.log]} if with_log else {})
 
 
 @dataclass
@@ -89,11 +95,11 @@ class DecodeLoop:
             token = forced if forced is not None else choose(self._ruled(logits), self.config, self.generator)
             if self._commit(token, logits):
                 break
-            proposal = source.get_candidates(self._context(), self.config.max_new_tokens - len(self.tokens)) if source else Proposal([])
+            proposal = self._propose(source, cache)
             block_logits, attention = self._verify_pass(token, proposal, attention, next_position, cache)
             accepted, forced, done = self._check(proposal, block_logits)
             self.stats.passes += 1
-            self.stats.add(len(proposal.tokens), accepted)
+            self.stats.add(proposal.tokens, accepted)
             if source is not None:
                 source.update_candidate_strategy(len(proposal.tokens), accepted)
             # kept in the cache: t and the accepted proposals, less the last token when it ended the draft (plain
@@ -119,6 +125,16 @@ class DecodeLoop:
         self.lengths = [self.config.max_new_tokens] * batch
         self.tokens, self.logprobs, self.distributions, self.generated = [], [], [], [[] for _ in range(batch)]
         return source
+
+    def _propose(self, source, cache) -> Proposal:
+        """The source's proposals after the chosen token (none without a source). A source that reads the drafter's
+        states (`needs_cache`, the block drafter) gets the cache, which holds every slot before the chosen token."""
+        if source is None:
+            return Proposal([])
+        limit = self.config.max_new_tokens - len(self.tokens)
+        if getattr(source, "needs_cache", False):
+            return source.get_candidates(self._context(), limit, cache=cache)
+        return source.get_candidates(self._context(), limit)
 
     def _verify_pass(self, token: torch.Tensor, proposal: Proposal, attention: torch.Tensor, next_position: torch.Tensor, cache):
         """One drafter pass over [the chosen token, the proposals]: the logits after each, and the attention mask grown."""

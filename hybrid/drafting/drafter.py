@@ -75,6 +75,7 @@ class Drafter:
         self.cache_keyword = cache_keyword(model)
         self.use_chat_template = use_chat_template and tokenizer.chat_template is not None
         self.load_s = load_s
+        self.block_drafter = None  # hybrid.drafting.block_drafter.BlockDrafter, for speculate "diffusion" and "both"
 
     @classmethod
     def from_pretrained(cls, name: str = DEFAULT_DRAFTER, dtype: str = "float32", use_chat_template: bool = True) -> "Drafter":
@@ -188,7 +189,7 @@ class Drafter:
         cache = DynamicCache(config=self.model.config)
         with recording(self.model, record[1] if record else ()) as outputs:
             loop = DecodeLoop(self.model, self.cache_keyword, config, self.end_ids, self.tokenizer.pad_token_id, generator,
-                              on_token, self._stop_hit(config.stop), source if source is not None else proposal_source(config, prompt_ids.shape[0], self.model),
+                              on_token, self._stop_hit(config.stop), source if source is not None else proposal_source(config, prompt_ids.shape[0], self.model, self.block_drafter),
                               lambda drop: trim_latest(outputs, drop))
             decoded = loop.run(prompt_ids, prompt_mask, cache)
         texts = [self._finish_text(decoded.token_ids[row, : decoded.lengths[row]].tolist(), config.stop)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-
+from hybrid.errors import HybridError
 
 
 @dataclass
@@ -28,7 +28,8 @@ class Proposal:
 class ProposalSource(Protocol):
     name: str
 
-    def get_candidates(self, context: list[int], limit: int) -> Proposal: ...
+    def get_candidates(self, context: list[int], limit: int) -> Proposal: ...  # a source with `needs_cache` also gets cache=
+
 
     def update_candidate_strategy(self, proposed: int, accepted: int) -> None: ...
 
@@ -73,16 +74,41 @@ class LookupProposals:
         self.block = min(self.block + 2, self.max_block) if accepted == proposed else max(1, self.block - 1)
 
 
-SOURCES = {"lookup": LookupProposals}
+class EitherProposals:
+    """Lookup where the text has a match, else the block drafter: per pass, the first source that proposes anything."""
+
+    name = "both"
+    needs_cache = True
+
+    def __init__(self, lookup: LookupProposals, block):
+        self.lookup, self.block, self.last = lookup, block, None
+
+    def get_candidates(self, context: list[int], limit: int, cache=None) -> Proposal:
+        proposal = self.lookup.get_candidates(context, limit)
+        self.last = self.lookup if proposal.tokens else self.block
+        return proposal if proposal.tokens else self.block.get_candidates(context, limit, cache=cache)
+
+    def update_candidate_strategy(self, proposed: int, accepted: int) -> None:
+        if self.last is not None:
+            self.last.update_candidate_strategy(proposed, accepted)
 
 
-def proposal_source(config, batch: int, model=None):
+def proposal_source(config, batch: int, model=None, block_drafter=None):
     """The proposal source a DraftConfig asks for, new for one call (a source adapts within a call), or None: speculation
-    off, or a batch (hybrid.drafting.decode_loop decodes batches plainly). "auto" is the one measured best for `model`."""
+    off, or a batch (hybrid.drafting.decode_loop decodes batches plainly). "auto" is the one measured best for `model`;
+    "diffusion" and "both" need the drafter's block drafter (hybrid.drafting.block_drafter)."""
     name = auto_source(model) if config.speculate == "auto" else config.speculate
     if name == "off" or batch != 1:
         return None
-    return SOURCES[name](block=config.speculate_block)
+    if name == "lookup":
+        return LookupProposals(block=config.speculate_block)
+    if block_drafter is None:
+        raise HybridError(f"--speculate {name} needs a block drafter: train one with `hybrid finetune recipes/block-drafter.yaml` "
+                          "and pass it with --block-drafter FOLDER")
+    from hybrid.drafting.block_drafter import BlockProposals
+
+    block = BlockProposals(block_drafter, config.speculate_block)
+    return block if name == "diffusion" else EitherProposals(LookupProposals(block=config.speculate_block), block)
 
 
 def auto_source(model) -> str:

@@ -25,10 +25,21 @@ def finetune(recipe, overrides, resume, output, validate):
     hybrid finetune recipes/continue.yaml --resume
     hybrid finetune recipes/continue.yaml --score-refiner checkpoints/general
     """
+    from hybrid.drafting.block_recipe import read_block_recipe, run_block_recipe
     from hybrid.finetune.recipe import load_recipe
     from hybrid.finetune.methods import run_recipe
     from hybrid.finetune.training import validate_saved_refiner
 
+    block = read_block_recipe(recipe, list(overrides) + ([f"block_drafter.output_dir={output}"] if output else []))
+    if block is not None:  # a block drafter for speculative drafting (hybrid.drafting.block_recipe)
+        if resume or validate:
+            raise click.UsageError("a block-drafter recipe takes neither --resume nor --score-refiner")
+        summary = run_block_recipe(block, recipe)
+        last = summary["learning_curve"][-1]
+        click.echo(f"trained {block.steps} steps on {summary['distilled_tokens']} distilled tokens, final loss {summary['final_loss']:.3f}; "
+                   f"{last['tokens_per_pass']:.2f} tokens per verify pass on the validation prompts")
+        click.echo(f"block drafter written to {block.output_dir}: use it with `hybrid generate --speculate diffusion --block-drafter {block.output_dir}`")
+        return
     overrides = list(overrides) + ([f"train.output_dir={output}"] if output else [])
     config = load_recipe(recipe, overrides)  # validated before any model or data loads
     if validate:

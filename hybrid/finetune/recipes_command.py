@@ -65,9 +65,14 @@ def validate_recipe(recipe, overrides):
     \b
     hybrid recipes validate summarize train.steps=20
     """
+    from dataclasses import asdict
+
+    from hybrid.drafting.block_recipe import SECTION, read_block_recipe
     from hybrid.finetune.recipe import load_recipe, recipe_dict
 
-    click.echo(yaml.safe_dump(recipe_dict(load_recipe(recipe, list(overrides))), sort_keys=False).rstrip())
+    block = read_block_recipe(recipe, list(overrides))
+    resolved = {SECTION: asdict(block)} if block is not None else recipe_dict(load_recipe(recipe, list(overrides)))
+    click.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
 
 
 def _description(path: Path) -> str:

@@ -1,0 +1,62 @@
+"""What one block-drafter pass costs against one decode step of the drafter, and a verify pass over the block.
+
+    .venv/bin/python evals/block_drafter_cost.py runs/block-drafter [--context 300] [--repeats 21]
+
+After a context of `--context` tokens in the drafter's cache, times (medians, interleaved): one decode step of the
+drafter (1 token), the block drafter's pass proposing its block, and the drafter's verify pass over [token, block].
+Prints each in milliseconds and as decode steps. The block drafter's weights are read from the folder given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def main() -> None:
+    from transformers import DynamicCache
+
+    from hybrid.drafting.block_drafter import BlockDrafter, resolve_block_drafter
+    from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("block_drafter", help="block drafter folder (or the shipped one's name)")
+    parser.add_argument("--context", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=21)
+    args = parser.parse_args()
+    model, _ = load_causal_lm(DEFAULT_DRAFTER)
+    block_drafter = BlockDrafter.load(resolve_block_drafter(args.block_drafter), model)
+    block = block_drafter.config.block
+    ids = torch.randint(100, 20000, (1, args.context + block + 1), generator=torch.Generator().manual_seed(0))
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        model(input_ids=ids[:, : args.context], past_key_values=cache, use_cache=True)
+
+        def step(k: int) -> float:
+            start = time.perf_counter()
+            model(input_ids=ids[:, args.context : args.context + k], past_key_values=cache, use_cache=True,
+                  position_ids=torch.arange(args.context, args.context + k)[None])
+            seconds = time.perf_counter() - start
+            cache.crop(-k)
+            return seconds
+
+        def propose() -> float:
+            start = time.perf_counter()
+            block_drafter.propose(cache, int(ids[0, args.context]), args.context, block)
+            return time.perf_counter() - start
+
+        times = {"decode step (1 token)": [], f"block drafter pass ({block} proposals)": [], f"verify pass ({block + 1} tokens)": []}
+        for _ in range(args.repeats):
+            for name, call in zip(times, (lambda: step(1), propose, lambda: step(block + 1))):
+                times[name].append(call())
+    decode = statistics.median(times["decode step (1 token)"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name}: {median * 1000:.1f} ms = {median / decode:.2f} decode steps")
+
+
+if __name__ == "__main__":
+    main()

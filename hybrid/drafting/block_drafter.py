@@ -1,0 +1,188 @@
+"""The block drafter: a block-diffusion proposal head on the drafter's own states (after DFlash, TiDAR).
+
+A block [t0, MASK x (P-1)] (t0: the token the drafter just chose, not yet run through it) goes through copies of the
+drafter's top `layers` layers, bidirectionally within the block. Its keys and values at each of those layers sit
+beside the drafter's own cached keys and values of the context at the same layer, so the block reads the context
+as the drafter's top layers see it, at no cost beyond the block's own P positions. Every slot starts from the
+drafter's own state at the position before the block (its input to the first copied layer there, the state that chose
+t0), joined with the slot's embedding (t0's, or the mask's) by a learned map; the drafter's final norm and LM head read
+the block out. Output slot j proposes the token at t0's
+position + j + 1 (the drafter's own one-position shift), so one pass proposes P tokens, which the drafter then checks
+in one pass of its own (hybrid.drafting.decode_loop).
+
+    drafter = BlockDrafter.create(model, layers=2, block=8)     # or BlockDrafter.load(folder, model)
+    proposals = BlockProposals(drafter)                          # a ProposalSource (hybrid.drafting.proposals)
+
+Only the block drafter's own weights are trained and saved (the copied layers, the mask embedding, the input map):
+the drafter and its LM head stay frozen and shared.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from hybrid.atomic import atomic_folder
+from hybrid.drafting.proposals import Proposal
+from hybrid.errors import HybridError
+
+CONFIG_NAME = "block_drafter_config.json"
+WEIGHTS_NAME = "block_drafter.safetensors"
+SHIPPED_NAME = "block-drafter"  # checkpoints/block-drafter, when the package ships one
+
+
+def resolve_block_drafter(name: str | None) -> Path | None:
+    """A block drafter's folder: a path, or the shipped one's name; None (or the name) for the shipped one, None when
+    no block drafter is shipped."""
+    from hybrid.resources import shipped
+
+    if name in (None, SHIPPED_NAME):
+        folder = shipped(f"checkpoints/{SHIPPED_NAME}")
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+        if name is None:
+            return None
+        raise HybridError(f"no block drafter is shipped in {folder}: train one with `hybrid finetune recipes/block-drafter.yaml`")
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise HybridError(f"block drafter folder {folder} does not exist")
+    return folder
+
+
+@dataclass
+class BlockDrafterConfig:
+    base_model: str  # the drafter it reads (its name as the user gave it)
+    layers: int = 2  # top layers copied
+    block: int = 8  # tokens proposed per pass
+    num_hidden_layers: int = 0  # the drafter's, to refuse another drafter's states
+    hidden_size: int = 0
+    provenance: dict = field(default_factory=dict)  # the recipe and the figures of its training
+
+
+class BlockDrafter(nn.Module):
+    def __init__(self, model, config: BlockDrafterConfig):
+        super().__init__()
+        inner = model.model
+        if config.num_hidden_layers != len(inner.layers) or config.hidden_size != model.config.hidden_size:
+            raise HybridError(f"this block drafter was trained for a drafter with {config.num_hidden_layers} layers of width "
+                              f"{config.hidden_size}, not {len(inner.layers)} of {model.config.hidden_size}")
+        self.config = config
+        self.first = len(inner.layers) - config.layers
+        self.layers = nn.ModuleList(copy.deepcopy(inner.layers[i]) for i in range(self.first, len(inner.layers)))
+        hidden = model.config.hidden_size
+        self.mask_embedding = nn.Parameter(inner.embed_tokens.weight.detach().mean(0).clone())
+        self.in_map = nn.Linear(2 * hidden, hidden)  # [the drafter's state before the block, the slot's embedding]
+        with torch.no_grad():
+            self.in_map.weight.copy_(torch.cat([torch.eye(hidden), torch.eye(hidden)], dim=1))
+            self.in_map.bias.zero_()
+        object.__setattr__(self, "drafter", model)  # shared and frozen: not a submodule, not saved
+        self.latest = None  # (positions, states) of the drafter's latest one-row pass at the first copied layer's input
+        object.__setattr__(self, "hook", inner.layers[self.first].register_forward_pre_hook(self._record, with_kwargs=True))
+
+    def _record(self, module, args, kwargs) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        positions = kwargs.get("position_ids")
+        self.latest = (positions[0], hidden[0]) if hidden.shape[0] == 1 and positions is not None else None
+
+    @classmethod
+    def create(cls, model, base_model: str, layers: int = 2, block: int = 8) -> "BlockDrafter":
+        config = BlockDrafterConfig(base_model, layers, block, len(model.model.layers), model.config.hidden_size)
+        return cls(model, config).to(dtype=model.dtype, device=model.device)
+
+    @classmethod
+    def load(cls, folder: str | Path, model) -> "BlockDrafter":
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise HybridError(f"{folder} is not a block drafter: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+        try:
+            config = BlockDrafterConfig(**json.loads((folder / CONFIG_NAME).read_text()))
+            weights = load_file(str(folder / WEIGHTS_NAME))
+        except (ValueError, TypeError, OSError) as exc:
+            raise HybridError(f"cannot read the block drafter in {folder}: {exc}") from exc
+        drafter = cls(model, config).to(dtype=model.dtype, device=model.device)  # before the weights: none is rounded on the way
+        missing, unexpected = drafter.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise HybridError(f"the block drafter in {folder} does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return drafter.eval()
+
+    def save(self, folder: str | Path) -> None:
+        with atomic_folder(folder) as tmp:
+            save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_NAME))
+            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    def block_inputs(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """(..., P) ids and (..., H) the drafter's states before each block -> (..., P, H): slot 0 embeds t0, the others
+        the mask; each joined with its block's state by the input map."""
+        embedded = self.drafter.model.embed_tokens(tokens[..., :1])
+        masks = self.mask_embedding.expand(*tokens.shape[:-1], tokens.shape[-1] - 1, -1).to(embedded.dtype)
+        slots = torch.cat([embedded, masks], dim=-2)
+        return self.in_map(torch.cat([states[..., None, :].to(slots.dtype).expand_as(slots), slots], dim=-1))
+
+    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, context: list[tuple[torch.Tensor, torch.Tensor]],
+                mask: torch.Tensor) -> torch.Tensor:
+        """Logits (B, Q, V) of Q block slots. `hidden` (B, Q, H) the block inputs at `positions` (B, Q); `context[i]` the
+        drafter's cached (keys, values) of layer first + i, each (B, kv_heads, T, d) after rotary; `mask` (B, 1, Q, T + Q)
+        True where a slot may attend (the context before its block, and its own block)."""
+        inner = self.drafter.model
+        rotary = inner.rotary_emb(hidden, position_ids=positions)
+        for layer, (keys, values) in zip(self.layers, context):
+            hidden = hidden + self._attention(layer, layer.input_layernorm(hidden), rotary, keys, values, mask)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.drafter.lm_head(inner.norm(hidden))
+
+    @staticmethod
+    def _attention(layer, x: torch.Tensor, rotary, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        attention = layer.self_attn
+        batch, length, _ = x.shape
+        d = attention.head_dim
+        q = attention.q_proj(x).view(batch, length, -1, d).transpose(1, 2)
+        k = attention.k_proj(x).view(batch, length, -1, d).transpose(1, 2)
+        v = attention.v_proj(x).view(batch, length, -1, d).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, *rotary)
+        k, v = torch.cat([keys.to(k.dtype), k], dim=2), torch.cat([values.to(v.dtype), v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return attention.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+    @torch.inference_mode()
+    def propose(self, cache, t0: int, position: int, count: int) -> list[int]:
+        """`count` greedy proposals after t0 at `position`, reading the drafter's cache and its state at `position` - 1
+        from its latest pass (one row, no padding); none when that pass did not reach it."""
+        device = self.mask_embedding.device
+        if self.latest is None or not (self.latest[0] == position - 1).any():
+            return []
+        state = self.latest[1][int((self.latest[0] == position - 1).nonzero()[0, 0])]
+        tokens = torch.tensor([[t0] * self.config.block], device=device)[:, :count]
+        positions = torch.arange(position, position + tokens.shape[1], device=device)[None]
+        context = [(cache.layers[i].keys, cache.layers[i].values) for i in range(self.first, self.first + len(self.layers))]
+        seen = context[0][0].shape[2]
+        mask = torch.ones(1, 1, tokens.shape[1], seen + tokens.shape[1], dtype=torch.bool, device=device)
+        return self(self.block_inputs(tokens, state[None]), positions, context, mask)[0].argmax(-1).tolist()
+
+
+class BlockProposals:
+    """The block drafter as a proposal source: one block pass proposes up to `block` tokens (greedy)."""
+
+    name = "diffusion"
+    needs_cache = True
+
+    def __init__(self, drafter: BlockDrafter, block: int | None = None):
+        self.drafter = drafter
+        self.block = min(block or drafter.config.block, drafter.config.block)
+
+    def get_candidates(self, context: list[int], limit: int, cache=None) -> Proposal:
+        limit = min(limit, self.block)
+        if limit <= 0 or cache is None:
+            return Proposal([])
+        position = cache.get_seq_length()
+        return Proposal(self.drafter.propose(cache, context[-1], position, limit))
+
+    def update_candidate_strategy(self, proposed: int, accepted: int) -> None:
+        pass

@@ -1,0 +1,174 @@
+"""`hybrid finetune recipes/block-drafter.yaml`: self-distil the drafter, train the block drafter, measure its tokens per
+verify pass on validation prompts as it learns, and write it with its model card.
+
+A block-drafter recipe has one top-level section, `block_drafter:`, whose keys are BlockDrafterRecipe's fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from hybrid.errors import HybridError
+
+log = logging.getLogger(__name__)
+SECTION = "block_drafter"
+
+
+@dataclass
+class BlockDrafterRecipe:
+    base: str = "smollm2-135m"  # the drafter (alias, folder or hub id)
+    layers: int = 2  # top layers the block drafter copies
+    block: int = 8  # tokens proposed per pass
+    prompts: int = 640  # self-distillation prompts (hybrid.drafting.block_training.training_prompts)
+    max_new_tokens: int = 96  # greedy continuation per prompt
+    distil_batch: int = 32  # prompts continued at once
+    distil_layers: int = 4  # top layers whose keys and values the distilled file keeps (at least `layers`), for reuse
+    steps: int = 800
+    batch_size: int = 8  # sequences a step
+    anchors: int = 8  # blocks per sequence a step
+    lr: float = 5e-4
+    decay: float = 0.8  # loss weight of block slot j: decay ** j
+    seed: int = 0
+    eval_every: int = 200  # steps between learning-curve points
+    eval_prompts: int = 8  # validation prompts per point
+    eval_tokens: int = 64
+    output_dir: str = "runs/block-drafter"
+    # A file of distilled sequences to reuse (a run writes its own beside its output folder: OUTPUT.distilled.safetensors;
+    # reuse one made with the same base and at least `layers` distil_layers); empty: distil anew.
+    distilled: str = ""
+
+
+def read_block_recipe(name: str, overrides: list[str] = ()) -> BlockDrafterRecipe | None:
+    """The block-drafter recipe in file or shipped recipe `name`, or None when it is a refiner's recipe."""
+    from hybrid.finetune.recipe import resolve_recipe
+
+    path = resolve_recipe(name)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise HybridError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return block_recipe(raw, list(overrides)) if isinstance(raw, dict) and SECTION in raw else None
+
+
+def block_recipe(raw: dict, overrides: list[str] = ()) -> BlockDrafterRecipe:
+    """The recipe from a parsed YAML file, with `block_drafter.key=value` overrides; one clear error for a bad key."""
+    section = dict(raw.get(SECTION) or {})
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if not key.startswith(SECTION + ".") or not value:
+            raise HybridError(f"override {override!r}: give block_drafter.KEY=VALUE")
+        section[key[len(SECTION) + 1:]] = yaml.safe_load(value)
+    extra = set(raw) - {SECTION}
+    known = {f.name: f for f in fields(BlockDrafterRecipe)}
+    unknown = [k for k in section if k not in known] + sorted(extra)
+    if unknown:
+        raise HybridError(f"unknown recipe key {unknown[0]!r}: a block-drafter recipe takes block_drafter.{{{', '.join(known)}}}")
+    recipe = BlockDrafterRecipe(**section)
+    for f in fields(recipe):
+        if not isinstance(getattr(recipe, f.name), type(f.default)) and not (f.type == "float" and isinstance(getattr(recipe, f.name), int)):
+            raise HybridError(f"block_drafter.{f.name} must be {type(f.default).__name__}, got {getattr(recipe, f.name)!r}")
+    if recipe.block < 2 or min(recipe.layers, recipe.prompts, recipe.max_new_tokens, recipe.distil_batch, recipe.steps, recipe.batch_size,
+                               recipe.anchors, recipe.eval_every, recipe.eval_prompts, recipe.eval_tokens) < 1:
+        raise HybridError("block_drafter: block must be at least 2, and every count at least 1")
+    return recipe
+
+
+def distilled_file(recipe: BlockDrafterRecipe) -> Path:
+    return Path(recipe.output_dir.rstrip("/") + ".distilled.safetensors")
+
+
+def validation_prompts(count: int) -> list[str]:
+    """Prompts no training or report reads: ACLSum val papers, and the held-out plain-English passages' openings as fact
+    completions and as text to continue, one kind in turn."""
+    from hybrid.data.aclsum import paper_summaries
+    from hybrid.data.passages import plain_passages
+    from hybrid.drafting.block_training import FACT, SUMMARIZE
+
+    passages = plain_passages(held_out=True)
+    kinds = [[SUMMARIZE.format(p.source) for p in paper_summaries("val")], [FACT.format(" ".join(p.split()[:9])) for p in passages],
+             [" ".join(p.split()[:32]) for p in passages]]
+    mixed = [kind[i] for i in range(count) for kind in kinds if i < len(kind)]
+    return mixed[:count]
+
+
+def tokens_per_pass(drafter, block_drafter, prompts: list[str], max_new_tokens: int) -> dict:
+    """Greedy drafting of each prompt with the block drafter's proposals: tokens per verify pass, and per block slot how
+    often its proposal was kept when offered."""
+    from hybrid.config import DraftConfig
+    from hybrid.drafting.block_drafter import BlockProposals
+
+    from hybrid.drafting.block_training import fitting
+
+    prompts = fitting(drafter, prompts, max_new_tokens)
+    passes = tokens = 0
+    kept = [0] * block_drafter.config.block
+    offered = [0] * block_drafter.config.block
+    for prompt in prompts:
+        draft = drafter.generate(prompt, DraftConfig(max_new_tokens=max_new_tokens), source=BlockProposals(block_drafter))
+        stats = draft.speculation
+        passes, tokens = passes + stats.passes, tokens + stats.tokens
+        for slot, (k, o) in enumerate(zip(stats.kept, stats.offered)):
+            kept[slot], offered[slot] = kept[slot] + k, offered[slot] + o
+    return {"tokens_per_pass": round(tokens / max(passes, 1), 4), "kept_per_slot": [round(k / max(o, 1), 4) for k, o in zip(kept, offered)],
+            "prompts": len(prompts)}
+
+
+def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
+    """Train the block drafter the recipe describes; returns the summary written beside it (summary.json)."""
+    import torch
+
+    from hybrid.drafting.block_drafter import BlockDrafter
+    from hybrid.drafting.block_training import Sequence, load_sequences, save_sequences, self_distilled, train, training_prompts
+    from hybrid.drafting.drafter import Drafter
+    from hybrid.drafting.model_card import write_model_card
+    from hybrid.models import load_causal_lm
+
+    torch.manual_seed(recipe.seed)
+    model, tokenizer = load_causal_lm(recipe.base)
+    model.requires_grad_(False)
+    drafter = Drafter(model, tokenizer)
+    block_drafter = BlockDrafter.create(model, recipe.base, recipe.layers, recipe.block)
+    started = time.perf_counter()
+    if recipe.distilled:
+        sequences = load_sequences(recipe.distilled)
+    else:
+        first = len(model.model.layers) - max(recipe.layers, recipe.distil_layers)
+        sequences = self_distilled(drafter, training_prompts(recipe.prompts, recipe.seed), recipe.max_new_tokens, first,
+                                   recipe.distil_batch)
+        Path(recipe.output_dir).parent.mkdir(parents=True, exist_ok=True)
+        save_sequences(sequences, distilled_file(recipe))
+    kept = len(sequences[0].context)
+    if kept < recipe.layers:
+        raise HybridError(f"the distilled sequences hold keys and values of {kept} top layers, fewer than the {recipe.layers} asked for")
+    trained_on = [Sequence(s.ids, s.start, s.context[kept - recipe.layers:]) for s in sequences]  # the top `layers`
+    del sequences
+    distil_s = time.perf_counter() - started
+    validation = validation_prompts(recipe.eval_prompts)
+    curve = [{"step": 0, "targets_seen": 0, **tokens_per_pass(drafter, block_drafter, validation, recipe.eval_tokens)}]
+    per_step = recipe.batch_size * recipe.anchors * recipe.block
+
+    def on_step(step, record):
+        if step % recipe.eval_every == 0 or step == recipe.steps:
+            curve.append({"step": step, "targets_seen": step * per_step, **tokens_per_pass(drafter, block_drafter, validation, recipe.eval_tokens)})
+            log.info("step %d: %.3f tokens per pass", step, curve[-1]["tokens_per_pass"])
+            block_drafter.train()
+
+    records = train(block_drafter, trained_on, recipe.steps, recipe.batch_size, recipe.anchors, recipe.lr, recipe.decay, recipe.seed,
+                    on_step=on_step)
+    summary = {"recipe": asdict(recipe), "recipe_file": given_path, "sequences": len(trained_on),
+               "distilled_tokens": sum(s.tokens for s in trained_on), "distil_s": round(distil_s, 1),
+               "train_s": round(time.perf_counter() - started - distil_s, 1), "final_loss": records[-1]["loss"], "learning_curve": curve}
+    block_drafter.config.provenance = {"recipe": asdict(recipe), "distilled_tokens": summary["distilled_tokens"],
+                                       "targets_seen": recipe.steps * per_step, "validation": curve[-1]}
+    output = Path(recipe.output_dir)
+    block_drafter.save(output)
+    (output / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (output / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_model_card(output, summary)
+    return summary

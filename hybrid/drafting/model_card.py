@@ -1,0 +1,48 @@
+"""The block drafter's model card: what it is, the tokens it trained on, its tokens per verify pass and acceptance per
+block slot on validation prompts, and its learning curve (README.md beside the weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_model_card(folder: Path, summary: dict) -> None:
+    recipe, curve = summary["recipe"], summary["learning_curve"]
+    last = curve[-1]
+    rows = "\n".join(f"| {p['step']} | {p['targets_seen']:,} | {p['tokens_per_pass']:.3f} | "
+                     + ", ".join(f"{k:.2f}" for k in p["kept_per_slot"]) + " |" for p in curve)
+    card = f"""---
+license: apache-2.0
+base_model: HuggingFaceTB/SmolLM2-135M-Instruct
+library_name: hybrid
+tags: [speculative-decoding, block-diffusion, self-distillation]
+---
+
+# Block drafter for `{recipe['base']}`
+
+A block-diffusion proposal head for speculative drafting (`hybrid generate --speculate diffusion`): copies of the
+drafter's top {recipe['layers']} layers read the drafter's own cached keys and values of the context and fill a block
+[next token, {recipe['block'] - 1} masks] in one pass; the drafter keeps the proposals it agrees with
+(hybrid.drafting.block_drafter). Written by `hybrid finetune {summary['recipe_file']}`.
+
+## Training
+
+- Self-distillation: the drafter's greedy continuations ({recipe['max_new_tokens']} new tokens at most) of
+  {summary['sequences']} prompts in the eval suites' shapes from text no suite reads (training Shakespeare plays, ACLSum
+  train papers, the training plain-English passages): {summary['distilled_tokens']:,} distilled tokens.
+- {recipe['steps']} steps of {recipe['batch_size']} sequences x {recipe['anchors']} random anchors x {recipe['block']} block
+  slots: {curve[-1]['targets_seen']:,} target tokens seen, loss weight {recipe['decay']}^slot, AdamW lr {recipe['lr']}.
+- Time on the machine that trained it: {summary['distil_s']:.0f} s of self-distillation, {summary['train_s']:.0f} s of
+  training and validation. Final training loss {summary['final_loss']:.3f}.
+
+## Validation ({last['prompts']} prompts no training or report reads: ACLSum val papers, held-out plain-English passages)
+
+Greedy drafting of {recipe['eval_tokens']} tokens with the block drafter's proposals alone. Tokens per verify pass counts
+the drafter's own token of each pass; "kept per slot" is, for block slot j, the share of passes that offered a
+proposal there in which the drafter kept it (a slot is offered only while the text has room).
+
+| step | target tokens seen | tokens per verify pass | kept per slot |
+|---|---|---|---|
+{rows}
+"""
+    (folder / "README.md").write_text(card)

@@ -1,0 +1,151 @@
+"""The block drafter (hybrid.drafting.block_drafter): its training view equals its drafting view, its proposals never
+change the draft, it saves and loads, and its recipe trains and writes a model card, on tiny random models."""
+
+import json
+import random
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hybrid.cli import cli
+from hybrid.config import DraftConfig
+from hybrid.drafting.block_drafter import BlockDrafter, BlockProposals
+from hybrid.drafting.block_training import Sequence, anchor_batch, block_loss
+from hybrid.drafting.drafter import Drafter
+from hybrid.errors import HybridError
+from tiny import ROOT
+
+RECIPE = str(ROOT / "recipes" / "block-drafter.yaml")
+
+
+@pytest.fixture()
+def drafter64(tiny_model):
+    model, tokenizer = tiny_model
+    return Drafter(model.to(torch.float64), tokenizer)
+
+
+def _block_drafter(drafter, layers=1, block=4, seed=0):
+    torch.manual_seed(seed)
+    block_drafter = BlockDrafter.create(drafter.model, "tiny", layers=layers, block=block)
+    with torch.no_grad():  # away from the identity map and the copied weights, so that a mix-up would show
+        for p in block_drafter.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return block_drafter.eval()
+
+
+@pytest.mark.parametrize("speculate", ["diffusion", "both"])
+def test_block_drafter_proposals_never_change_the_draft(drafter64, speculate):
+    drafter64.block_drafter = _block_drafter(drafter64)
+    prompt = "one two three one two three one two three"
+    settings = dict(max_new_tokens=24, ignore_eos=True, keep_distributions=True)
+    plain = drafter64.generate(prompt, DraftConfig(speculate="off", **settings))
+    spec = drafter64.generate(prompt, DraftConfig(speculate=speculate, **settings))
+    assert spec.token_ids.tolist() == plain.token_ids.tolist()
+    assert torch.allclose(spec.distributions, plain.distributions, atol=1e-6)
+    assert spec.speculation.source == speculate and spec.speculation.proposed > 0
+
+
+def test_training_view_equals_drafting_view(drafter64):
+    """The logits a training batch computes for an anchor (keys and values cut from one pass over the whole sequence)
+    equal those of the block drafter's pass in drafting (keys and values from the drafter's cache before the anchor)."""
+    from transformers import DynamicCache
+
+    block_drafter = _block_drafter(drafter64, layers=2, block=4)
+    model = drafter64.model
+    ids = torch.tensor([[5, 17, 42, 8, 99, 23, 7, 61, 12, 30]])
+    with torch.no_grad():
+        full = model(input_ids=ids, use_cache=True).past_key_values
+    states = []
+    hook = model.model.layers[block_drafter.first].register_forward_pre_hook(lambda m, a, k: states.append(a[0] if a else k["hidden_states"]),
+                                                                             with_kwargs=True)
+    with torch.no_grad():
+        full = model(input_ids=ids, use_cache=True).past_key_values
+    hook.remove()
+    context = [(full.layers[i].keys[0, :, :-1], full.layers[i].values[0, :, :-1], states[0][0, :-1]) for i in range(block_drafter.first, 2)]
+    sequence = Sequence(ids[0], 3, context)
+    rng = random.Random(0)
+    tokens, before, positions, targets, ctx, mask = anchor_batch([sequence], 1, 4, rng)
+    anchor = int(positions[0, 0])
+    with torch.no_grad():
+        trained = block_drafter(block_drafter.block_inputs(tokens, before).flatten(1, 2), positions, ctx, mask)[0]
+        cache = DynamicCache(config=model.config)
+        model(input_ids=ids[:, :anchor], use_cache=True, past_key_values=cache)  # as a verify pass leaves it
+        drafted = block_drafter.propose(cache, int(ids[0, anchor]), anchor, 4)
+    assert trained.argmax(-1).tolist() == drafted
+    assert [int(t) for t in targets[0] if t >= 0] == ids[0, anchor + 1 : anchor + 5].tolist()
+
+
+def test_a_training_step_lowers_the_loss(drafter64):
+    block_drafter = _block_drafter(drafter64, layers=1, block=4).train()
+    drafter64.model.requires_grad_(False)
+    ids = torch.tensor([5, 17, 42, 8, 99, 23, 7, 61, 12, 30, 5, 17, 42, 8])
+    states = []
+    hook = drafter64.model.model.layers[1].register_forward_pre_hook(lambda m, a, k: states.append(a[0] if a else k["hidden_states"]),
+                                                                     with_kwargs=True)
+    with torch.no_grad():
+        full = drafter64.model(input_ids=ids[None], use_cache=True).past_key_values
+    hook.remove()
+    sequence = Sequence(ids, 2, [(full.layers[1].keys[0, :, :-1], full.layers[1].values[0, :, :-1], states[0][0, :-1])])
+    batch = anchor_batch([sequence], 6, 4, random.Random(0))
+    optimizer = torch.optim.SGD(block_drafter.parameters(), lr=0.05)
+    before, _ = block_loss(block_drafter, batch, 0.8)
+    for _ in range(5):
+        loss, _ = block_loss(block_drafter, batch, 0.8)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after, accuracy = block_loss(block_drafter, batch, 0.8)
+    assert float(after) < float(before) and accuracy.shape == (4,)
+    assert all(p.grad is None for p in drafter64.model.parameters())  # the drafter stays frozen
+
+
+def test_save_load_and_bad_folders(drafter64, tmp_path):
+    block_drafter = _block_drafter(drafter64)
+    block_drafter.save(tmp_path / "bd")
+    loaded = BlockDrafter.load(tmp_path / "bd", drafter64.model)
+    for (name, a), (_, b) in zip(block_drafter.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(HybridError, match="is not a block drafter"):
+        BlockDrafter.load(tmp_path, drafter64.model)
+    (tmp_path / "bd" / "block_drafter_config.json").write_text("{not json")
+    with pytest.raises(HybridError, match="cannot read the block drafter"):
+        BlockDrafter.load(tmp_path / "bd", drafter64.model)
+
+
+def test_diffusion_without_a_block_drafter_is_one_clear_error(drafter64):
+    with pytest.raises(HybridError, match="needs a block drafter"):
+        drafter64.generate("one two", DraftConfig(max_new_tokens=4, speculate="diffusion"))
+
+
+def test_both_takes_lookup_where_it_matches_else_the_block_drafter(drafter64):
+    from hybrid.drafting.proposals import EitherProposals, LookupProposals, Proposal
+
+    class Block:
+        def get_candidates(self, context, limit, cache=None):
+            return Proposal([7] * limit)
+
+    both = EitherProposals(LookupProposals(block=3), Block())
+    assert both.get_candidates([1, 2, 3, 1, 2], 3).tokens == [3, 1, 2]  # the 2-gram "1 2" matched
+    assert both.get_candidates([1, 2, 3, 4], 3).tokens == [7, 7, 7]
+
+
+def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path):
+    out = tmp_path / "bd"
+    args = ["finetune", RECIPE, f"block_drafter.base={tiny_model_dir}", "block_drafter.prompts=4",
+            "block_drafter.max_new_tokens=8", "block_drafter.steps=2", "block_drafter.eval_every=1", "block_drafter.eval_prompts=1",
+            "block_drafter.eval_tokens=6", "block_drafter.layers=1", "block_drafter.block=4", "--output", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["step"] for p in summary["learning_curve"]] == [0, 1, 2] and summary["distilled_tokens"] > 0
+    assert "| 2 |" in (out / "README.md").read_text()
+    generated = CliRunner().invoke(cli, ["generate", "one two three", "--draft-model", str(tiny_model_dir), "--refine-steps", "0",
+                                         "--max-new-tokens", "6", "--speculate", "diffusion", "--block-drafter", str(out), "--json"])
+    assert generated.exit_code == 0, generated.output
+    assert json.loads(generated.output)["speculation"]["source"] == "diffusion"
+
+
+def test_recipe_refuses_an_unknown_key():
+    result = CliRunner().invoke(cli, ["finetune", RECIPE, "block_drafter.stepz=3"])
+    assert result.exit_code == 2 and "unknown recipe key 'stepz'" in result.output
