@@ -39,11 +39,26 @@ def test_block_drafter_proposals_never_change_the_draft(drafter64, speculate):
     drafter64.block_drafter = _block_drafter(drafter64)
     prompt = "one two three one two three one two three"
     settings = dict(max_new_tokens=24, ignore_eos=True, keep_distributions=True)
+    if speculate == "diffusion":  # the whole block every pass, so that many proposals are checked
+        source = BlockProposals(drafter64.block_drafter, min_probability=0.0)
+        spec = drafter64.generate(prompt, DraftConfig(speculate="off", **settings), source=source)
+        assert spec.token_ids.tolist() == drafter64.generate(prompt, DraftConfig(speculate="off", **settings)).token_ids.tolist()
+        assert spec.speculation.proposed >= 20
     plain = drafter64.generate(prompt, DraftConfig(speculate="off", **settings))
     spec = drafter64.generate(prompt, DraftConfig(speculate=speculate, **settings))
     assert spec.token_ids.tolist() == plain.token_ids.tolist()
     assert torch.allclose(spec.distributions, plain.distributions, atol=1e-6)
-    assert spec.speculation.source == speculate and spec.speculation.proposed > 0
+    assert spec.speculation.source == speculate and (speculate == "diffusion" or spec.speculation.proposed > 0)
+
+
+def test_the_gate_proposes_only_what_the_block_drafter_is_sure_of(drafter64):
+    block_drafter = _block_drafter(drafter64)
+    prompt = "one two three one two three one two three"
+    config = DraftConfig(max_new_tokens=12, ignore_eos=True, speculate="off")
+    sure = drafter64.generate(prompt, config, source=BlockProposals(block_drafter, min_probability=1.0))
+    every = drafter64.generate(prompt, config, source=BlockProposals(block_drafter, min_probability=0.0))
+    assert sure.speculation.proposed == 0 and sure.speculation.passes == 11  # nothing is that sure: plain passes
+    assert every.speculation.proposed >= every.speculation.passes * 1 and every.token_ids.tolist() == sure.token_ids.tolist()
 
 
 def test_training_view_equals_drafting_view(drafter64):

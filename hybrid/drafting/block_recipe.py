@@ -23,25 +23,26 @@ SECTION = "block_drafter"
 @dataclass
 class BlockDrafterRecipe:
     base: str = "smollm2-135m"  # the drafter (alias, folder or hub id)
-    layers: int = 2  # top layers the block drafter copies
+    layers: int = 4  # top layers the block drafter copies
     block: int = 8  # tokens proposed per pass
     prompts: int = 640  # self-distillation prompts (hybrid.drafting.block_training.training_prompts)
     max_new_tokens: int = 96  # greedy continuation per prompt
     distil_batch: int = 32  # prompts continued at once
     distil_layers: int = 4  # top layers whose keys and values the distilled file keeps (at least `layers`), for reuse
-    steps: int = 800
+    steps: int = 1200
     batch_size: int = 8  # sequences a step
     anchors: int = 8  # blocks per sequence a step
-    lr: float = 5e-4
+    lr: float = 1e-3
     decay: float = 0.8  # loss weight of block slot j: decay ** j
     seed: int = 0
-    eval_every: int = 200  # steps between learning-curve points
+    eval_every: int = 300  # steps between learning-curve points
     eval_prompts: int = 8  # validation prompts per point
     eval_tokens: int = 64
     output_dir: str = "runs/block-drafter"
     # A file of distilled sequences to reuse (a run writes its own beside its output folder: OUTPUT.distilled.safetensors;
     # reuse one made with the same base and at least `layers` distil_layers); empty: distil anew.
     distilled: str = ""
+    use_sequences: int = 0  # train on only the first N distilled sequences (a learning curve over data); 0: all of them
 
 
 def read_block_recipe(name: str, overrides: list[str] = ()) -> BlockDrafterRecipe | None:
@@ -73,8 +74,9 @@ def block_recipe(raw: dict, overrides: list[str] = ()) -> BlockDrafterRecipe:
     for f in fields(recipe):
         if not isinstance(getattr(recipe, f.name), type(f.default)) and not (f.type == "float" and isinstance(getattr(recipe, f.name), int)):
             raise HybridError(f"block_drafter.{f.name} must be {type(f.default).__name__}, got {getattr(recipe, f.name)!r}")
-    if recipe.block < 2 or min(recipe.layers, recipe.prompts, recipe.max_new_tokens, recipe.distil_batch, recipe.steps, recipe.batch_size,
-                               recipe.anchors, recipe.eval_every, recipe.eval_prompts, recipe.eval_tokens) < 1:
+    counts = (recipe.layers, recipe.prompts, recipe.max_new_tokens, recipe.distil_batch, recipe.steps, recipe.batch_size, recipe.anchors,
+              recipe.eval_every, recipe.eval_prompts, recipe.eval_tokens)
+    if recipe.use_sequences < 0 or recipe.block < 2 or min(counts) < 1:
         raise HybridError("block_drafter: block must be at least 2, and every count at least 1")
     return recipe
 
@@ -146,7 +148,8 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     kept = len(sequences[0].context)
     if kept < recipe.layers:
         raise HybridError(f"the distilled sequences hold keys and values of {kept} top layers, fewer than the {recipe.layers} asked for")
-    trained_on = [Sequence(s.ids, s.start, s.context[kept - recipe.layers:]) for s in sequences]  # the top `layers`
+    chosen = sequences[: recipe.use_sequences] if recipe.use_sequences else sequences
+    trained_on = [Sequence(s.ids, s.start, s.context[kept - recipe.layers:]) for s in chosen]  # the top `layers`
     del sequences
     distil_s = time.perf_counter() - started
     validation = validation_prompts(recipe.eval_prompts)

@@ -21,9 +21,9 @@ tags: [speculative-decoding, block-diffusion, self-distillation]
 # Block drafter for `{recipe['base']}`
 
 A block-diffusion proposal head for speculative drafting (`hybrid generate --speculate diffusion`): copies of the
-drafter's top {recipe['layers']} layers read the drafter's own cached keys and values of the context and fill a block
-[next token, {recipe['block'] - 1} masks] in one pass; the drafter keeps the proposals it agrees with
-(hybrid.drafting.block_drafter). Written by `hybrid finetune {summary['recipe_file']}`.
+drafter's top {recipe['layers']} layers start from the drafter's own state before the block, read its cached keys and
+values of the context, and fill a block [next token, {recipe['block'] - 1} masks] in one pass; the drafter keeps the
+proposals it agrees with (hybrid.drafting.block_drafter). Written by `hybrid finetune {summary['recipe_file']}`.
 
 ## Training
 
