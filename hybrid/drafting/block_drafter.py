@@ -151,6 +151,10 @@ class BlockDrafter(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         return attention.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
+    def proposals(self, block: int | None = None) -> "BlockProposals":
+        """This block drafter as a proposal source, proposing up to `block` tokens a pass."""
+        return BlockProposals(self, block)
+
     @torch.inference_mode()
     def propose(self, cache, t0: int, position: int, count: int, min_probability: float = 0.0) -> list[int]:
         """`count` greedy proposals after t0 at `position`, reading the drafter's cache and its state at `position` - 1

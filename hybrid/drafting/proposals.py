@@ -105,9 +105,7 @@ def proposal_source(config, batch: int, model=None, block_drafter=None):
     if block_drafter is None:
         raise HybridError(f"--speculate {name} needs a block drafter: train one with `hybrid finetune recipes/block-drafter.yaml` "
                           "and pass it with --block-drafter FOLDER")
-    from hybrid.drafting.block_drafter import BlockProposals
-
-    block = BlockProposals(block_drafter, config.speculate_block)
+    block = block_drafter.proposals(config.speculate_block)  # hybrid.drafting.block_drafter.BlockProposals
     return block if name == "diffusion" else EitherProposals(LookupProposals(block=config.speculate_block), block)
 
 
