@@ -95,8 +95,9 @@ class HybridPipeline:
         `mode`: hybrid (refine a draft), draft (the draft only) or diffusion (refine an all-mask canvas).
         `draft` (from `pipe.draft(...)` on the same prompts) refines an existing draft instead of writing a new one,
         so that several refine settings can be compared on one draft; its drafting time still counts in the timings.
-        `select="unsupported"` re-noises exactly the draft tokens of claims that the source does not support
-        (hybrid.refining.grounded): `source` (one per prompt), else each prompt's text after its first blank line.
+        A `source` (one text, or one per prompt) means grounding: unless another `select` is chosen, the draft's names and
+        numbers the source does not support are re-noised and repaired from its own (`select="unsupported"`,
+        hybrid.refining.grounded); that rule without a source grounds each prompt in its text after its first blank line.
         `callback_on_token(tokens)` sees each drafted token, `callback_on_step_end(step, canvas, changed)` each step.
         """
         single = isinstance(prompts, str)

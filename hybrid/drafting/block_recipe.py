@@ -100,8 +100,8 @@ def validation_prompts(count: int) -> list[str]:
 
 
 def tokens_per_pass(drafter, block_drafter, prompts: list[str], max_new_tokens: int) -> dict:
-    """Greedy drafting of each prompt with the block drafter's proposals: tokens per verify pass, and per block slot how
-    often its proposal was kept when offered."""
+    """Greedy drafting of each prompt with the block drafter's proposals (every slot, no gate): tokens per verify pass,
+    and per block slot how often its proposal was kept when offered."""
     from hybrid.config import DraftConfig
     from hybrid.drafting.block_drafter import BlockProposals
 
@@ -112,7 +112,9 @@ def tokens_per_pass(drafter, block_drafter, prompts: list[str], max_new_tokens: 
     kept = [0] * block_drafter.config.block
     offered = [0] * block_drafter.config.block
     for prompt in prompts:
-        draft = drafter.generate(prompt, DraftConfig(max_new_tokens=max_new_tokens), source=BlockProposals(block_drafter))
+        # every slot proposed (no gate), so that the curve shows what the block drafter itself has learnt
+        source = BlockProposals(block_drafter, min_probability=0.0)
+        draft = drafter.generate(prompt, DraftConfig(max_new_tokens=max_new_tokens), source=source)
         stats = draft.speculation
         passes, tokens = passes + stats.passes, tokens + stats.tokens
         for slot, (k, o) in enumerate(zip(stats.kept, stats.offered)):

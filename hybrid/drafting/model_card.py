@@ -37,7 +37,7 @@ proposals it agrees with (hybrid.drafting.block_drafter). Written by `hybrid fin
 
 ## Validation ({last['prompts']} prompts no training or report reads: ACLSum val papers, held-out plain-English passages)
 
-Greedy drafting of {recipe['eval_tokens']} tokens with the block drafter's proposals alone. Tokens per verify pass counts
+Greedy drafting of {recipe['eval_tokens']} tokens with the block drafter's proposals alone, every slot proposed (no gate). Tokens per verify pass counts
 the drafter's own token of each pass; "kept per slot" is, for block slot j, the share of passes that offered a
 proposal there in which the drafter kept it (a slot is offered only while the text has room).
 
