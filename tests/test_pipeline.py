@@ -33,7 +33,19 @@ def test_hybrid_mode_refines(tiny_pipeline):
     # the trace shows decoded pieces (words, not BPE symbols such as 'Ġof'), with the token ids beside them
     assert all(c["new"] == decode(c["new_id"]) and c["old"] in ("[MASK]", decode(c["old_id"])) for c in changes)
     assert any(c["old"] == "[MASK]" for c in changes)
-    assert any(tiny_pipeline.tokenizer.convert_ids_to_tokens(c["new_id"]) != c["new"] for c in changes)  # where pieces differ
+
+
+def test_the_trace_decodes_byte_level_symbols(default_tokenizer):
+    from types import SimpleNamespace
+
+    from hybrid.refining.sampler import TraceEntry
+    from hybrid.results import _trace
+
+    of, line = default_tokenizer.encode(" of", add_special_tokens=False)[0], default_tokenizer.encode("\n", add_special_tokens=False)[0]
+    output = SimpleNamespace(trace=[[[TraceEntry(3, 999_999, of, 0.9), TraceEntry(4, of, line, 0.1)]]])
+    changes = _trace(default_tokenizer, 999_999, output, 0)[0].changes
+    assert [(c["old"], c["new"], c["old_id"], c["new_id"]) for c in changes] == [("[MASK]", " of", 999_999, of), (" of", "\n", of, line)]
+    assert default_tokenizer.convert_ids_to_tokens(of) == "Ġof"  # the raw symbol the trace used to show
 
 
 def test_diffusion_mode_has_no_draft(tiny_pipeline):
