@@ -19,7 +19,7 @@ import torch
 def main() -> None:
     from transformers import DynamicCache
 
-    from hybrid.drafting.block_drafter import BlockDrafter, resolve_block_drafter
+    from hybrid.drafting.block_drafter import BlockDrafter
     from hybrid.models import DEFAULT_DRAFTER, load_causal_lm
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
     model, _ = load_causal_lm(DEFAULT_DRAFTER)
-    block_drafter = BlockDrafter.load(resolve_block_drafter(args.block_drafter), model)
+    block_drafter = BlockDrafter.load(args.block_drafter, model)
     block = block_drafter.config.block
     ids = torch.randint(100, 20000, (1, args.context + block + 1), generator=torch.Generator().manual_seed(0))
     cache = DynamicCache(config=model.config)

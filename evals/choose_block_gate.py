@@ -16,7 +16,7 @@ import time
 
 def main() -> None:
     from hybrid.config import DraftConfig
-    from hybrid.drafting.block_drafter import BlockDrafter, BlockProposals, resolve_block_drafter
+    from hybrid.drafting.block_drafter import BlockDrafter, BlockProposals
     from hybrid.drafting.block_recipe import validation_prompts
     from hybrid.drafting.drafter import Drafter
     from hybrid.drafting.proposals import EitherProposals, LookupProposals
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--gates", default="0,0.3,0.6")
     args = parser.parse_args()
     drafter = Drafter.from_pretrained()
-    block_drafter = BlockDrafter.load(resolve_block_drafter(args.block_drafter), drafter.model)
+    block_drafter = BlockDrafter.load(args.block_drafter, drafter.model)
     gates = [float(g) for g in args.gates.split(",")]
     systems = {"plain": lambda: None, "lookup": lambda: LookupProposals()}
     for gate in gates:

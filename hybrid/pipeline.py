@@ -60,9 +60,9 @@ class HybridPipeline:
         model, tokenizer = load_causal_lm(draft_model, dtype, device)
         drafter = Drafter(model, tokenizer, use_chat_template)
         if block_drafter is not None:  # before the refiner: its copies of the top layers must not carry the refiner's LoRA
-            from hybrid.drafting.block_drafter import BlockDrafter, resolve_block_drafter
+            from hybrid.drafting.block_drafter import BlockDrafter
 
-            drafter.block_drafter = BlockDrafter.load(resolve_block_drafter(block_drafter), model)
+            drafter.block_drafter = BlockDrafter.load(block_drafter, model)
         refiner_obj = None
         folder = None if refiner == "none" else resolve_refiner(refiner)
         if folder is not None:

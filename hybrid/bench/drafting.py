@@ -145,9 +145,9 @@ def run_drafting_bench(dtypes: list[str], max_new_tokens: int, per_suite: int, s
     for dtype in dtypes:
         drafter = Drafter.from_pretrained(model, dtype)
         if block_drafter is not None:
-            from hybrid.drafting.block_drafter import BlockDrafter, resolve_block_drafter
+            from hybrid.drafting.block_drafter import BlockDrafter
 
-            drafter.block_drafter = BlockDrafter.load(resolve_block_drafter(block_drafter), drafter.model)
+            drafter.block_drafter = BlockDrafter.load(block_drafter, drafter.model)
         pipeline = HybridPipeline.from_pretrained(draft_model=model, refiner=refiner, dtype=dtype) if "hybrid" in systems else None
         with tqdm(total=sum(map(len, prompts.values())), desc=f"drafting bench {dtype}") as bar:
             reports.append(measure(drafter, prompts, systems, max_new_tokens, dtype, bar, pipeline))

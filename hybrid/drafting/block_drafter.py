@@ -6,12 +6,11 @@ beside the drafter's own cached keys and values of the context at the same layer
 as the drafter's top layers see it, at no cost beyond the block's own P positions. Every slot starts from the
 drafter's own state at the position before the block (its input to the first copied layer there, the state that chose
 t0), joined with the slot's embedding (t0's, or the mask's) by a learned map; the drafter's final norm and LM head read
-the block out. Output slot j proposes the token at t0's
-position + j + 1 (the drafter's own one-position shift), so one pass proposes P tokens, which the drafter then checks
-in one pass of its own (hybrid.drafting.decode_loop).
+the block out. Output slot j proposes the token at t0's position + j + 1 (the drafter's own one-position shift), so
+one pass proposes P tokens, which the drafter then checks in one pass of its own (hybrid.drafting.decode_loop).
 
-    drafter = BlockDrafter.create(model, layers=2, block=8)     # or BlockDrafter.load(folder, model)
-    proposals = BlockProposals(drafter)                          # a ProposalSource (hybrid.drafting.proposals)
+    drafter = BlockDrafter.create(model, "smollm2-135m", layers=4, block=8)   # or BlockDrafter.load(folder, model)
+    proposals = drafter.proposals()                # a ProposalSource (hybrid.drafting.proposals)
 
 Only the block drafter's own weights are trained and saved (the copied layers, the mask embedding, the input map):
 the drafter and its LM head stay frozen and shared.
@@ -99,7 +98,8 @@ class BlockDrafter(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, model) -> "BlockDrafter":
-        folder = Path(folder)
+        """The block drafter in `folder` (or the shipped one, by its name) on `model`."""
+        folder = resolve_block_drafter(str(folder))
         if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
             raise HybridError(f"{folder} is not a block drafter: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
         try:

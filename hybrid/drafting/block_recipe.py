@@ -90,13 +90,12 @@ def validation_prompts(count: int) -> list[str]:
     completions and as text to continue, one kind in turn."""
     from hybrid.data.aclsum import paper_summaries
     from hybrid.data.passages import plain_passages
-    from hybrid.drafting.block_training import FACT, SUMMARIZE
+    from hybrid.drafting.block_training import FACT, SUMMARIZE, interleave
 
     passages = plain_passages(held_out=True)
     kinds = [[SUMMARIZE.format(p.source) for p in paper_summaries("val")], [FACT.format(" ".join(p.split()[:9])) for p in passages],
              [" ".join(p.split()[:32]) for p in passages]]
-    mixed = [kind[i] for i in range(count) for kind in kinds if i < len(kind)]
-    return mixed[:count]
+    return interleave(kinds, count)
 
 
 def tokens_per_pass(drafter, block_drafter, prompts: list[str], max_new_tokens: int) -> dict:

@@ -61,10 +61,12 @@ def training_prompts(count: int, seed: int = 0) -> list[str]:
     kinds = [plays, papers, facts, openings]
     for kind in kinds:
         rng.shuffle(kind)
-    mixed = []
-    for i in range(count):  # one of each kind in turn, while it lasts
-        mixed += [kind[i] for kind in kinds if i < len(kind)]
-    return mixed[:count]
+    return interleave(kinds, count)
+
+
+def interleave(kinds: list[list[str]], count: int) -> list[str]:
+    """The first `count` of one item of each kind in turn, each kind while it lasts."""
+    return [kind[i] for i in range(count) for kind in kinds if i < len(kind)][:count]
 
 
 def fitting(drafter, prompts: list[str], max_new_tokens: int) -> list[str]:
