@@ -53,9 +53,11 @@ class HybridPipeline:
 
     @classmethod
     def from_pretrained(cls, draft_model: str = DEFAULT_DRAFTER, refiner: str | None = None, dtype: str = "float32",
-                        use_chat_template: bool = True, device: str = "cpu", block_drafter: str | None = None) -> "HybridPipeline":
+                        use_chat_template: bool = True, device: str = "cpu", block_drafter: str | None = None,
+                        pack_weights: bool = True) -> "HybridPipeline":
         """`refiner`: None for the shipped default (if installed), 'none' for draft only, a shipped name or a folder.
-        `block_drafter`: a folder (or the shipped one's name) for speculate "diffusion" and "both"; None loads none."""
+        `block_drafter`: a folder (or the shipped one's name) for speculate "diffusion" and "both"; None loads none.
+        `pack_weights`: on a CPU in float32, run the linear layers on prepacked weights (hybrid.drafting.packed_weights)."""
         start = time.perf_counter()
         model, tokenizer = load_causal_lm(draft_model, dtype, device)
         drafter = Drafter(model, tokenizer, use_chat_template)
@@ -63,13 +65,11 @@ class HybridPipeline:
             from hybrid.drafting.block_drafter import BlockDrafter
 
             drafter.block_drafter = BlockDrafter.load(block_drafter, model)
-        refiner_obj = None
         folder = None if refiner == "none" else resolve_refiner(refiner)
-        if folder is not None:
-            refiner_obj = Refiner.load(folder, model)
-            refiner_obj.to(device=model.device, dtype=model.dtype).eval()
-        load_s = time.perf_counter() - start
-        drafter.load_s = load_s
+        refiner_obj = Refiner.load(folder, model).to(device=model.device, dtype=model.dtype).eval() if folder is not None else None
+        if pack_weights:  # last: the refiner's and the block drafter's layers are packed too
+            drafter.pack_weights()
+        drafter.load_s = load_s = time.perf_counter() - start
         return cls(drafter, refiner_obj, load_s)
 
     @property

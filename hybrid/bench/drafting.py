@@ -1,5 +1,6 @@
 """Drafting speed side by side, on the prompts of the eval suites: Hugging Face `model.generate` (greedy, and with its
-prompt lookup), our plain drafting and each speculative source, interleaved prompt by prompt so that machine drift
+prompt lookup) on the model as transformers loads it, `model.generate` again on our packed weights (the kernels' share
+of our speed, hybrid.drafting.packed_weights), our plain drafting and each speculative source, interleaved prompt by prompt so that machine drift
 hits every system alike. Every system writes exactly `max_new_tokens` tokens. Greedy speculative drafts are compared
 token for token with plain ones; a difference is reported with the logit gap where it starts."""
 
@@ -16,7 +17,7 @@ from hybrid.config import DraftConfig
 from hybrid.models import DEFAULT_DRAFTER
 from hybrid.results import Result
 
-HF_SYSTEMS = ("hf-generate", "hf-prompt-lookup")
+HF_SYSTEMS = ("hf-generate", "hf-prompt-lookup", "hf-generate-packed")
 SYSTEMS = HF_SYSTEMS + ("plain", "lookup", "hybrid")  # what `hybrid bench --preset drafting` times
 COPY_HEAVY, OPEN = ("news", "summarize"), ("continue", "facts")
 
@@ -64,16 +65,19 @@ class DraftingSpeed(Result):
 
 
 def measure(drafter, prompts: dict[str, list[tuple[str, str]]], systems: list[str], max_new_tokens: int, dtype: str,
-            progress=None, pipeline=None) -> DraftingSpeed:
+            progress=None, pipeline=None, stock=None) -> DraftingSpeed:
     """`prompts`: suite -> [(example id, prompt)]. `systems`: any of HF_SYSTEMS, "plain", the speculate choices and
-    "hybrid" (`pipeline` with every default: speculative drafting and the verified refine stage)."""
+    "hybrid" (`pipeline` with every default: speculative drafting and the verified refine stage). `stock`: a Drafter on
+    the unpacked model, for "hf-generate" and "hf-prompt-lookup" (default: `drafter`)."""
+    stock = stock or drafter
     report = DraftingSpeed(dtype, max_new_tokens)
     for suite, examples in prompts.items():
         rows = report.suites.setdefault(suite, {name: SystemTiming(name) for name in systems})
         for example, prompt in examples:
             texts = {}
             for name in systems:
-                seconds, ids, passes, plain = _run(pipeline if name == "hybrid" else drafter, name, prompt, max_new_tokens)
+                runner = pipeline if name == "hybrid" else stock if name in ("hf-generate", "hf-prompt-lookup") else drafter
+                seconds, ids, passes, plain = _run(runner, name, prompt, max_new_tokens)
                 row = rows[name]
                 row.seconds, row.tokens, row.passes, row.texts = row.seconds + seconds, row.tokens + len(ids), row.passes + passes, row.texts + 1
                 texts[name] = ids
@@ -143,14 +147,15 @@ def run_drafting_bench(dtypes: list[str], max_new_tokens: int, per_suite: int, s
     prompts = suite_prompts(list(suites), per_suite, offset)
     reports = []
     for dtype in dtypes:
-        drafter = Drafter.from_pretrained(model, dtype)
+        drafter, stock = Drafter.from_pretrained(model, dtype, pack_weights=False), Drafter.from_pretrained(model, dtype, pack_weights=False)
         if block_drafter is not None:
             from hybrid.drafting.block_drafter import BlockDrafter
 
             drafter.block_drafter = BlockDrafter.load(block_drafter, drafter.model)
+        drafter.pack_weights()
         pipeline = HybridPipeline.from_pretrained(draft_model=model, refiner=refiner, dtype=dtype) if "hybrid" in systems else None
         with tqdm(total=sum(map(len, prompts.values())), desc=f"drafting bench {dtype}") as bar:
-            reports.append(measure(drafter, prompts, systems, max_new_tokens, dtype, bar, pipeline))
+            reports.append(measure(drafter, prompts, systems, max_new_tokens, dtype, bar, pipeline, stock))
     output.mkdir(parents=True, exist_ok=True)
     (output / "drafting.json").write_text(json.dumps([r.to_dict() for r in reports], indent=1))
     (output / "drafting.md").write_text(format_markdown(reports))
