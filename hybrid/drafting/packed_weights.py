@@ -8,13 +8,19 @@ CPUs) takes 4 ms and 6 ms. A decode step gets faster, and a pass over nine token
 `pack_linears(model)` gives every `nn.Linear` of a model (LoRA's small A and B excepted) a packed copy of its weight
 and a forward that uses it, then frees the plain weight where no other module shares it (the LM head is tied to the
 embedding, so it keeps its plain weight). A freed weight is a zero-strided stand-in of the same shape and dtype, so
-code that reads a layer's shape still works. `unpack_linears(model)` brings the plain weights back. The numbers are
+code that reads a layer's shape still works. Where the plain weight was memory-mapped from its checkpoint (transformers
+maps safetensors files), its pages are handed back to the system as well, a tied one's included (the embedding is read
+a few rows at a time): otherwise the mapping, kept alive by the weights that stay, would hold them resident beside the
+packed copy. `unpack_linears(model)` brings the plain weights back. The numbers are
 the same matmul in another summation order: they agree with `nn.Linear` to float32 rounding, not bit for bit.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import mmap
+import sys
 import types
 
 import torch
@@ -44,7 +50,7 @@ def pack_linears(model: nn.Module, rows_hint: int = 9) -> int:
     for module in model.modules():
         for parameter in module.parameters(recurse=False):
             owners[id(parameter)] = owners.get(id(parameter), 0) + 1
-    count = 0
+    count, mapped = 0, _file_mappings()
     for name, module in model.named_modules():
         if type(module) is not nn.Linear or "lora_" in name or hasattr(module, "_packed_weight"):
             continue
@@ -54,6 +60,7 @@ def pack_linears(model: nn.Module, rows_hint: int = 9) -> int:
         module.forward = types.MethodType(_packed_forward, module)
         if module._plain_weight is None:
             module.weight = nn.Parameter(torch.zeros((), dtype=weight.dtype).expand(weight.shape), requires_grad=False)
+        _drop_file_pages(weight, mapped)  # a tied weight that stays (the embedding) is read a few rows at a time
         count += 1
     log.debug("packed %d linear layers for oneDNN", count)
     return count
@@ -80,3 +87,25 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     rows = x.reshape(-1, x.shape[-1]).contiguous()
     out = torch.ops.mkldnn._linear_pointwise(rows, self._packed_weight, self.bias, "none", [], "")
     return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """Address ranges of this process's memory-mapped checkpoint files (Linux; none elsewhere)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            rows = [line.split() for line in maps]
+    except OSError:
+        return []
+    return [tuple(int(a, 16) for a in row[0].split("-")) for row in rows if len(row) > 5 and row[5].endswith(".safetensors")]
+
+
+def _drop_file_pages(weight: torch.Tensor, mapped: list[tuple[int, int]]) -> None:
+    """Hand back the resident pages that lie wholly inside `weight` when it is mapped from a checkpoint file: pages of a
+    private file mapping that were never written are re-read from the file if touched again, so nothing is lost."""
+    start = weight.data_ptr()
+    end = start + weight.numel() * weight.element_size()
+    if not sys.platform.startswith("linux") or not any(lo <= start and end <= hi for lo, hi in mapped):
+        return
+    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # 4: MADV_DONTNEED
