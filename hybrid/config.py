@@ -114,7 +114,7 @@ class DraftConfig(_Checked):
                           "prompt and text so far), diffusion (the block drafter, --block-drafter), both (lookup where it matches, "
                           "else the block drafter), off (plain decoding), auto (the best measured: lookup, off for bfloat16 on a "
                           "CPU that emulates it).", choices=SPECULATE_CHOICES)
-    speculate_block: int = knob(8, "Most tokens proposed per pass (chosen on validation prompts).",
+    speculate_block: int = knob(4, "Most tokens proposed per pass (chosen on validation prompts).",
                                 low=1, high=64)
     # Keep the drafter's whole log-distribution at every step (Draft.distributions): the refine stage's proposal prior
     # and the verifier's baseline then cost no extra pass. B x N x vocab floats.
