@@ -27,8 +27,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--gates", default="0,0.3,0.6")
     args = parser.parse_args()
-    drafter = Drafter.from_pretrained()
-    block_drafter = BlockDrafter.load(args.block_drafter, drafter.model)
+    drafter = Drafter.from_pretrained(pack_weights=False)
+    block_drafter = drafter.block_drafter = BlockDrafter.load(args.block_drafter, drafter.model)
+    drafter.pack_weights()  # the drafter's layers and the block drafter's
     gates = [float(g) for g in args.gates.split(",")]
     systems = {"plain": lambda: None, "lookup": lambda: LookupProposals()}
     for gate in gates:

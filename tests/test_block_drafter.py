@@ -128,6 +128,23 @@ def test_save_load_and_bad_folders(drafter64, tmp_path):
         BlockDrafter.load(tmp_path / "bd", drafter64.model)
 
 
+def test_a_block_drafter_loads_onto_a_packed_drafter(tiny_model, tmp_path):
+    from hybrid.drafting.packed_weights import is_packed
+
+    model, tokenizer = tiny_model
+    plain = Drafter(model, tokenizer)
+    _block_drafter(plain).save(tmp_path / "bd")
+    reference = BlockDrafter.load(tmp_path / "bd", plain.model)
+    plain.pack_weights()
+    loaded = BlockDrafter.load(tmp_path / "bd", plain.model)  # its copies of the packed layers get plain weights back
+    for (name, a), (_, b) in zip(reference.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    plain.block_drafter = loaded
+    assert plain.pack_weights() > 0 and is_packed(loaded)
+    draft = plain.generate("one two three one two three", DraftConfig(max_new_tokens=16, speculate="diffusion"))
+    assert draft.token_ids[0].tolist() == plain.generate("one two three one two three", DraftConfig(max_new_tokens=16, speculate="off")).token_ids[0].tolist()
+
+
 def test_diffusion_without_a_block_drafter_is_one_clear_error(drafter64):
     with pytest.raises(HybridError, match="needs a block drafter"):
         drafter64.generate("one two", DraftConfig(max_new_tokens=4, speculate="diffusion"))

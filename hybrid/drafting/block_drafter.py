@@ -18,7 +18,6 @@ the drafter and its LM head stay frozen and shared.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from hybrid.atomic import atomic_folder
 from hybrid.drafting.proposals import Proposal
 from hybrid.errors import HybridError
+from hybrid.drafting.packed_weights import plain_copy
 
 CONFIG_NAME = "block_drafter_config.json"
 WEIGHTS_NAME = "block_drafter.safetensors"
@@ -75,7 +75,8 @@ class BlockDrafter(nn.Module):
                               f"{config.hidden_size}, not {len(inner.layers)} of {model.config.hidden_size}")
         self.config = config
         self.first = len(inner.layers) - config.layers
-        self.layers = nn.ModuleList(copy.deepcopy(inner.layers[i]) for i in range(self.first, len(inner.layers)))
+        # plain copies even of a packed drafter's layers: they are trained, or loaded into
+        self.layers = nn.ModuleList(plain_copy(inner.layers[i]) for i in range(self.first, len(inner.layers)))
         hidden = model.config.hidden_size
         self.mask_embedding = nn.Parameter(inner.embed_tokens.weight.detach().mean(0).clone())
         self.in_map = nn.Linear(2 * hidden, hidden)  # [the drafter's state before the block, the slot's embedding]

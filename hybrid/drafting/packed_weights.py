@@ -17,6 +17,7 @@ the same matmul in another summation order: they agree with `nn.Linear` to float
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import logging
 import mmap
@@ -79,6 +80,22 @@ def unpack_linears(model: nn.Module) -> int:
         del module._packed_weight, module._plain_weight, module.forward
         count += 1
     return count
+
+
+def plain_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of `module` without its hooks, with plain weights whether or not its linear layers are packed (a
+    packed tensor cannot be deep-copied: the copy reads it once to rebuild its plain weight). Hooks are left out because
+    a hook can hold a whole other model (a block drafter's hook on the drafter's layer holds the drafter)."""
+    memo = {}
+    for m in module.modules():
+        if "_packed_weight" in m.__dict__:
+            memo[id(m._packed_weight)] = m._packed_weight
+        for key, value in m.__dict__.items():
+            if "hooks" in key and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    copied = copy.deepcopy(module, memo=memo)
+    unpack_linears(copied)
+    return copied
 
 
 def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
