@@ -32,3 +32,17 @@ def test_auto_dtype_follows_the_hardware(monkeypatch):
     assert resolve_dtype("auto", "cpu") == "bfloat16"
     monkeypatch.setattr(models, "native_bf16_cpu", lambda: False)
     assert resolve_dtype("auto", "cpu") == "float32"
+
+
+def test_hf_rows_run_on_the_stock_model_and_the_packed_row_on_ours(tiny_model_dir):
+    from hybrid.drafting.packed_weights import is_packed
+
+    drafter, stock = Drafter.from_pretrained(str(tiny_model_dir)), Drafter.from_pretrained(str(tiny_model_dir), pack_weights=False)
+    assert is_packed(drafter.model) and not is_packed(stock.model)
+    calls = []
+    generate = stock.model.generate
+    stock.model.generate = lambda **kwargs: calls.append(kwargs) or generate(**kwargs)
+    prompts = {"news": [("a", "one two three one two three")]}
+    report = measure(drafter, prompts, ["hf-generate", "hf-prompt-lookup", "hf-generate-packed", "plain"], 8, "float32", stock=stock)
+    assert len(calls) == 2  # hf-generate and hf-prompt-lookup; hf-generate-packed ran on the packed drafter's model
+    assert all(report.suites["news"][name].tokens == 8 for name in ("hf-generate", "hf-generate-packed", "plain"))
