@@ -54,3 +54,16 @@ def test_pipelines_pack_by_default_and_lora_stays_plain(tiny_model_dir, tiny_ref
     a = packed("The history of Rome", max_new_tokens=12, refine_steps=2, seed=0)
     b = plain("The history of Rome", max_new_tokens=12, refine_steps=2, seed=0)
     assert a.draft_token_ids == b.draft_token_ids  # a random tiny model has no near-ties in 12 tokens
+
+
+def test_an_untied_lm_head_keeps_its_plain_weight():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    head = model.lm_head.weight.clone()
+    pack_linears(model)
+    assert torch.equal(model.lm_head.weight, head)  # the refiner's shortlist scoring reads its rows
+    assert model.model.layers[0].mlp.up_proj.weight.stride() == (0, 0)

@@ -6,13 +6,14 @@ row and 20 ms for nine. oneDNN's matmul on a weight reordered once for it (the l
 CPUs) takes 4 ms and 6 ms. A decode step gets faster, and a pass over nine tokens costs far less than twice one.
 
 `pack_linears(model)` gives every `nn.Linear` of a model (LoRA's small A and B excepted) a packed copy of its weight
-and a forward that uses it, then frees the plain weight where no other module shares it (the LM head is tied to the
-embedding, so it keeps its plain weight). A freed weight is a zero-strided stand-in of the same shape and dtype, so
-code that reads a layer's shape still works. Where the plain weight was memory-mapped from its checkpoint (transformers
-maps safetensors files), its pages are handed back to the system as well, a tied one's included (the embedding is read
-a few rows at a time): otherwise the mapping, kept alive by the weights that stay, would hold them resident beside the
-packed copy. `unpack_linears(model)` brings the plain weights back. The numbers are
-the same matmul in another summation order: they agree with `nn.Linear` to float32 rounding, not bit for bit.
+and a forward that uses it, then frees the plain weight, except the LM head's (tied to the embedding here, and read
+row by row by the refiner's shortlist scoring) and any other weight a second module shares. A freed weight is a
+zero-strided stand-in of the same shape and dtype, so code that reads a layer's shape still works. Where the plain
+weight was memory-mapped from its checkpoint (transformers maps safetensors files), its pages are handed back to the
+system as well, a kept one's included (it is then read a few rows at a time): otherwise the mapping, kept alive by the
+weights that stay, would hold them resident beside the packed copy. `unpack_linears(model)` brings the plain weights
+back. The numbers are the same matmul in another summation order: they agree with `nn.Linear` to float32 rounding,
+not bit for bit.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ def pack_linears(model: nn.Module, rows_hint: int = 9) -> int:
         for parameter in module.parameters(recurse=False):
             owners[id(parameter)] = owners.get(id(parameter), 0) + 1
     count, mapped = 0, _file_mappings()
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     for name, module in model.named_modules():
         if type(module) is not nn.Linear or "lora_" in name or hasattr(module, "_packed_weight"):
             continue
         weight = module.weight
         module._packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows_hint)
-        module._plain_weight = weight if owners.get(id(weight), 0) > 1 else None  # tied: kept as it is
+        # kept as it is: a tied weight (the embedding), and the LM head's, which the refiner reads rows of
+        module._plain_weight = weight if owners.get(id(weight), 0) > 1 or module is head else None
         module.forward = types.MethodType(_packed_forward, module)
         if module._plain_weight is None:
             module.weight = nn.Parameter(torch.zeros((), dtype=weight.dtype).expand(weight.shape), requires_grad=False)
