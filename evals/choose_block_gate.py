@@ -1,11 +1,12 @@
 """Should the block drafter propose only what it is sure of? Drafting speed on validation prompts, side by side.
 
-    .venv/bin/python evals/choose_block_gate.py runs/block-drafter-4l [--prompts 8] [--max-new-tokens 96] [--gates 0,0.3,0.6]
+    .venv/bin/python evals/choose_block_gate.py runs/block-drafter [--prompts 8] [--max-new-tokens 96] [--gates 0,0.3,0.6] [--block 4]
 
 On prompts no training or report reads (hybrid.drafting.block_recipe.validation_prompts: ACLSum val papers, held-out
 plain-English passages), times greedy drafting per prompt, interleaved: plain, lookup, and for each gate (the least
 probability a proposal needs; 0 proposes the whole block) the block drafter alone and after lookup (both). Prints each
-system's speed over plain drafting (total time) and its tokens per verify pass, float32.
+system's speed over plain drafting (total time) and its tokens per verify pass, float32 on packed weights. `--block`:
+the most tokens either source proposes a pass (the default `--speculate-block`).
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--gates", default="0,0.3,0.6")
+    parser.add_argument("--block", type=int, default=DraftConfig().speculate_block)
     args = parser.parse_args()
     drafter = Drafter.from_pretrained(pack_weights=False)
     block_drafter = drafter.block_drafter = BlockDrafter.load(args.block_drafter, drafter.model)
     drafter.pack_weights()  # the drafter's layers and the block drafter's
     gates = [float(g) for g in args.gates.split(",")]
-    systems = {"plain": lambda: None, "lookup": lambda: LookupProposals()}
+    systems = {"plain": lambda: None, "lookup": lambda: LookupProposals(block=args.block)}
     for gate in gates:
-        systems[f"diffusion@{gate}"] = lambda gate=gate: BlockProposals(block_drafter, min_probability=gate)
-        systems[f"both@{gate}"] = lambda gate=gate: EitherProposals(LookupProposals(), BlockProposals(block_drafter, min_probability=gate))
+        systems[f"diffusion@{gate}"] = lambda gate=gate: BlockProposals(block_drafter, args.block, min_probability=gate)
+        systems[f"both@{gate}"] = lambda gate=gate: EitherProposals(LookupProposals(block=args.block),
+                                                                    BlockProposals(block_drafter, args.block, min_probability=gate))
     seconds, tokens, passes = ({name: 0.0 for name in systems} for _ in range(3))
     config = DraftConfig(max_new_tokens=args.max_new_tokens, ignore_eos=True, speculate="off")
     for prompt in validation_prompts(args.prompts):

@@ -185,9 +185,9 @@ class BlockProposals:
     def __init__(self, drafter: BlockDrafter, block: int | None = None, min_probability: float = 0.3):
         self.drafter = drafter
         self.block = min(block or drafter.config.block, drafter.config.block)
-        # A pass with no proposal costs one decode step, one over 9 tokens about two on a 2-core CPU: propose only
-        # what the block drafter is sure enough of. 0.3 was chosen on the validation prompts (evals/choose_block_gate.py,
-        # docs/RESULTS.md): 0.69x plain drafting's speed against 0.51x proposing every slot (0.6: 0.67x).
+        # Every proposal makes the verify pass longer: propose only what the block drafter is sure enough of. 0.3 was
+        # chosen on the validation prompts (evals/choose_block_gate.py, docs/RESULTS.md; packed weights, block 4):
+        # 0.92x plain drafting's speed against 0.82x proposing every slot (0.5: 0.86x, 0.7: 0.83x).
         self.min_probability = min_probability
 
     def get_candidates(self, context: list[int], limit: int, cache=None) -> Proposal:
