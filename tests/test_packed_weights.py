@@ -67,3 +67,14 @@ def test_an_untied_lm_head_keeps_its_plain_weight():
     pack_linears(model)
     assert torch.equal(model.lm_head.weight, head)  # the refiner's shortlist scoring reads its rows
     assert model.model.layers[0].mlp.up_proj.weight.stride() == (0, 0)
+
+
+def test_weights_written_in_place_after_a_mapped_load_survive_packing(tiny_model_dir):
+    from hybrid.models import load_causal_lm
+
+    model, _ = load_causal_lm(str(tiny_model_dir))  # transformers maps the safetensors file
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(1.0)  # e.g. other weights loaded into the model in place
+    written = model.model.embed_tokens.weight.clone()
+    pack_linears(model)  # hands back mapped pages of the tied embedding only where the file still holds them
+    assert torch.equal(model.model.embed_tokens.weight, written)

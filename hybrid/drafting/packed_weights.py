@@ -127,5 +127,20 @@ def _drop_file_pages(weight: torch.Tensor, mapped: list[tuple[int, int]]) -> Non
     if not sys.platform.startswith("linux") or not any(lo <= start and end <= hi for lo, hi in mapped):
         return
     first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
-    if last > first:
+    if last > first and not _written(first, last):
         ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # 4: MADV_DONTNEED
+
+
+def _written(first: int, last: int) -> bool:
+    """Whether a page in [first, last) was written since it was mapped (e.g. weights loaded into the model in place):
+    such a page is a private copy, no longer the file's, and dropping it would lose what was written. /proc/self/pagemap
+    marks each present page (bit 63) as the file's or not (bit 61). When it cannot be read, assume written."""
+    try:
+        with open("/proc/self/pagemap", "rb") as pagemap:
+            pagemap.seek(first // mmap.PAGESIZE * 8)
+            data = pagemap.read((last - first) // mmap.PAGESIZE * 8)
+    except OSError:
+        return True
+    entries = torch.frombuffer(bytearray(data), dtype=torch.int64)
+    present, files = entries < 0, (entries >> 61) & 1 == 1
+    return bool((present & ~files).any())
