@@ -10,10 +10,10 @@ and a forward that uses it, then frees the plain weight, except the LM head's (t
 row by row by the refiner's shortlist scoring) and any other weight a second module shares. A freed weight is a
 zero-strided stand-in of the same shape and dtype, so code that reads a layer's shape still works. Where the plain
 weight was memory-mapped from its checkpoint (transformers maps safetensors files), its pages that still hold the
-file's bytes (none written in place since) are handed back to the system as well, a kept one's included (it is then read a few rows at a time): otherwise the mapping, kept alive by the
-weights that stay, would hold them resident beside the packed copy. `unpack_linears(model)` brings the plain weights
-back. The numbers are the same matmul in another summation order: they agree with `nn.Linear` to float32 rounding,
-not bit for bit.
+file's bytes (none written in place since) are handed back to the system as well, a kept one's included (it is then
+read a few rows at a time): otherwise the mapping, kept alive by the weights that stay, would hold them resident
+beside the packed copy. `unpack_linears(model)` brings the plain weights back. The numbers are the same matmul in
+another summation order: they agree with `nn.Linear` to float32 rounding, not bit for bit.
 """
 
 from __future__ import annotations
