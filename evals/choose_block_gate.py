@@ -29,9 +29,9 @@ def main() -> None:
     parser.add_argument("--gates", default="0,0.3,0.6")
     parser.add_argument("--block", type=int, default=DraftConfig().speculate_block)
     args = parser.parse_args()
-    drafter = Drafter.from_pretrained(pack_weights=False)
+    drafter = Drafter.from_pretrained()
     block_drafter = drafter.block_drafter = BlockDrafter.load(args.block_drafter, drafter.model)
-    drafter.pack_weights()  # the drafter's layers and the block drafter's
+    drafter.pack_weights()  # the block drafter's layers too
     gates = [float(g) for g in args.gates.split(",")]
     systems = {"plain": lambda: None, "lookup": lambda: LookupProposals(block=args.block)}
     for gate in gates:

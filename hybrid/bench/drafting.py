@@ -1,7 +1,7 @@
 """Drafting speed side by side, on the prompts of the eval suites: Hugging Face `model.generate` (greedy, and with its
 prompt lookup) on the model as transformers loads it, `model.generate` again on our packed weights (the kernels' share
-of our speed, hybrid.drafting.packed_weights), our plain drafting and each speculative source, interleaved prompt by prompt so that machine drift
-hits every system alike. Every system writes exactly `max_new_tokens` tokens. Greedy speculative drafts are compared
+of our speed, hybrid.drafting.packed_weights), our plain drafting and each speculative source, interleaved prompt by
+prompt so that machine drift hits every system alike. Every system writes exactly `max_new_tokens` tokens. Greedy speculative drafts are compared
 token for token with plain ones; a difference is reported with the logit gap where it starts."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from hybrid.config import DraftConfig
 from hybrid.models import DEFAULT_DRAFTER
 from hybrid.results import Result
 
-HF_SYSTEMS = ("hf-generate", "hf-prompt-lookup", "hf-generate-packed")
+STOCK_SYSTEMS = ("hf-generate", "hf-prompt-lookup")  # on the model as transformers loads it
+HF_SYSTEMS = STOCK_SYSTEMS + ("hf-generate-packed",)
 SYSTEMS = HF_SYSTEMS + ("plain", "lookup", "hybrid")  # what `hybrid bench --preset drafting` times
 COPY_HEAVY, OPEN = ("news", "summarize"), ("continue", "facts")
 
@@ -68,7 +69,7 @@ def measure(drafter, prompts: dict[str, list[tuple[str, str]]], systems: list[st
             progress=None, pipeline=None, stock=None) -> DraftingSpeed:
     """`prompts`: suite -> [(example id, prompt)]. `systems`: any of HF_SYSTEMS, "plain", the speculate choices and
     "hybrid" (`pipeline` with every default: speculative drafting and the verified refine stage). `stock`: a Drafter on
-    the unpacked model, for "hf-generate" and "hf-prompt-lookup" (default: `drafter`)."""
+    the unpacked model, for STOCK_SYSTEMS (default: `drafter`)."""
     stock = stock or drafter
     report = DraftingSpeed(dtype, max_new_tokens)
     for suite, examples in prompts.items():
@@ -76,7 +77,7 @@ def measure(drafter, prompts: dict[str, list[tuple[str, str]]], systems: list[st
         for example, prompt in examples:
             texts = {}
             for name in systems:
-                runner = pipeline if name == "hybrid" else stock if name in ("hf-generate", "hf-prompt-lookup") else drafter
+                runner = pipeline if name == "hybrid" else stock if name in STOCK_SYSTEMS else drafter
                 seconds, ids, passes, plain = _run(runner, name, prompt, max_new_tokens)
                 row = rows[name]
                 row.seconds, row.tokens, row.passes, row.texts = row.seconds + seconds, row.tokens + len(ids), row.passes + passes, row.texts + 1
@@ -147,12 +148,12 @@ def run_drafting_bench(dtypes: list[str], max_new_tokens: int, per_suite: int, s
     prompts = suite_prompts(list(suites), per_suite, offset)
     reports = []
     for dtype in dtypes:
-        drafter, stock = Drafter.from_pretrained(model, dtype, pack_weights=False), Drafter.from_pretrained(model, dtype, pack_weights=False)
+        drafter, stock = Drafter.from_pretrained(model, dtype), Drafter.from_pretrained(model, dtype, pack_weights=False)
         if block_drafter is not None:
             from hybrid.drafting.block_drafter import BlockDrafter
 
             drafter.block_drafter = BlockDrafter.load(block_drafter, drafter.model)
-        drafter.pack_weights()
+            drafter.pack_weights()  # the block drafter's layers too
         pipeline = HybridPipeline.from_pretrained(draft_model=model, refiner=refiner, dtype=dtype) if "hybrid" in systems else None
         with tqdm(total=sum(map(len, prompts.values())), desc=f"drafting bench {dtype}") as bar:
             reports.append(measure(drafter, prompts, systems, max_new_tokens, dtype, bar, pipeline, stock))
