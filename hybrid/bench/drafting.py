@@ -1,8 +1,9 @@
 """Drafting speed side by side, on the prompts of the eval suites: Hugging Face `model.generate` (greedy, and with its
 prompt lookup) on the model as transformers loads it, `model.generate` again on our packed weights (the kernels' share
-of our speed, hybrid.drafting.packed_weights), our plain drafting and each speculative source, interleaved prompt by
-prompt so that machine drift hits every system alike. Every system writes exactly `max_new_tokens` tokens. Greedy speculative drafts are compared
-token for token with plain ones; a difference is reported with the logit gap where it starts."""
+of our speed, hybrid.drafting.packed_weights), our plain drafting and each speculative source (lookup with and without
+the drafter's lookup store), interleaved prompt by prompt so that machine drift hits every system alike. Every system
+writes exactly `max_new_tokens` tokens. Greedy speculative drafts are compared token for token with plain ones; a
+difference is reported with the logit gap where it starts."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from pathlib import Path
 import torch
 
 from hybrid.config import DraftConfig
+from hybrid.drafting.proposals import LookupProposals
 from hybrid.models import DEFAULT_DRAFTER
 from hybrid.results import Result
 
 STOCK_SYSTEMS = ("hf-generate", "hf-prompt-lookup")  # on the model as transformers loads it
 HF_SYSTEMS = STOCK_SYSTEMS + ("hf-generate-packed",)
-SYSTEMS = HF_SYSTEMS + ("plain", "lookup", "hybrid")  # what `hybrid bench --preset drafting` times
+# lookup-text: lookup over the prompt and text alone, without the drafter's lookup store (hybrid.drafting.token_store)
+SYSTEMS = HF_SYSTEMS + ("plain", "lookup-text", "lookup", "hybrid")  # what `hybrid bench --preset drafting` times
 COPY_HEAVY, OPEN = ("news", "summarize"), ("continue", "facts")
 
 
@@ -110,10 +113,11 @@ def _run(drafter, system: str, prompt: str, n: int):
                                          pad_token_id=drafter.tokenizer.pad_token_id, **extra)
             seconds = time.perf_counter() - start
         return seconds, out[0, ids.shape[1]:].tolist(), 0, None
-    speculate = "off" if system == "plain" else system
+    speculate = {"plain": "off", "lookup-text": "lookup"}.get(system, system)
+    config = DraftConfig(max_new_tokens=n, ignore_eos=True, speculate=speculate, keep_distributions=system == "plain")
+    source = LookupProposals(block=config.speculate_block) if system == "lookup-text" else None
     start = time.perf_counter()
-    draft = drafter.generate(prompt, DraftConfig(max_new_tokens=n, ignore_eos=True, speculate=speculate,
-                                                 keep_distributions=system == "plain"))
+    draft = drafter.generate(prompt, config, source=source)
     seconds = time.perf_counter() - start
     return seconds, draft.token_ids[0].tolist(), draft.speculation.passes, draft.distributions[0] if system == "plain" else None
 

@@ -46,6 +46,7 @@ def _read_prompt(prompt: str | None, file: str | None) -> str:
 @config_options(DraftConfig)
 @config_options(SamplerConfig)
 @click.option("--block-drafter", default=None, help="Block drafter folder (from `hybrid finetune recipes/block-drafter.yaml`) for --speculate diffusion or both; default: the shipped one, when there is one.")
+@click.option("--lookup-store", default="auto", show_default=True, help="Drafted text that lookup speculation also reads (a folder from `hybrid finetune recipes/lookup-store.yaml`); auto: the shipped one when it fits the drafter's tokenizer; none: the prompt and text alone.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True, help="auto: bfloat16 where the hardware multiplies it natively, else float32.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU when there is one).")
 @click.option("--no-chat-template", is_flag=True, help="Feed the prompt as raw text even if the model has a chat template.")
@@ -53,7 +54,7 @@ def _read_prompt(prompt: str | None, file: str | None) -> str:
 @click.option("--show-trace", is_flag=True, help="Show the draft beside the refined text and every step's changes.")
 @click.option("--stream", is_flag=True, help="Print the draft token by token as it is written, then redraw it as the refined text.")
 @input_file_options
-def generate(prompt, file, draft_model, refiner, mode, source_file, block_drafter, dtype, device, no_chat_template, as_json, show_trace, stream, input_file, output_file, batch_size, **settings):
+def generate(prompt, file, draft_model, refiner, mode, source_file, block_drafter, lookup_store, dtype, device, no_chat_template, as_json, show_trace, stream, input_file, output_file, batch_size, **settings):
     """Generate text for PROMPT.
 
     \b
@@ -89,7 +90,7 @@ def generate(prompt, file, draft_model, refiner, mode, source_file, block_drafte
     if block_drafter is None and draft_config.speculate in ("diffusion", "both"):
         block_drafter = "block-drafter"  # the shipped one (a clear error when none is shipped)
     pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template,
-                                          device=device, block_drafter=block_drafter)
+                                          device=device, block_drafter=block_drafter, lookup_store=lookup_store)
     run = (lambda text, **kw: stream_to_terminal(pipe, text, **kw)) if stream else pipe
     result = run(text, draft_config=draft_config, refine_config=refine_config, mode=mode if pipe.refiner is not None else "draft",
                  source=source)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
+from hybrid.drafting.recipe_sections import read_section, section_dataclass
 from hybrid.errors import HybridError
 
 log = logging.getLogger(__name__)
@@ -47,33 +46,16 @@ class BlockDrafterRecipe:
 
 def read_block_recipe(name: str, overrides: list[str] = ()) -> BlockDrafterRecipe | None:
     """The block-drafter recipe in file or shipped recipe `name`, or None when it is a refiner's recipe."""
-    from hybrid.finetune.recipe import resolve_recipe
-
-    path = resolve_recipe(name)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise HybridError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    return block_recipe(raw, list(overrides)) if isinstance(raw, dict) and SECTION in raw else None
+    recipe = read_section(name, SECTION, BlockDrafterRecipe, overrides)
+    return None if recipe is None else _checked(recipe)
 
 
 def block_recipe(raw: dict, overrides: list[str] = ()) -> BlockDrafterRecipe:
     """The recipe from a parsed YAML file, with `block_drafter.key=value` overrides; one clear error for a bad key."""
-    section = dict(raw.get(SECTION) or {})
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if not key.startswith(SECTION + ".") or not value:
-            raise HybridError(f"override {override!r}: give block_drafter.KEY=VALUE")
-        section[key[len(SECTION) + 1:]] = yaml.safe_load(value)
-    extra = set(raw) - {SECTION}
-    known = {f.name: f for f in fields(BlockDrafterRecipe)}
-    unknown = [k for k in section if k not in known] + sorted(extra)
-    if unknown:
-        raise HybridError(f"unknown recipe key {unknown[0]!r}: a block-drafter recipe takes block_drafter.{{{', '.join(known)}}}")
-    recipe = BlockDrafterRecipe(**section)
-    for f in fields(recipe):
-        if not isinstance(getattr(recipe, f.name), type(f.default)) and not (f.type == "float" and isinstance(getattr(recipe, f.name), int)):
-            raise HybridError(f"block_drafter.{f.name} must be {type(f.default).__name__}, got {getattr(recipe, f.name)!r}")
+    return _checked(section_dataclass(raw, SECTION, BlockDrafterRecipe, overrides))
+
+
+def _checked(recipe: BlockDrafterRecipe) -> BlockDrafterRecipe:
     counts = (recipe.layers, recipe.prompts, recipe.max_new_tokens, recipe.distil_batch, recipe.steps, recipe.batch_size, recipe.anchors,
               recipe.eval_every, recipe.eval_prompts, recipe.eval_tokens)
     if recipe.use_sequences < 0 or recipe.block < 2 or min(counts) < 1:

@@ -76,13 +76,19 @@ class Drafter:
         self.use_chat_template = use_chat_template and tokenizer.chat_template is not None
         self.load_s = load_s
         self.block_drafter = None  # hybrid.drafting.block_drafter.BlockDrafter, for speculate "diffusion" and "both"
+        self.token_store = None  # hybrid.drafting.token_store.TokenStore: drafted text that lookup speculation also reads
 
     @classmethod
     def from_pretrained(cls, name: str = DEFAULT_DRAFTER, dtype: str = "float32", use_chat_template: bool = True,
-                        pack_weights: bool = True) -> "Drafter":
+                        pack_weights: bool = True, lookup_store: str | None = "auto") -> "Drafter":
+        """`lookup_store`: "auto" the shipped store of drafted text when it fits the tokenizer, "none", or a folder
+        (hybrid.drafting.token_store)."""
+        from hybrid.drafting.token_store import resolve_token_store
+
         start = time.perf_counter()
         model, tokenizer = load_causal_lm(name, dtype)
         drafter = cls(model, tokenizer, use_chat_template)
+        drafter.token_store = resolve_token_store(lookup_store, tokenizer)
         if pack_weights:
             drafter.pack_weights()
         drafter.load_s = time.perf_counter() - start
@@ -202,7 +208,7 @@ class Drafter:
         cache = DynamicCache(config=self.model.config)
         with recording(self.model, record[1] if record else ()) as outputs:
             loop = DecodeLoop(self.model, self.cache_keyword, config, self.end_ids, self.tokenizer.pad_token_id, generator,
-                              on_token, self._stop_hit(config.stop), source if source is not None else proposal_source(config, prompt_ids.shape[0], self.model, self.block_drafter),
+                              on_token, self._stop_hit(config.stop), source if source is not None else proposal_source(config, prompt_ids.shape[0], self.model, self.block_drafter, self.token_store),
                               lambda drop: trim_latest(outputs, drop))
             decoded = loop.run(prompt_ids, prompt_mask, cache)
         texts = [self._finish_text(decoded.token_ids[row, : decoded.lengths[row]].tolist(), config.stop)

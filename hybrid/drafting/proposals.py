@@ -40,7 +40,9 @@ class LookupProposals:
     pays where the text copies its prompt or repeats itself.
 
     With `adaptive`, the block size follows Hugging Face's candidate generators: it grows by 2 after a block accepted
-    whole and shrinks by 1 otherwise, between 1 and `max_block`."""
+    whole and shrinks by 1 otherwise, between 1 and `max_block`. With a `store` (hybrid.drafting.token_store), a context
+    without a match of its own proposes up to `store_block` tokens that followed its last `store_longest` ..
+    `store_shortest` tokens in the drafter's stored text."""
 
     name = "lookup"
 
@@ -49,8 +51,9 @@ class LookupProposals:
     # 2-gram matches with a fixed block replayed fastest over plain drafting averaged over both groups: 1.42x on the
     # copy-heavy prompts, 1.21x on the open ones (block 8: 1.37x and 1.20x).
     def __init__(self, block: int = 4, max_block: int = 16, max_ngram: int = 3, min_ngram: int = 2, adaptive: bool = False,
-                 wary: bool = False):
+                 wary: bool = False, store=None, store_block: int = 2, store_longest: int = 4, store_shortest: int = 2):
         self.block, self.max_block, self.adaptive = block, max(block, max_block), adaptive
+        self.store, self.store_block, self.store_longest, self.store_shortest = store, store_block, store_longest, store_shortest
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
         # wary: after a proposal the drafter rejected whole, the next needs a match one token longer (up to max_ngram);
         # an accepted proposal brings the shortest match back to min_ngram
@@ -64,6 +67,8 @@ class LookupProposals:
             found = _latest_match(context, n)
             if found is not None:
                 return Proposal(context[found + n: found + n + limit])
+        if self.store is not None:
+            return Proposal(self.store.continuation(context, min(limit, self.store_block), self.store_longest, self.store_shortest))
         return Proposal([])
 
     def update_candidate_strategy(self, proposed: int, accepted: int) -> None:
@@ -93,20 +98,21 @@ class EitherProposals:
             self.last.update_candidate_strategy(proposed, accepted)
 
 
-def proposal_source(config, batch: int, model=None, block_drafter=None):
+def proposal_source(config, batch: int, model=None, block_drafter=None, store=None):
     """The proposal source a DraftConfig asks for, new for one call (a source adapts within a call), or None: speculation
     off, or a batch (hybrid.drafting.decode_loop decodes batches plainly). "auto" is the one measured best for `model`;
-    "diffusion" and "both" need the drafter's block drafter (hybrid.drafting.block_drafter)."""
+    "diffusion" and "both" need the drafter's block drafter (hybrid.drafting.block_drafter); lookup reads the drafter's
+    lookup store too, when it has one (hybrid.drafting.token_store)."""
     name = auto_source(model) if config.speculate == "auto" else config.speculate
     if name == "off" or batch != 1:
         return None
     if name == "lookup":
-        return LookupProposals(block=config.speculate_block)
+        return LookupProposals(block=config.speculate_block, store=store)
     if block_drafter is None:
         raise HybridError(f"--speculate {name} needs a block drafter: train one with `hybrid finetune recipes/block-drafter.yaml` "
                           "and pass it with --block-drafter FOLDER")
     block = block_drafter.proposals(config.speculate_block)  # hybrid.drafting.block_drafter.BlockProposals
-    return block if name == "diffusion" else EitherProposals(LookupProposals(block=config.speculate_block), block)
+    return block if name == "diffusion" else EitherProposals(LookupProposals(block=config.speculate_block, store=store), block)
 
 
 def auto_source(model) -> str:

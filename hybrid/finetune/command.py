@@ -15,7 +15,7 @@ import click
 @click.option("--score-refiner", "--validate", "validate", default=None, metavar="REFINER",
               help="Train nothing: score the refiner folder REFINER on this recipe's held-out examples and print the figures.")
 def finetune(recipe, overrides, resume, output, validate):
-    """Train a refiner from RECIPE (a YAML file, or a shipped recipe's name: see `hybrid recipes ls`); OVERRIDES are
+    """Train a refiner (or a block drafter, or build a lookup store) from RECIPE (a YAML file, or a shipped recipe's name: see `hybrid recipes ls`); OVERRIDES are
     dotted key=value pairs.
 
     \b
@@ -26,6 +26,7 @@ def finetune(recipe, overrides, resume, output, validate):
     hybrid finetune recipes/continue.yaml --score-refiner checkpoints/general
     """
     from hybrid.drafting.block_recipe import read_block_recipe, run_block_recipe
+    from hybrid.drafting.store_recipe import read_store_recipe, run_store_recipe
     from hybrid.finetune.recipe import load_recipe
     from hybrid.finetune.methods import run_recipe
     from hybrid.finetune.training import validate_saved_refiner
@@ -39,6 +40,16 @@ def finetune(recipe, overrides, resume, output, validate):
         click.echo(f"trained {block.steps} steps on {summary['distilled_tokens']} distilled tokens, final loss {summary['final_loss']:.3f}; "
                    f"{last['tokens_per_pass']:.2f} tokens per verify pass on the validation prompts")
         click.echo(f"block drafter written to {block.output_dir}: use it with `hybrid generate --speculate diffusion --block-drafter {block.output_dir}`")
+        return
+    store = read_store_recipe(recipe, list(overrides) + ([f"lookup_store.output_dir={output}"] if output else []))
+    if store is not None:  # drafted text for lookup speculation (hybrid.drafting.store_recipe)
+        if resume or validate:
+            raise click.UsageError("a lookup-store recipe takes neither --resume nor --score-refiner")
+        summary = run_store_recipe(store, recipe)
+        figures = summary["tokens_per_pass"]
+        click.echo(f"stored {summary['tokens']:,} drafted tokens of {summary['prompts']} prompts; lookup on the validation prompts: "
+                   f"{figures['lookup_with_store']:.2f} tokens per verify pass with the store, {figures['lookup']:.2f} without")
+        click.echo(f"lookup store written to {store.output_dir}: use it with `hybrid generate --lookup-store {store.output_dir}`")
         return
     overrides = list(overrides) + ([f"train.output_dir={output}"] if output else [])
     config = load_recipe(recipe, overrides)  # validated before any model or data loads

@@ -67,11 +67,16 @@ def validate_recipe(recipe, overrides):
     """
     from dataclasses import asdict
 
-    from hybrid.drafting.block_recipe import SECTION, read_block_recipe
+    from hybrid.drafting import block_recipe, store_recipe
     from hybrid.finetune.recipe import load_recipe, recipe_dict
 
-    block = read_block_recipe(recipe, list(overrides))
-    resolved = {SECTION: asdict(block)} if block is not None else recipe_dict(load_recipe(recipe, list(overrides)))
+    block = block_recipe.read_block_recipe(recipe, list(overrides))
+    store = store_recipe.read_store_recipe(recipe, list(overrides)) if block is None else None
+    if block is not None or store is not None:
+        section = block_recipe.SECTION if block is not None else store_recipe.SECTION
+        resolved = {section: asdict(block if block is not None else store)}
+    else:
+        resolved = recipe_dict(load_recipe(recipe, list(overrides)))
     click.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
 
 
