@@ -1,7 +1,8 @@
 """Choose the lookup source's settings (block size, shortest n-gram, adaptive block) on validation prompts no report uses.
 
     python evals/choose_speculation.py --output evals/defaults/speculation-validation.md
-    python evals/choose_speculation.py --store checkpoints/lookup-store --store-shortest 1,2,3 --output evals/defaults/store-validation.md
+    python evals/choose_speculation.py --store checkpoints/lookup-store --store-shortest 1,2,3 --store-blocks 0,1,2,3,4 \
+        --output evals/defaults/store-validation.md
 
 Greedy speculation writes exactly the plain greedy draft, so one plain draft per prompt says what every setting would
 accept: the lookup source (hybrid.drafting.proposals) is replayed over it pass by pass. What a pass costs is measured
@@ -90,7 +91,9 @@ def main() -> None:
     parser.add_argument("--wary", default="0", help="1,0: also try needing a longer match after a rejected proposal")
     parser.add_argument("--store", default="none", help="a lookup store folder (hybrid.drafting.token_store) the lookup also reads, "
                         "or none")
-    parser.add_argument("--store-shortest", default="2", help="shortest n-grams looked up in the store (with --store)")
+    parser.add_argument("--store-shortest", default="1", help="shortest n-grams looked up in the store (with --store)")
+    parser.add_argument("--store-blocks", default="0,2", help="most tokens a stored proposal holds (with --store; 0: the store is "
+                        "not read, the baseline in the same run)")
     parser.add_argument("--output", default="evals/defaults/speculation-validation.md")
     args = parser.parse_args()
 
@@ -98,6 +101,9 @@ def main() -> None:
     drafter = Drafter.from_pretrained("smollm2-135m", "float32")
     store = resolve_token_store(args.store, drafter.tokenizer)
     store_shortest = [int(n) for n in args.store_shortest.split(",")] if store is not None else [0]
+    store_blocks = [int(n) for n in args.store_blocks.split(",")] if store is not None else [0]
+    if 0 in store_blocks:  # the store is not read: one row of each other setting is enough
+        store_blocks = [0] + [b for b in store_blocks if b]
     drafts = {group: [(drafter.encode_prompts([p])[0][0].tolist(),
                        drafter.generate(p, DraftConfig(max_new_tokens=args.max_new_tokens, ignore_eos=True, speculate="off")).token_ids[0].tolist())
                       for p in texts] for group, texts in prompts.items()}
@@ -107,22 +113,27 @@ def main() -> None:
     costs = {}
     for dtype in args.dtypes.split(","):
         costs[dtype] = pass_costs(Drafter.from_pretrained("smollm2-135m", dtype).model, 2 * max(blocks) + 1)
-    lines = ["| group | block | min n-gram | max n-gram | adaptive | wary | store from n | tokens per pass | "
-             + " | ".join(f"speed over plain, {d}" for d in costs) + " |", "|---|---|---|---|---|---|---|---|" + "---|" * len(costs)]
+    lines = ["| group | block | min n-gram | max n-gram | adaptive | wary | store from n | store block | tokens per pass | "
+             + " | ".join(f"speed over plain, {d}" for d in costs) + " |", "|---|---|---|---|---|---|---|---|---|" + "---|" * len(costs)]
     results = []
     for group, rows in drafts.items():
-        for block, min_ngram, max_ngram, adaptive, careful, shortest in itertools.product(blocks, min_ngrams, max_ngrams, (True, False),
-                                                                                           wary, store_shortest):
+        for block, min_ngram, max_ngram, adaptive, careful, shortest, store_block in itertools.product(
+                blocks, min_ngrams, max_ngrams, (True, False), wary, store_shortest, store_blocks):
             max_ngram = max(max_ngram, min_ngram)
+            if not store_block and shortest != store_shortest[0]:
+                continue
             fed = [replay(ids, draft, LookupProposals(block=block, max_ngram=max_ngram, min_ngram=min_ngram, adaptive=adaptive,
-                                                      wary=careful, store=store, store_shortest=shortest or 2))
+                                                      wary=careful, store=store if store_block else None, store_shortest=shortest or 1,
+                                                      store_block=store_block or 2))
                    for ids, draft in rows]
             passes = sum(map(len, fed))
             tokens = sum(len(d) - 1 for _, d in rows)
             speed = {d: tokens / sum(c[k] for f in fed for k in f) for d, c in costs.items()}
             results.append({"group": group, "block": block, "min_ngram": min_ngram, "max_ngram": max_ngram, "adaptive": adaptive, "wary": careful,
-                            "store_shortest": shortest or None, "tokens_per_pass": tokens / passes, "speed_over_plain": speed})
-            lines.append(f"| {group} | {block} | {min_ngram} | {max_ngram} | {adaptive} | {careful} | {shortest or '-'} | {tokens / passes:.2f} | "
+                            "store_shortest": shortest or None, "store_block": store_block or None, "tokens_per_pass": tokens / passes,
+                            "speed_over_plain": speed})
+            lines.append(f"| {group} | {block} | {min_ngram} | {max_ngram} | {adaptive} | {careful} | {shortest or '-'} | {store_block or '-'} | "
+                         f"{tokens / passes:.2f} | "
                          + " | ".join(f"{s:.3f}" for s in speed.values()) + " |")
     cost_lines = [f"- {d}: " + ", ".join(f"k={k} {c[k]:.2f}" for k in (2, 3, 4, 8, 16, 32) if k < len(c)) for d, c in costs.items()]
     text = "\n".join(lines) + "\n\nA cached pass over k tokens relative to one, measured in the same run:\n" + "\n".join(cost_lines) + "\n"

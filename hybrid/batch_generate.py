@@ -120,9 +120,11 @@ def done_lines(output: Path, lines: list[PromptLine]) -> int:
 
 def generate_file(input_path: str, output_path: str | None, batch_size: int, draft_config, refine_config, mode: str = "hybrid", *,
                   draft_model: str, refiner: str | None, dtype: str = "float32", use_chat_template: bool = True,
-                  device: str = "cpu", progress: bool = True) -> BatchRun | None:
+                  device: str = "cpu", progress: bool = True, block_drafter: str | None = None,
+                  lookup_store: str | None = "auto") -> BatchRun | None:
     """Generate for every prompt of `input_path` into `output_path` (see the module docstring). Returns the run's
-    figures on the main process, None on the others."""
+    figures on the main process, None on the others. `block_drafter` and `lookup_store` as in
+    HybridPipeline.from_pretrained (batches of one prompt speculate; larger ones decode plainly)."""
     from hybrid.pipeline import HybridPipeline
 
     if output_path is None:
@@ -138,7 +140,8 @@ def generate_file(input_path: str, output_path: str | None, batch_size: int, dra
     if not pending:
         return run if is_main_process() else None
     refines = any(_refines(batch[0], draft_config, refine_config, mode) for batch in pending)
-    pipe = HybridPipeline.from_pretrained(draft_model, refiner if refines else "none", dtype, use_chat_template, process_device(device))
+    pipe = HybridPipeline.from_pretrained(draft_model, refiner if refines else "none", dtype, use_chat_template, process_device(device),
+                                          block_drafter=block_drafter, lookup_store=lookup_store)
     bar = tqdm(total=len(lines), initial=skipped, desc="generate", unit="prompt", disable=not (progress and is_main_process()))
     for records in sharded_rounds(pending, lambda batch: _generate(pipe, batch, draft_config, refine_config, mode, done, input_path)):
         if is_main_process():

@@ -176,6 +176,13 @@ def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path):
                                          "--max-new-tokens", "6", "--speculate", "diffusion", "--block-drafter", str(out), "--json"])
     assert generated.exit_code == 0, generated.output
     assert json.loads(generated.output)["speculation"]["source"] == "diffusion"
+    prompts, results = tmp_path / "prompts.jsonl", tmp_path / "results.jsonl"  # a file of prompts, one at a time
+    prompts.write_text('{"prompt": "one two three"}\n{"prompt": "four five"}\n')
+    filed = CliRunner().invoke(cli, ["generate", "--input", str(prompts), "--output", str(results), "--batch-size", "1",
+                                     "--draft-model", str(tiny_model_dir), "--refine-steps", "0", "--max-new-tokens", "6",
+                                     "--speculate", "diffusion", "--block-drafter", str(out)])
+    assert filed.exit_code == 0, filed.output
+    assert [json.loads(line)["speculation"]["source"] for line in results.read_text().splitlines()] == ["diffusion"] * 2
 
 
 def test_recipe_refuses_an_unknown_key():

@@ -50,3 +50,20 @@ def test_shipped_general_refiner_scores_drafts_with_its_detection_head():
         probability = token_logprob(refiner.canvas_logits(refiner.encode_prompt(prompt_ids, prompt_mask), draft), draft).exp()
     assert scores.shape == draft.shape and bool(((scores > 0) & (scores < 1)).all())
     assert (scores - probability).abs().max() > 0.1
+
+
+def test_the_shipped_lookup_store_serves_the_default_drafter():
+    from hybrid.config import DraftConfig
+    from hybrid.drafting.drafter import Drafter
+
+    drafter = Drafter.from_pretrained()
+    store = drafter.token_store
+    assert store is not None and store.config.base_model == "smollm2-135m" and store.config.tokens > 10_000
+    assert Drafter.from_pretrained(lookup_store="none").token_store is None
+    # the store speeds drafting on an open prompt and leaves its text alone
+    prompt = "Write a short story about a lighthouse keeper."
+    stored = drafter.generate(prompt, DraftConfig(max_new_tokens=48, ignore_eos=True))
+    drafter.token_store = None
+    alone = drafter.generate(prompt, DraftConfig(max_new_tokens=48, ignore_eos=True))
+    assert stored.token_ids.tolist() == alone.token_ids.tolist()
+    assert stored.speculation.proposed > alone.speculation.proposed

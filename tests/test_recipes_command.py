@@ -53,3 +53,12 @@ def test_validate_imports_no_torch():
 def test_unknown_recipe_name_suggests_the_close_one():
     result = run("recipes", "validate", "summarise")
     assert result.exit_code == 2 and "did you mean 'summarize'" in result.output
+
+
+def test_validate_reads_the_one_section_recipes():
+    result = run("recipes", "validate", "lookup-store", "lookup_store.prompts=7")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["lookup_store"]["prompts"] == 7
+    assert yaml.safe_load(run("recipes", "validate", "block-drafter").output)["block_drafter"]["layers"] == 4
+    bad = run("recipes", "validate", "lookup-store", "lookup_store.prompts=many")
+    assert bad.exit_code == 2 and "lookup_store.prompts must be int" in bad.output

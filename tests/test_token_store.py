@@ -37,10 +37,11 @@ def test_continuation_takes_the_longest_match_and_the_latest_place():
     store = _store([[1, 2, 3, 4, 5, 6], [9, 2, 3, 7, 8], [0, 3, 9]])
     assert store.continuation([5, 2, 3], 3) == [7, 8]  # the latest "2 3"; the text ends after 8 (no crossing)
     assert store.continuation([1, 2, 3], 2) == [4, 5]  # "1 2 3" matches longer than the later "2 3"
-    assert store.continuation([4, 4, 3], 4) == []  # no 2-gram: a single token is not enough by default
-    assert store.continuation([4, 4, 3], 4, shortest=1) == [9]
+    assert store.continuation([4, 4, 3], 4, shortest=2) == []  # no 2-gram
+    assert store.continuation([4, 4, 3], 4) == [9]  # the last token alone, by default
     assert store.continuation([7, 8], 4) == []  # nothing follows the end of a text
-    assert store.continuation([6, 9], 4) == []  # the end of one text and the start of the next are no n-gram
+    assert store.continuation([6, 9], 4, shortest=2) == []  # the end of one text and the start of the next are no 2-gram
+    assert _store([[1]]).continuation([5, 1], 3, shortest=1) == [] and _store([]).continuation([1, 2], 3) == []
     voted = _store([[1, 2, 5, 6], [1, 2, 5, 7], [1, 2, 8, 9]])
     assert voted.continuation([1, 2], 2) == [5, 7]  # most places go on with 5: the latest of them
 
@@ -54,6 +55,9 @@ def test_save_load_and_the_tokenizer_fingerprint(tmp_path):
         resolve_token_store(str(tmp_path / "store"), Letters(size=50))
     with pytest.raises(HybridError, match="does not exist"):
         resolve_token_store(str(tmp_path / "missing"), Letters())
+    (tmp_path / "store" / "lookup_store.safetensors").write_bytes(b"garbage")
+    with pytest.raises(HybridError, match="cannot read the lookup store"):
+        resolve_token_store(str(tmp_path / "store"), Letters())
     (tmp_path / "store" / "lookup_store_config.json").write_text("{not json")
     with pytest.raises(HybridError, match="cannot read the lookup store"):
         resolve_token_store(str(tmp_path / "store"), Letters())

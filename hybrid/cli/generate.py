@@ -14,6 +14,14 @@ from hybrid.errors import HybridError
 MAX_PROMPT_CHARS = 200_000
 
 
+def _block_drafter(given: str | None, draft_config: DraftConfig) -> str | None:
+    """The block drafter to load: the one given, else the shipped one where the speculate setting needs one (a clear
+    error when none is shipped), else none."""
+    if given is None and draft_config.speculate in ("diffusion", "both"):
+        return "block-drafter"
+    return given
+
+
 def _read_prompt(prompt: str | None, file: str | None) -> str:
     if prompt is not None and file is not None:
         raise click.UsageError("give the prompt either as an argument or with --file, not both")
@@ -75,7 +83,8 @@ def generate(prompt, file, draft_model, refiner, mode, source_file, block_drafte
             raise click.UsageError("--output goes with --input, which takes no PROMPT, --file, --source, --stream, --show-trace or --json")
         from hybrid.batch_generate import generate_file
         run = generate_file(input_file, output_file, batch_size, draft_config, refine_config, mode, draft_model=draft_model, refiner=refiner,
-                            dtype=dtype, use_chat_template=not no_chat_template, device=device)
+                            dtype=dtype, use_chat_template=not no_chat_template, device=device,
+                            block_drafter=_block_drafter(block_drafter, draft_config), lookup_store=lookup_store)
         return click.echo(run.summary()) if run is not None else None  # None: not the main process of an `accelerate launch`
     text = _read_prompt(prompt, file)
     source = _read_prompt(None, source_file) if source_file is not None else None
@@ -87,10 +96,8 @@ def generate(prompt, file, draft_model, refiner, mode, source_file, block_drafte
         refiner = "none"
     elif refine_config.steps is not None and refiner is None and resolve_refiner(None) is None:
         raise HybridError(NO_REFINER)
-    if block_drafter is None and draft_config.speculate in ("diffusion", "both"):
-        block_drafter = "block-drafter"  # the shipped one (a clear error when none is shipped)
     pipe = HybridPipeline.from_pretrained(draft_model=draft_model, refiner=refiner, dtype=dtype, use_chat_template=not no_chat_template,
-                                          device=device, block_drafter=block_drafter, lookup_store=lookup_store)
+                                          device=device, block_drafter=_block_drafter(block_drafter, draft_config), lookup_store=lookup_store)
     run = (lambda text, **kw: stream_to_terminal(pipe, text, **kw)) if stream else pipe
     result = run(text, draft_config=draft_config, refine_config=refine_config, mode=mode if pipe.refiner is not None else "draft",
                  source=source)

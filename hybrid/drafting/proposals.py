@@ -49,9 +49,12 @@ class LookupProposals:
     # Chosen on validation prompts (evals/choose_speculation.py -> evals/defaults/speculation-validation.md): in float32
     # on a 2-core AVX2 CPU with packed weights (a pass over 4 tokens costs 1.19 decode steps, over 8 1.51), block 4 from
     # 2-gram matches with a fixed block replayed fastest over plain drafting averaged over both groups: 1.42x on the
-    # copy-heavy prompts, 1.21x on the open ones (block 8: 1.37x and 1.20x).
+    # copy-heavy prompts, 1.21x on the open ones (block 8: 1.37x and 1.20x). The lookup store (hybrid.drafting.token_store):
+    # up to 2 tokens after a match of the last 4 .. 1 tokens, chosen on the same prompts (evals/defaults/store-validation.md;
+    # docs/RESULTS.md): 1.45x / 1.40x over plain drafting against 1.39x / 1.19x without the store, and the most robust
+    # choice when the cost of a pass is measured again (a pass over 2 tokens cost 1.02 to 1.16 decode steps).
     def __init__(self, block: int = 4, max_block: int = 16, max_ngram: int = 3, min_ngram: int = 2, adaptive: bool = False,
-                 wary: bool = False, store=None, store_block: int = 2, store_longest: int = 4, store_shortest: int = 2):
+                 wary: bool = False, store=None, store_block: int = 2, store_longest: int = 4, store_shortest: int = 1):
         self.block, self.max_block, self.adaptive = block, max(block, max_block), adaptive
         self.store, self.store_block, self.store_longest, self.store_shortest = store, store_block, store_longest, store_shortest
         self.max_ngram, self.min_ngram = max_ngram, min_ngram

@@ -6,11 +6,12 @@ the text has no match of its own, lookup proposes what followed the same last n 
 proposal in its verify pass, so the store changes speed only, never the text.
 
     store = TokenStore.from_sequences([[1, 2, 3, 4], [5, 6]], base_model="smollm2-135m", tokenizer=tokenizer)
-    store.continuation(context=[9, 2, 3], limit=4, longest=3, shortest=2)   # [4]: what followed 2, 3
+    store.continuation(context=[9, 2, 3], limit=4)   # [4]: what followed 2, 3
 
 The n-grams of the stored text are indexed once, on first use (sorted 64-bit hashes, each hit checked token by
-token). Where an n-gram occurs in several places, the proposal follows the next token most of them agree on. A store is tied to its tokenizer: `fingerprint` names the ids a fixed text gets, and a store is refused by a
-drafter whose tokenizer gives other ids.
+token). Where an n-gram occurs in several places, the proposal follows the next token most of them agree on. A store
+is tied to its tokenizer: `fingerprint` names the ids a fixed text gets, and a drafter whose tokenizer gives other ids
+refuses it.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class TokenStore:
 
     @classmethod
     def load(cls, folder: str | Path) -> "TokenStore":
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         folder = Path(folder)
@@ -73,7 +75,7 @@ class TokenStore:
         try:
             config = TokenStoreConfig(**json.loads((folder / CONFIG_NAME).read_text()))
             ids = load_file(str(folder / IDS_NAME))["ids"]
-        except (ValueError, TypeError, KeyError, OSError) as exc:
+        except (ValueError, TypeError, KeyError, OSError, SafetensorError) as exc:
             raise HybridError(f"cannot read the lookup store in {folder}: {exc}") from exc
         return cls(ids, config)
 
@@ -87,11 +89,11 @@ class TokenStore:
     def fits(self, tokenizer) -> bool:
         return self.config.fingerprint == fingerprint(tokenizer)
 
-    def continuation(self, context: list[int], limit: int, longest: int = 4, shortest: int = 2) -> list[int]:
+    def continuation(self, context: list[int], limit: int, longest: int = 4, shortest: int = 1) -> list[int]:
         """Up to `limit` tokens that followed the context's last n tokens in the stored text, n from `longest` down to
         `shortest` (the first n that matches). Of several places, the latest of those whose next token is the most common
         there; [] when none matches."""
-        for n in range(min(longest, len(context)), shortest - 1, -1):
+        for n in range(min(longest, len(context)), max(shortest, 1) - 1, -1):
             keys, starts = self._index(n)
             hashed = _hash_one(context[-n:])
             places = starts[np.searchsorted(keys, hashed, side="left"): np.searchsorted(keys, hashed, side="right")]
@@ -107,6 +109,8 @@ class TokenStore:
 
     def _index(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(sorted hashes, starts) of every stored n-gram that a token follows (none spans a separator)."""
+        if n not in self._indexes and len(self.ids) <= n:
+            self._indexes[n] = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
         if n not in self._indexes:
             count = len(self.ids) - n
             windows = np.lib.stride_tricks.sliding_window_view(self.ids, n)[:count]
