@@ -57,18 +57,13 @@ class HybridPipeline:
                         pack_weights: bool = True, lookup_store: str | None = "auto") -> "HybridPipeline":
         """`refiner`: None for the shipped default (if installed), 'none' for draft only, a shipped name or a folder.
         `block_drafter`: a folder (or the shipped one's name) for speculate "diffusion" and "both"; None loads none.
-        `pack_weights`: on a CPU in float32, run the linear layers on prepacked weights (hybrid.drafting.packed_weights).
-        `lookup_store`: "auto" the shipped store of drafted text for lookup speculation when it fits the tokenizer,
-        "none", or a folder (hybrid.drafting.token_store)."""
-        from hybrid.drafting.token_store import resolve_token_store
-
+        `pack_weights`: on a CPU in float32, linear layers on prepacked weights (hybrid.drafting.packed_weights).
+        `lookup_store`: "auto", "none" or a folder (Drafter.use_lookup_store)."""
         start = time.perf_counter()
         model, tokenizer = load_causal_lm(draft_model, dtype, device)
-        drafter = Drafter(model, tokenizer, use_chat_template)
-        drafter.token_store = resolve_token_store(lookup_store, tokenizer)
+        drafter = Drafter(model, tokenizer, use_chat_template).use_lookup_store(lookup_store)
         if block_drafter is not None:  # before the refiner: its copies of the top layers must not carry the refiner's LoRA
             from hybrid.drafting.block_drafter import BlockDrafter
-
             drafter.block_drafter = BlockDrafter.load(block_drafter, model)
         folder = None if refiner == "none" else resolve_refiner(refiner)
         refiner_obj = Refiner.load(folder, model).to(device=model.device, dtype=model.dtype).eval() if folder is not None else None

@@ -73,6 +73,13 @@ def test_lookup_reads_the_store_only_where_the_text_has_no_match():
     assert LookupProposals(block=4).get_candidates([4, 7, 8], 4).tokens == []
     assert proposal_source(DraftConfig(speculate="lookup"), 1, store=store).store is store
 
+    class Block:
+        def proposals(self, block):
+            return "block drafter"
+
+    both = proposal_source(DraftConfig(speculate="both"), 1, block_drafter=Block(), store=store)
+    assert both.lookup.store is None and both.block == "block drafter"  # the block drafter fills what the text lacks
+
 
 def test_a_store_never_changes_the_draft(tiny_model):
     model, tokenizer = tiny_model

@@ -81,18 +81,22 @@ class Drafter:
     @classmethod
     def from_pretrained(cls, name: str = DEFAULT_DRAFTER, dtype: str = "float32", use_chat_template: bool = True,
                         pack_weights: bool = True, lookup_store: str | None = "auto") -> "Drafter":
-        """`lookup_store`: "auto" the shipped store of drafted text when it fits the tokenizer, "none", or a folder
-        (hybrid.drafting.token_store)."""
-        from hybrid.drafting.token_store import resolve_token_store
-
+        """`lookup_store`: "auto", "none" or a folder (use_lookup_store)."""
         start = time.perf_counter()
         model, tokenizer = load_causal_lm(name, dtype)
-        drafter = cls(model, tokenizer, use_chat_template)
-        drafter.token_store = resolve_token_store(lookup_store, tokenizer)
+        drafter = cls(model, tokenizer, use_chat_template).use_lookup_store(lookup_store)
         if pack_weights:
             drafter.pack_weights()
         drafter.load_s = time.perf_counter() - start
         return drafter
+
+    def use_lookup_store(self, name: str | None = "auto") -> "Drafter":
+        """Read a lookup store in lookup speculation (hybrid.drafting.token_store): "auto" the shipped store of drafted
+        text when it fits this tokenizer, "none" no store, or a folder, which must fit. Returns the drafter."""
+        from hybrid.drafting.token_store import resolve_token_store
+
+        self.token_store = resolve_token_store(name, self.tokenizer)
+        return self
 
     def pack_weights(self) -> int:
         """Run the model's linear layers, and the block drafter's, on prepacked weights where the CPU and dtype allow

@@ -104,7 +104,7 @@ class EitherProposals:
 def proposal_source(config, batch: int, model=None, block_drafter=None, store=None):
     """The proposal source a DraftConfig asks for, new for one call (a source adapts within a call), or None: speculation
     off, or a batch (hybrid.drafting.decode_loop decodes batches plainly). "auto" is the one measured best for `model`;
-    "diffusion" and "both" need the drafter's block drafter (hybrid.drafting.block_drafter); lookup reads the drafter's
+    "diffusion" and "both" need the drafter's block drafter (hybrid.drafting.block_drafter); "lookup" reads the drafter's
     lookup store too, when it has one (hybrid.drafting.token_store)."""
     name = auto_source(model) if config.speculate == "auto" else config.speculate
     if name == "off" or batch != 1:
@@ -115,7 +115,9 @@ def proposal_source(config, batch: int, model=None, block_drafter=None, store=No
         raise HybridError(f"--speculate {name} needs a block drafter: train one with `hybrid finetune recipes/block-drafter.yaml` "
                           "and pass it with --block-drafter FOLDER")
     block = block_drafter.proposals(config.speculate_block)  # hybrid.drafting.block_drafter.BlockProposals
-    return block if name == "diffusion" else EitherProposals(LookupProposals(block=config.speculate_block, store=store), block)
+    # both: the block drafter fills the passes where the text has no match (the store, which matches almost always, would
+    # leave it none)
+    return block if name == "diffusion" else EitherProposals(LookupProposals(block=config.speculate_block), block)
 
 
 def auto_source(model) -> str:
