@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hybrid.cli import cli
 from hybrid.config import DraftConfig
 from hybrid.drafting.block_drafter import BlockDrafter, BlockProposals
-from hybrid.drafting.block_training import Sequence, anchor_batch, block_loss
+from hybrid.drafting.block_training import Sequence, anchor_batch, block_loss, teacher_forced
 from hybrid.drafting.drafter import Drafter
 from hybrid.errors import HybridError
 from tiny import ROOT
@@ -89,6 +89,30 @@ def test_training_view_equals_drafting_view(drafter64):
         drafted = block_drafter.propose(cache, int(ids[0, anchor]), anchor, 4)
     assert trained.argmax(-1).tolist() == drafted
     assert [int(t) for t in targets[0] if t >= 0] == ids[0, anchor + 1 : anchor + 5].tolist()
+
+
+def test_plain_text_targets_are_what_greedy_drafting_writes(drafter64):
+    """Read once, a text gives each block slot the token greedy drafting writes there, as long as the text so far is
+    what greedy drafting wrote; then no target. Its keys, values and states are the ones a self-distilled sequence
+    holds."""
+    model = drafter64.model
+    with torch.no_grad():
+        greedy = model.generate(input_ids=torch.tensor([[5, 17, 42, 8]]), max_new_tokens=12, do_sample=False, min_new_tokens=12,
+                                pad_token_id=0)[0].tolist()
+    on_path = teacher_forced(drafter64, [greedy], first_layer=1, start=3, progress=False)[0]
+    assert on_path.greedy[3:-1].tolist() == greedy[4:]  # the drafter's choice after each position of its own text
+    for anchor in range(3, 12):
+        assert on_path.targets(anchor, 4).tolist() == greedy[anchor + 1 : anchor + 5]
+    off = list(greedy)
+    off[8] = (greedy[8] + 1) % 50  # the text leaves the greedy path at position 8
+    left = teacher_forced(drafter64, [off], first_layer=1, start=3, progress=False)[0]
+    assert left.targets(5, 4).tolist() == greedy[6:9] + [-100]  # 6, 7 and 8 (greedy's own token there), then nothing
+    assert left.targets(8, 4).tolist()[0] == int(left.greedy[8])  # slot 0 always has its target
+    with torch.no_grad():
+        cache = model(input_ids=torch.tensor([greedy]), use_cache=True).past_key_values
+    assert torch.allclose(on_path.context[-1][0].double(), cache.layers[1].keys[0, :, :-1])
+    batch = anchor_batch([left, on_path], 3, 4, random.Random(0))
+    assert batch[3].shape == (2, 12) and (batch[3] >= 0).any()
 
 
 def test_a_training_step_lowers_the_loss(drafter64):

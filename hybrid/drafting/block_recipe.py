@@ -42,6 +42,10 @@ class BlockDrafterRecipe:
     # reuse one made with the same base and at least `layers` distil_layers); empty: distil anew.
     distilled: str = ""
     use_sequences: int = 0  # train on only the first N distilled sequences (a learning curve over data); 0: all of them
+    # Plain text no suite reads, read by the drafter in one pass each window, added to the distilled sequences
+    # (hybrid.drafting.block_training.teacher_forced): about this many tokens; 0: none.
+    text_tokens: int = 0
+    text_length: int = 256  # tokens per window of plain text
 
 
 def read_block_recipe(name: str, overrides: list[str] = ()) -> BlockDrafterRecipe | None:
@@ -58,8 +62,8 @@ def block_recipe(raw: dict, overrides: list[str] = ()) -> BlockDrafterRecipe:
 def _checked(recipe: BlockDrafterRecipe) -> BlockDrafterRecipe:
     counts = (recipe.layers, recipe.prompts, recipe.max_new_tokens, recipe.distil_batch, recipe.steps, recipe.batch_size, recipe.anchors,
               recipe.eval_every, recipe.eval_prompts, recipe.eval_tokens)
-    if recipe.use_sequences < 0 or recipe.block < 2 or min(counts) < 1:
-        raise HybridError("block_drafter: block must be at least 2, and every count at least 1")
+    if recipe.use_sequences < 0 or recipe.text_tokens < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
+        raise HybridError("block_drafter: block must be at least 2, text_length at least 32, and every count at least 1")
     return recipe
 
 
@@ -109,7 +113,8 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     import torch
 
     from hybrid.drafting.block_drafter import BlockDrafter
-    from hybrid.drafting.block_training import Sequence, load_sequences, save_sequences, self_distilled, train, training_prompts
+    from hybrid.drafting.block_training import (Sequence, load_sequences, save_sequences, self_distilled, teacher_forced, text_windows,
+                                                train, training_prompts)
     from hybrid.drafting.drafter import Drafter
     from hybrid.drafting.model_card import write_model_card
     from hybrid.models import load_causal_lm
@@ -132,8 +137,11 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     if kept < recipe.layers:
         raise HybridError(f"the distilled sequences hold keys and values of {kept} top layers, fewer than the {recipe.layers} asked for")
     chosen = sequences[: recipe.use_sequences] if recipe.use_sequences else sequences
-    trained_on = [Sequence(s.ids, s.start, s.context[kept - recipe.layers:]) for s in chosen]  # the top `layers`
-    del sequences
+    if recipe.text_tokens:
+        windows = text_windows(tokenizer, recipe.text_tokens, recipe.text_length, recipe.seed)
+        chosen = chosen + teacher_forced(drafter, windows, len(model.model.layers) - recipe.layers)
+    trained_on = [Sequence(s.ids, s.start, s.context[len(s.context) - recipe.layers:], s.greedy) for s in chosen]  # the top `layers`
+    del sequences, chosen
     distil_s = time.perf_counter() - started
     validation = validation_prompts(recipe.eval_prompts)
     curve = [{"step": 0, "targets_seen": 0, **tokens_per_pass(drafter, block_drafter, validation, recipe.eval_tokens)}]
@@ -148,9 +156,11 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     records = train(block_drafter, trained_on, recipe.steps, recipe.batch_size, recipe.anchors, recipe.lr, recipe.decay, recipe.seed,
                     on_step=on_step)
     summary = {"recipe": asdict(recipe), "recipe_file": given_path, "sequences": len(trained_on),
-               "distilled_tokens": sum(s.tokens for s in trained_on), "distil_s": round(distil_s, 1),
+               "distilled_tokens": sum(s.tokens for s in trained_on if s.greedy is None),
+               "text_tokens": sum(s.tokens for s in trained_on if s.greedy is not None), "distil_s": round(distil_s, 1),
                "train_s": round(time.perf_counter() - started - distil_s, 1), "final_loss": records[-1]["loss"], "learning_curve": curve}
     block_drafter.config.provenance = {"recipe": asdict(recipe), "distilled_tokens": summary["distilled_tokens"],
+                                       "text_tokens": summary["text_tokens"],
                                        "targets_seen": recipe.steps * per_step, "validation": curve[-1]}
     output = Path(recipe.output_dir)
     block_drafter.save(output)

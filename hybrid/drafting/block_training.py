@@ -1,10 +1,17 @@
-"""Training the block drafter on the drafter's own greedy continuations (self-distillation).
+"""Training the block drafter on the drafter's own greedy continuations (self-distillation), and on plain text read
+once by the drafter (teacher forcing).
 
 On a greedy continuation, the tokens after any position are exactly what greedy drafting from there writes, so every
 position of it is a training anchor: the block [token at a, MASK x (P-1)] learns the tokens at a+1 .. a+P, reading the
 drafter's cached keys and values of the positions before a. Those are computed once per sequence, while it is
 written (the frozen drafter never changes them), and serve every anchor of it. The loss weights block slot j by
 `decay`^j: the first proposals decide how many the drafter keeps.
+
+Greedy continuations cost one decode step per token. Plain text costs one parallel pass, which also gives the
+drafter's own choice after every position. Block slot j after anchor a then has an exact target, the token greedy
+drafting would write there, wherever the text up to a + j is what greedy drafting would have written (slot 0:
+always); elsewhere it has none. So plain text yields self-distillation targets, fewer per anchor, at a fraction of
+the cost.
 """
 
 from __future__ import annotations
@@ -31,6 +38,19 @@ class Sequence:
     ids: torch.Tensor
     start: int
     context: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    greedy: torch.Tensor | None = None  # plain text: the drafter's choice after each position; None: ids is its own
+
+    def targets(self, anchor: int, block: int) -> torch.Tensor:
+        """What greedy drafting writes at anchor + 1 .. anchor + block after this sequence's first anchor + 1 tokens
+        (-100 where it is unknown: past the end, or, in plain text, after the text has left the greedy path)."""
+        if self.greedy is None:
+            return torch.cat([self.ids, torch.full((block + 1,), -100)])[anchor + 1 : anchor + 1 + block]
+        targets = torch.full((block,), -100)
+        for slot in range(min(block, len(self.greedy) - anchor)):
+            targets[slot] = self.greedy[anchor + slot]
+            if anchor + slot + 1 >= len(self.ids) or self.ids[anchor + slot + 1] != self.greedy[anchor + slot]:
+                break
+        return targets
 
     @property
     def tokens(self) -> int:
@@ -117,6 +137,52 @@ def self_distilled(drafter, prompts: list[str], max_new_tokens: int, first_layer
     return sequences
 
 
+def text_windows(tokenizer, tokens: int, length: int, seed: int = 0) -> list[list[int]]:
+    """About `tokens` tokens of plain text no suite reads, as windows of `length` token ids, one kind in turn: the
+    training plays, ACLSum train papers, the training plain-English passages."""
+    from hybrid.data.aclsum import paper_texts
+    from hybrid.data.passages import plain_passages
+    from hybrid.data.shakespeare import shakespeare_texts
+
+    rng = random.Random(seed)
+    kinds = []
+    for texts in (shakespeare_texts(list(HELD_OUT_PLAYS)), paper_texts("train"), plain_passages(held_out=False)):
+        ids = [i for text in texts for i in tokenizer(text + "\n\n", add_special_tokens=False)["input_ids"]]
+        windows = [ids[i : i + length] for i in range(0, len(ids) - length + 1, length)]
+        rng.shuffle(windows)
+        kinds.append(windows)
+    return interleave(kinds, max(1, tokens // length))
+
+
+@torch.inference_mode()
+def teacher_forced(drafter, windows: list[list[int]], first_layer: int, start: int = 16, batch_size: int = 4,
+                   progress: bool = True) -> list[Sequence]:
+    """Each window of plain text read by the drafter in one pass: its keys, values and input states from `first_layer`
+    up, and its greedy choice after every position. Anchors start at `start` (some context before each)."""
+    model, layers = drafter.model, range(first_layer, len(drafter.model.model.layers))
+    sequences = []
+    for at in tqdm(range(0, len(windows), batch_size), desc="read text", unit="batch", disable=not progress):
+        chunk = windows[at : at + batch_size]
+        width = min(len(w) for w in chunk)
+        ids = torch.tensor([w[:width] for w in chunk], device=model.device)
+        states = {}
+        hooks = [model.model.layers[i].register_forward_pre_hook(
+            lambda module, args, kwargs, i=i: states.__setitem__(i, (args[0] if args else kwargs["hidden_states"]).float()),
+            with_kwargs=True) for i in layers]
+        try:
+            out = model(input_ids=ids, use_cache=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        greedy, cache = out.logits.argmax(-1).cpu(), out.past_key_values
+        for row in range(len(chunk)):
+            context = [(cache.layers[i].keys[row, :, : width - 1].float().cpu().clone(),
+                        cache.layers[i].values[row, :, : width - 1].float().cpu().clone(),
+                        states[i][row, : width - 1].cpu().clone()) for i in layers]
+            sequences.append(Sequence(ids[row].cpu(), min(start, width - 2), context, greedy[row]))
+    return sequences
+
+
 def save_sequences(sequences: list[Sequence], path) -> None:
     """The sequences in one safetensors file (ids and keys/values concatenated, with their lengths and starts), so that
     another training run can reuse them without writing them again."""
@@ -158,9 +224,7 @@ def anchor_batch(sequences: list[Sequence], anchors: int, block: int, rng: rando
         tokens.append(torch.stack([s.ids[a].repeat(block) for a in starts]))
         states.append(s.context[0][2][torch.tensor(starts) - 1])
         positions.append(torch.cat([a + slot for a in starts]))
-        after = torch.cat([a + 1 + slot for a in starts])
-        padded = torch.cat([s.ids, torch.full((block + 1,), -100)])
-        targets.append(padded[after])
+        targets.append(torch.cat([s.targets(a, block) for a in starts]))
         seen = torch.zeros(anchors * block, width - 1 + anchors * block, dtype=torch.bool)
         for i, a in enumerate(starts):
             rows = slice(i * block, (i + 1) * block)

@@ -29,7 +29,7 @@ proposals it agrees with (hybrid.drafting.block_drafter). Written by `hybrid fin
 
 - Self-distillation: the drafter's greedy continuations ({recipe['max_new_tokens']} new tokens at most) of
   {summary['sequences']} prompts in the eval suites' shapes from text no suite reads (training Shakespeare plays, ACLSum
-  train papers, the training plain-English passages): {summary['distilled_tokens']:,} distilled tokens.
+  train papers, the training plain-English passages): {summary['distilled_tokens']:,} distilled tokens.{_text_line(summary)}
 - {recipe['steps']} steps of {recipe['batch_size']} sequences x {recipe['anchors']} random anchors x {recipe['block']} block
   slots: {curve[-1]['targets_seen']:,} target tokens seen, loss weight {recipe['decay']}^slot, AdamW lr {recipe['lr']}.
 - Time on the machine that trained it: {summary['distil_s']:.0f} s of self-distillation, {summary['train_s']:.0f} s of
@@ -46,3 +46,11 @@ proposal there in which the drafter kept it (a slot is offered only while the te
 {rows}
 """
     (folder / "README.md").write_text(card)
+
+
+def _text_line(summary: dict) -> str:
+    if not summary.get("text_tokens"):
+        return ""
+    return (f"\n- Plain text no suite reads (the same sources), read by the drafter in one pass per {summary['recipe']['text_length']} "
+            f"tokens: {summary['text_tokens']:,} tokens, each block slot's target the drafter's own greedy choice where the text "
+            "so far is on its greedy path.")
