@@ -4,9 +4,10 @@
 
 On prompts no training or report reads (hybrid.drafting.block_recipe.validation_prompts: ACLSum val papers, held-out
 plain-English passages), times greedy drafting per prompt, interleaved: plain, lookup, and for each gate (the least
-probability a proposal needs; 0 proposes the whole block) the block drafter alone and after lookup (both). Prints each
-system's speed over plain drafting (total time) and its tokens per verify pass, float32 on packed weights. `--block`:
-the most tokens either source proposes a pass (the default `--speculate-block`).
+probability a proposal needs; 0 proposes the whole block) the block drafter alone, after lookup (both), and between
+lookup and the shipped lookup store (both+store: the store fills the passes neither fills); lookup+store is the default
+without a block drafter. Prints each system's speed over plain drafting (total time) and its tokens per verify pass,
+float32 on packed weights. `--block`: the most tokens either source proposes a pass (the default `--speculate-block`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,16 @@ def main() -> None:
     block_drafter = drafter.block_drafter = BlockDrafter.load(args.block_drafter, drafter.model)
     drafter.pack_weights()  # the block drafter's layers too
     gates = [float(g) for g in args.gates.split(",")]
-    systems = {"plain": lambda: None, "lookup": lambda: LookupProposals(block=args.block)}
+    store = drafter.token_store  # the shipped lookup store
+    systems = {"plain": lambda: None, "lookup": lambda: LookupProposals(block=args.block),
+               "lookup+store": lambda: LookupProposals(block=args.block, store=store)}
     for gate in gates:
         systems[f"diffusion@{gate}"] = lambda gate=gate: BlockProposals(block_drafter, args.block, min_probability=gate)
         systems[f"both@{gate}"] = lambda gate=gate: EitherProposals(LookupProposals(block=args.block),
                                                                     BlockProposals(block_drafter, args.block, min_probability=gate))
+        systems[f"both+store@{gate}"] = lambda gate=gate: EitherProposals(
+            LookupProposals(block=args.block), BlockProposals(block_drafter, args.block, min_probability=gate),
+            LookupProposals(block=args.block, store=store))
     seconds, tokens, passes = ({name: 0.0 for name in systems} for _ in range(3))
     config = DraftConfig(max_new_tokens=args.max_new_tokens, ignore_eos=True, speculate="off")
     for prompt in validation_prompts(args.prompts):

@@ -181,20 +181,29 @@ def test_both_takes_lookup_where_it_matches_else_the_block_drafter(drafter64):
         def get_candidates(self, context, limit, cache=None):
             return Proposal([7] * limit)
 
+    class Unsure:
+        def get_candidates(self, context, limit, cache=None):
+            return Proposal([])
+
     both = EitherProposals(LookupProposals(block=3), Block())
     assert both.get_candidates([1, 2, 3, 1, 2], 3).tokens == [3, 1, 2]  # the 2-gram "1 2" matched
     assert both.get_candidates([1, 2, 3, 4], 3).tokens == [7, 7, 7]
+    chain = EitherProposals(LookupProposals(block=3), Unsure(), Block())  # a source that proposes nothing passes the turn on
+    assert chain.get_candidates([1, 2, 3, 4], 3).tokens == [7, 7, 7] and isinstance(chain.last, Block)
+    assert EitherProposals(Unsure()).get_candidates([1, 2], 3).tokens == []
 
 
 def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path):
     out = tmp_path / "bd"
     args = ["finetune", RECIPE, f"block_drafter.base={tiny_model_dir}", "block_drafter.prompts=4",
             "block_drafter.max_new_tokens=8", "block_drafter.steps=2", "block_drafter.eval_every=1", "block_drafter.eval_prompts=1",
-            "block_drafter.eval_tokens=6", "block_drafter.layers=1", "block_drafter.block=4", "--output", str(out)]
+            "block_drafter.eval_tokens=6", "block_drafter.layers=1", "block_drafter.block=4", "block_drafter.text_tokens=96",
+            "block_drafter.text_length=32", "--output", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert [p["step"] for p in summary["learning_curve"]] == [0, 1, 2] and summary["distilled_tokens"] > 0
+    assert summary["text_tokens"] == 3 * (32 - 16) and summary["text_windows"] == 3  # anchors after 16 tokens of context
     assert "| 2 |" in (out / "README.md").read_text()
     generated = CliRunner().invoke(cli, ["generate", "one two three", "--draft-model", str(tiny_model_dir), "--refine-steps", "0",
                                          "--max-new-tokens", "6", "--speculate", "diffusion", "--block-drafter", str(out), "--json"])

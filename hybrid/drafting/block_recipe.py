@@ -156,6 +156,7 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     records = train(block_drafter, trained_on, recipe.steps, recipe.batch_size, recipe.anchors, recipe.lr, recipe.decay, recipe.seed,
                     on_step=on_step)
     summary = {"recipe": asdict(recipe), "recipe_file": given_path, "sequences": len(trained_on),
+               "text_windows": sum(1 for s in trained_on if s.greedy is not None),
                "distilled_tokens": sum(s.tokens for s in trained_on if s.greedy is None),
                "text_tokens": sum(s.tokens for s in trained_on if s.greedy is not None), "distil_s": round(distil_s, 1),
                "train_s": round(time.perf_counter() - started - distil_s, 1), "final_loss": records[-1]["loss"], "learning_curve": curve}

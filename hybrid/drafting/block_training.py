@@ -139,19 +139,26 @@ def self_distilled(drafter, prompts: list[str], max_new_tokens: int, first_layer
 
 def text_windows(tokenizer, tokens: int, length: int, seed: int = 0) -> list[list[int]]:
     """About `tokens` tokens of plain text no suite reads, as windows of `length` token ids, one kind in turn: the
-    training plays, ACLSum train papers, the training plain-English passages."""
+    training plays, ACLSum train papers, the training plain-English passages (texts tokenised in a random order until
+    each kind has its share)."""
     from hybrid.data.aclsum import paper_texts
     from hybrid.data.passages import plain_passages
     from hybrid.data.shakespeare import shakespeare_texts
 
-    rng = random.Random(seed)
+    rng, count = random.Random(seed), max(1, tokens // length)
     kinds = []
     for texts in (shakespeare_texts(list(HELD_OUT_PLAYS)), paper_texts("train"), plain_passages(held_out=False)):
-        ids = [i for text in texts for i in tokenizer(text + "\n\n", add_special_tokens=False)["input_ids"]]
-        windows = [ids[i : i + length] for i in range(0, len(ids) - length + 1, length)]
+        rng.shuffle(texts)
+        ids, windows = [], []
+        for text in texts:
+            if len(windows) >= count:
+                break
+            ids += tokenizer(text + "\n\n", add_special_tokens=False)["input_ids"]
+            windows += [ids[i : i + length] for i in range(0, len(ids) - length + 1, length)]
+            ids = ids[len(ids) // length * length :]
         rng.shuffle(windows)
         kinds.append(windows)
-    return interleave(kinds, max(1, tokens // length))
+    return interleave(kinds, count)
 
 
 @torch.inference_mode()

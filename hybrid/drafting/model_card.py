@@ -28,7 +28,7 @@ proposals it agrees with (hybrid.drafting.block_drafter). Written by `hybrid fin
 ## Training
 
 - Self-distillation: the drafter's greedy continuations ({recipe['max_new_tokens']} new tokens at most) of
-  {summary['sequences']} prompts in the eval suites' shapes from text no suite reads (training Shakespeare plays, ACLSum
+  {summary['sequences'] - summary.get('text_windows', 0)} prompts in the eval suites' shapes from text no suite reads (training Shakespeare plays, ACLSum
   train papers, the training plain-English passages): {summary['distilled_tokens']:,} distilled tokens.{_text_line(summary)}
 - {recipe['steps']} steps of {recipe['batch_size']} sequences x {recipe['anchors']} random anchors x {recipe['block']} block
   slots: {curve[-1]['targets_seen']:,} target tokens seen, loss weight {recipe['decay']}^slot, AdamW lr {recipe['lr']}.
@@ -51,6 +51,6 @@ proposal there in which the drafter kept it (a slot is offered only while the te
 def _text_line(summary: dict) -> str:
     if not summary.get("text_tokens"):
         return ""
-    return (f"\n- Plain text no suite reads (the same sources), read by the drafter in one pass per {summary['recipe']['text_length']} "
-            f"tokens: {summary['text_tokens']:,} tokens, each block slot's target the drafter's own greedy choice where the text "
+    return (f"\n- Plain text no suite reads (the same sources), read by the drafter in one pass per window of {summary['recipe']['text_length']} "
+            f"tokens ({summary.get('text_windows', 0)} windows): {summary['text_tokens']:,} anchor tokens, each block slot's target the drafter's own greedy choice where the text "
             "so far is on its greedy path.")

@@ -83,18 +83,24 @@ class LookupProposals:
 
 
 class EitherProposals:
-    """Lookup where the text has a match, else the block drafter: per pass, the first source that proposes anything."""
+    """Several sources in turn: per pass, the first that proposes anything (lookup where the text has a match, else the
+    block drafter, and optionally a lookup store last)."""
 
     name = "both"
     needs_cache = True
 
-    def __init__(self, lookup: LookupProposals, block):
-        self.lookup, self.block, self.last = lookup, block, None
+    def __init__(self, *sources):
+        self.sources, self.last = sources, None
 
     def get_candidates(self, context: list[int], limit: int, cache=None) -> Proposal:
-        proposal = self.lookup.get_candidates(context, limit)
-        self.last = self.lookup if proposal.tokens else self.block
-        return proposal if proposal.tokens else self.block.get_candidates(context, limit, cache=cache)
+        for source in self.sources:
+            proposal = (source.get_candidates(context, limit, cache=cache) if getattr(source, "needs_cache", False)
+                        else source.get_candidates(context, limit))
+            if proposal.tokens:
+                self.last = source
+                return proposal
+        self.last = None
+        return Proposal([])
 
     def update_candidate_strategy(self, proposed: int, accepted: int) -> None:
         if self.last is not None:
