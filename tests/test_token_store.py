@@ -78,7 +78,8 @@ def test_lookup_reads_the_store_only_where_the_text_has_no_match():
             return "block drafter"
 
     both = proposal_source(DraftConfig(speculate="both"), 1, block_drafter=Block(), store=store)
-    assert both.lookup.store is None and both.block == "block drafter"  # the block drafter fills what the text lacks
+    lookup, block = both.sources  # the block drafter fills what the text lacks
+    assert lookup.store is None and block == "block drafter"
 
 
 def test_a_store_never_changes_the_draft(tiny_model):
