@@ -20,6 +20,7 @@ import logging
 import math
 import random
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,21 @@ def fitting(drafter, prompts: list[str], max_new_tokens: int) -> list[str]:
     return fits
 
 
+@contextmanager
+def layer_inputs(model, layers):
+    """While inside, the hidden states entering each decoder layer of `layers` (float32) are appended, one per forward
+    call, to the lists of the dict it yields (layer index -> list)."""
+    states = {i: [] for i in layers}
+    hooks = [model.model.layers[i].register_forward_pre_hook(
+        lambda module, args, kwargs, i=i: states[i].append((args[0] if args else kwargs["hidden_states"]).float()), with_kwargs=True)
+        for i in layers]
+    try:
+        yield states
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 @torch.inference_mode()
 def self_distilled(drafter, prompts: list[str], max_new_tokens: int, first_layer: int, batch_size: int = 16,
                    progress: bool = True) -> list[Sequence]:
@@ -111,16 +127,9 @@ def self_distilled(drafter, prompts: list[str], max_new_tokens: int, first_layer
     prompts, sequences = fitting(drafter, prompts, max_new_tokens), []
     for start in tqdm(range(0, len(prompts), batch_size), desc="self-distil", unit="batch", disable=not progress):
         ids, mask = drafter.encode_prompts(prompts[start : start + batch_size], max_new_tokens)
-        states = {i: [] for i in layers}
-        hooks = [model.model.layers[i].register_forward_pre_hook(
-            lambda module, args, kwargs, i=i: states[i].append((args[0] if args else kwargs["hidden_states"]).float()), with_kwargs=True)
-            for i in layers]
-        try:
+        with layer_inputs(model, layers) as states:
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(end_ids))
-        finally:
-            for hook in hooks:
-                hook.remove()
         cache, width = out.past_key_values, ids.shape[1]
         states = {i: torch.cat(chunks, dim=1) for i, chunks in states.items()}
         for row in range(ids.shape[0]):
@@ -172,15 +181,9 @@ def teacher_forced(drafter, windows: list[list[int]], first_layer: int, start: i
         chunk = windows[at : at + batch_size]
         width = min(len(w) for w in chunk)
         ids = torch.tensor([w[:width] for w in chunk], device=model.device)
-        states = {}
-        hooks = [model.model.layers[i].register_forward_pre_hook(
-            lambda module, args, kwargs, i=i: states.__setitem__(i, (args[0] if args else kwargs["hidden_states"]).float()),
-            with_kwargs=True) for i in layers]
-        try:
+        with layer_inputs(model, layers) as states:
             out = model(input_ids=ids, use_cache=True)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        states = {i: calls[0] for i, calls in states.items()}  # one pass
         greedy, cache = out.logits.argmax(-1).cpu(), out.past_key_values
         for row in range(len(chunk)):
             context = [(cache.layers[i].keys[row, :, : width - 1].float().cpu().clone(),

@@ -37,7 +37,7 @@ def finetune(recipe, overrides, resume, output, validate):
             raise click.UsageError("a block-drafter recipe takes neither --resume nor --score-refiner")
         summary = run_block_recipe(block, recipe)
         last = summary["learning_curve"][-1]
-        text = f" and {summary['text_tokens']} tokens of plain text" if summary["text_tokens"] else ""
+        text = f" and {summary['text_tokens']} anchor tokens of plain text" if summary["text_tokens"] else ""
         click.echo(f"trained {block.steps} steps on {summary['distilled_tokens']} distilled tokens{text}, final loss {summary['final_loss']:.3f}; "
                    f"{last['tokens_per_pass']:.2f} tokens per verify pass on the validation prompts")
         click.echo(f"block drafter written to {block.output_dir}: use it with `hybrid generate --speculate diffusion --block-drafter {block.output_dir}`")
