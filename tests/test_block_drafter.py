@@ -25,9 +25,9 @@ def drafter64(tiny_model):
     return Drafter(model.to(torch.float64), tokenizer)
 
 
-def _block_drafter(drafter, layers=1, block=4, seed=0):
+def _block_drafter(drafter, layers=1, block=4, seed=0, reads="entering"):
     torch.manual_seed(seed)
-    block_drafter = BlockDrafter.create(drafter.model, "tiny", layers=layers, block=block)
+    block_drafter = BlockDrafter.create(drafter.model, "tiny", layers=layers, block=block, reads=reads)
     with torch.no_grad():  # away from the identity map and the copied weights, so that a mix-up would show
         for p in block_drafter.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -61,12 +61,16 @@ def test_the_gate_proposes_only_what_the_block_drafter_is_sure_of(drafter64):
     assert every.speculation.proposed >= every.speculation.passes * 1 and every.token_ids.tolist() == sure.token_ids.tolist()
 
 
-def test_training_view_equals_drafting_view(drafter64):
-    """The logits a training batch computes for an anchor (keys and values cut from one pass over the whole sequence)
-    equal those of the block drafter's pass in drafting (keys and values from the drafter's cache before the anchor)."""
+@pytest.mark.parametrize("reads", ["entering", "final", "both"])
+def test_training_view_equals_drafting_view(drafter64, reads):
+    """The logits a training batch computes for an anchor (keys, values and states cut from one pass over the whole
+    sequence) equal those of the block drafter's pass in drafting (keys and values from the drafter's cache before the
+    anchor, states from its latest pass), whichever states it reads."""
     from transformers import DynamicCache
 
-    block_drafter = _block_drafter(drafter64, layers=2, block=4)
+    from hybrid.drafting.block_sequences import with_final_states
+
+    block_drafter = _block_drafter(drafter64, layers=2, block=4, reads=reads)
     model = drafter64.model
     ids = torch.tensor([[5, 17, 42, 8, 99, 23, 7, 61, 12, 30]])
     with torch.no_grad():
@@ -78,9 +82,10 @@ def test_training_view_equals_drafting_view(drafter64):
         full = model(input_ids=ids, use_cache=True).past_key_values
     hook.remove()
     context = [(full.layers[i].keys[0, :, :-1], full.layers[i].values[0, :, :-1], states[0][0, :-1]) for i in range(block_drafter.first, 2)]
-    sequence = Sequence(ids[0], 3, context)
+    sequence = with_final_states(drafter64, [Sequence(ids[0], 3, context)])[0]
+    assert sequence.states(block_drafter.reads).shape == (9, len(block_drafter.reads) * model.config.hidden_size)
     rng = random.Random(0)
-    tokens, before, positions, targets, ctx, mask = anchor_batch([sequence], 1, 4, rng)
+    tokens, before, positions, targets, ctx, mask = anchor_batch([sequence], 1, 4, rng, block_drafter.reads)
     anchor = int(positions[0, 0])
     with torch.no_grad():
         trained = block_drafter(block_drafter.block_inputs(tokens, before).flatten(1, 2), positions, ctx, mask)[0]
@@ -140,9 +145,10 @@ def test_a_training_step_lowers_the_loss(drafter64):
 
 
 def test_save_load_and_bad_folders(drafter64, tmp_path):
-    block_drafter = _block_drafter(drafter64)
+    block_drafter = _block_drafter(drafter64, reads="both")
     block_drafter.save(tmp_path / "bd")
     loaded = BlockDrafter.load(tmp_path / "bd", drafter64.model)
+    assert loaded.reads == ("entering", "final")
     for (name, a), (_, b) in zip(block_drafter.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     with pytest.raises(HybridError, match="is not a block drafter"):
@@ -193,9 +199,10 @@ def test_both_takes_lookup_where_it_matches_else_the_block_drafter(drafter64):
     assert EitherProposals(Unsure()).get_candidates([1, 2], 3).tokens == []
 
 
-def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("reads", ["entering", "both"])
+def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path, reads):
     out = tmp_path / "bd"
-    args = ["finetune", RECIPE, f"block_drafter.base={tiny_model_dir}", "block_drafter.prompts=4",
+    args = ["finetune", RECIPE, f"block_drafter.base={tiny_model_dir}", "block_drafter.prompts=4", f"block_drafter.reads={reads}",
             "block_drafter.max_new_tokens=8", "block_drafter.steps=2", "block_drafter.eval_every=1", "block_drafter.eval_prompts=1",
             "block_drafter.eval_tokens=6", "block_drafter.layers=1", "block_drafter.block=4", "block_drafter.text_tokens=96",
             "block_drafter.text_length=32", "--output", str(out)]
@@ -221,3 +228,5 @@ def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path):
 def test_recipe_refuses_an_unknown_key():
     result = CliRunner().invoke(cli, ["finetune", RECIPE, "block_drafter.stepz=3"])
     assert result.exit_code == 2 and "unknown recipe key 'stepz'" in result.output
+    result = CliRunner().invoke(cli, ["finetune", RECIPE, "block_drafter.reads=last"])
+    assert result.exit_code == 2 and "block_drafter.reads must be one of entering, final, both" in result.output

@@ -4,8 +4,9 @@ A block [t0, MASK x (P-1)] (t0: the token the drafter just chose, not yet run th
 drafter's top `layers` layers, bidirectionally within the block. Its keys and values at each of those layers sit
 beside the drafter's own cached keys and values of the context at the same layer, so the block reads the context
 as the drafter's top layers see it, at no cost beyond the block's own P positions. Every slot starts from the
-drafter's own state at the position before the block (its input to the first copied layer there, the state that chose
-t0), joined with the slot's embedding (t0's, or the mask's) by a learned map; the drafter's final norm and LM head read
+drafter's own states at the position before the block (`reads`: its input to the first copied layer there, the
+state that chose t0; or its final normed state there, the feature EAGLE reads; or both), joined with the slot's
+embedding (t0's, or the mask's) by a learned map; the drafter's final norm and LM head read
 the block out. Output slot j proposes the token at t0's position + j + 1 (the drafter's own one-position shift), so
 one pass proposes P tokens, which the drafter then checks in one pass of its own (hybrid.drafting.decode_loop).
 
@@ -36,6 +37,9 @@ from hybrid.drafting.packed_weights import plain_copy
 CONFIG_NAME = "block_drafter_config.json"
 WEIGHTS_NAME = "block_drafter.safetensors"
 SHIPPED_NAME = "block-drafter"  # checkpoints/block-drafter, when the package ships one
+# The drafter's states a block reads at the position before it: "entering" the first copied layer, its "final" normed
+# state (what its LM head reads), or both.
+READS = {"entering": ("entering",), "final": ("final",), "both": ("entering", "final")}
 
 
 def resolve_block_drafter(name: str | None) -> Path | None:
@@ -63,6 +67,7 @@ class BlockDrafterConfig:
     block: int = 8  # tokens proposed per pass
     num_hidden_layers: int = 0  # the drafter's, to refuse another drafter's states
     hidden_size: int = 0
+    reads: str = "entering"  # a key of READS
     provenance: dict = field(default_factory=dict)  # the recipe and the figures of its training
 
 
@@ -73,28 +78,50 @@ class BlockDrafter(nn.Module):
         if config.num_hidden_layers != len(inner.layers) or config.hidden_size != model.config.hidden_size:
             raise HybridError(f"this block drafter was trained for a drafter with {config.num_hidden_layers} layers of width "
                               f"{config.hidden_size}, not {len(inner.layers)} of {model.config.hidden_size}")
+        if config.reads not in READS:
+            raise HybridError(f"block drafter reads must be one of {', '.join(READS)}, not {config.reads!r}")
         self.config = config
+        self.reads = READS[config.reads]
         self.first = len(inner.layers) - config.layers
         # plain copies even of a packed drafter's layers: they are trained, or loaded into
         self.layers = nn.ModuleList(plain_copy(inner.layers[i]) for i in range(self.first, len(inner.layers)))
         hidden = model.config.hidden_size
         self.mask_embedding = nn.Parameter(inner.embed_tokens.weight.detach().mean(0).clone())
-        self.in_map = nn.Linear(2 * hidden, hidden)  # [the drafter's state before the block, the slot's embedding]
+        # [the drafter's states before the block (READS), the slot's embedding]; it starts as their sum, the final
+        # state's share at zero when it is read beside the entering one
+        self.in_map = nn.Linear((len(self.reads) + 1) * hidden, hidden)
         with torch.no_grad():
-            self.in_map.weight.copy_(torch.cat([torch.eye(hidden), torch.eye(hidden)], dim=1))
+            eye = torch.eye(hidden)
+            self.in_map.weight.copy_(torch.cat([eye if i == 0 else torch.zeros_like(eye) for i in range(len(self.reads))] + [eye], dim=1))
             self.in_map.bias.zero_()
         object.__setattr__(self, "drafter", model)  # shared and frozen: not a submodule, not saved
-        self.latest = None  # (positions, states) of the drafter's latest one-row pass at the first copied layer's input
-        object.__setattr__(self, "hook", inner.layers[self.first].register_forward_pre_hook(self._record, with_kwargs=True))
+        # (positions, {read: states}) of the drafter's latest one-row pass
+        self.latest = None
+        hooks = [inner.layers[self.first].register_forward_pre_hook(self._record, with_kwargs=True)]
+        if "final" in self.reads:
+            hooks.append(inner.norm.register_forward_hook(self._record_final))
+        object.__setattr__(self, "hooks", hooks)
 
     def _record(self, module, args, kwargs) -> None:
         hidden = args[0] if args else kwargs["hidden_states"]
         positions = kwargs.get("position_ids")
-        self.latest = (positions[0], hidden[0]) if hidden.shape[0] == 1 and positions is not None else None
+        self.latest = (positions[0], {"entering": hidden[0]}) if hidden.shape[0] == 1 and positions is not None else None
+
+    def _record_final(self, module, args, output) -> None:
+        if self.latest is not None and output.shape[0] == 1 and output.shape[1] == self.latest[0].shape[0]:
+            self.latest[1]["final"] = output[0]
+
+    def state_at(self, position: int) -> torch.Tensor | None:
+        """The drafter's states this block drafter reads at `position`, joined (len(reads) * H), from its latest pass;
+        None when that pass did not reach it."""
+        if self.latest is None or not (self.latest[0] == position).any() or any(r not in self.latest[1] for r in self.reads):
+            return None
+        at = int((self.latest[0] == position).nonzero()[0, 0])
+        return torch.cat([self.latest[1][r][at] for r in self.reads], dim=-1)
 
     @classmethod
-    def create(cls, model, base_model: str, layers: int = 2, block: int = 8) -> "BlockDrafter":
-        config = BlockDrafterConfig(base_model, layers, block, len(model.model.layers), model.config.hidden_size)
+    def create(cls, model, base_model: str, layers: int = 2, block: int = 8, reads: str = "entering") -> "BlockDrafter":
+        config = BlockDrafterConfig(base_model, layers, block, len(model.model.layers), model.config.hidden_size, reads)
         return cls(model, config).to(dtype=model.dtype, device=model.device)
 
     @classmethod
@@ -120,12 +147,12 @@ class BlockDrafter(nn.Module):
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
     def block_inputs(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """(..., P) ids and (..., H) the drafter's states before each block -> (..., P, H): slot 0 embeds t0, the others
+        """(..., P) ids and (..., len(reads) * H) the drafter's states before each block -> (..., P, H): slot 0 embeds t0, the others
         the mask; each joined with its block's state by the input map."""
         embedded = self.drafter.model.embed_tokens(tokens[..., :1])
         masks = self.mask_embedding.expand(*tokens.shape[:-1], tokens.shape[-1] - 1, -1).to(embedded.dtype)
         slots = torch.cat([embedded, masks], dim=-2)
-        return self.in_map(torch.cat([states[..., None, :].to(slots.dtype).expand_as(slots), slots], dim=-1))
+        return self.in_map(torch.cat([states[..., None, :].to(slots.dtype).expand(*slots.shape[:-1], -1), slots], dim=-1))
 
     def forward(self, hidden: torch.Tensor, positions: torch.Tensor, context: list[tuple[torch.Tensor, torch.Tensor]],
                 mask: torch.Tensor) -> torch.Tensor:
@@ -162,9 +189,9 @@ class BlockDrafter(nn.Module):
         from its latest pass (one row, no padding); none when that pass did not reach it. With `min_probability`, the
         proposals stop before the first one the block drafter gives less than that."""
         device = self.mask_embedding.device
-        if self.latest is None or not (self.latest[0] == position - 1).any():
+        state = self.state_at(position - 1)
+        if state is None:
             return []
-        state = self.latest[1][int((self.latest[0] == position - 1).nonzero()[0, 0])]
         tokens = torch.tensor([[t0] * self.config.block], device=device)[:, :count]
         positions = torch.arange(position, position + tokens.shape[1], device=device)[None]
         context = [(cache.layers[i].keys, cache.layers[i].values) for i in range(self.first, self.first + len(self.layers))]

@@ -23,6 +23,9 @@ SECTION = "block_drafter"
 class BlockDrafterRecipe:
     base: str = "smollm2-135m"  # the drafter (alias, folder or hub id)
     layers: int = 4  # top layers the block drafter copies
+    # the drafter's states each block reads at the position before it (hybrid.drafting.block_drafter.READS): "entering"
+    # the first copied layer, its "final" normed state (EAGLE's feature), or "both"
+    reads: str = "entering"
     block: int = 8  # tokens proposed per pass
     prompts: int = 640  # self-distillation prompts (hybrid.drafting.block_training.training_prompts)
     max_new_tokens: int = 96  # greedy continuation per prompt
@@ -62,6 +65,10 @@ def block_recipe(raw: dict, overrides: list[str] = ()) -> BlockDrafterRecipe:
 def _checked(recipe: BlockDrafterRecipe) -> BlockDrafterRecipe:
     counts = (recipe.layers, recipe.prompts, recipe.max_new_tokens, recipe.distil_batch, recipe.steps, recipe.batch_size, recipe.anchors,
               recipe.eval_every, recipe.eval_prompts, recipe.eval_tokens)
+    from hybrid.drafting.block_drafter import READS
+
+    if recipe.reads not in READS:
+        raise HybridError(f"block_drafter.reads must be one of {', '.join(READS)}, not {recipe.reads!r}")
     if recipe.use_sequences < 0 or recipe.text_tokens < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
         raise HybridError("block_drafter: block must be at least 2, text_length at least 32, and every count at least 1")
     return recipe
@@ -113,8 +120,8 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     import torch
 
     from hybrid.drafting.block_drafter import BlockDrafter
-    from hybrid.drafting.block_training import (Sequence, load_sequences, save_sequences, self_distilled, teacher_forced, text_windows,
-                                                train, training_prompts)
+    from hybrid.drafting.block_sequences import Sequence, load_sequences, save_sequences, with_final_states
+    from hybrid.drafting.block_training import self_distilled, teacher_forced, text_windows, train, training_prompts
     from hybrid.drafting.drafter import Drafter
     from hybrid.drafting.model_card import write_model_card
     from hybrid.models import load_causal_lm
@@ -123,24 +130,27 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     model, tokenizer = load_causal_lm(recipe.base)
     model.requires_grad_(False)
     drafter = Drafter(model, tokenizer)
-    block_drafter = BlockDrafter.create(model, recipe.base, recipe.layers, recipe.block)
+    block_drafter = BlockDrafter.create(model, recipe.base, recipe.layers, recipe.block, recipe.reads)
+    final = "final" in block_drafter.reads
     started = time.perf_counter()
     if recipe.distilled:
         sequences = load_sequences(recipe.distilled)
     else:
         first = len(model.model.layers) - max(recipe.layers, recipe.distil_layers)
         sequences = self_distilled(drafter, training_prompts(recipe.prompts, recipe.seed), recipe.max_new_tokens, first,
-                                   recipe.distil_batch)
+                                   recipe.distil_batch, final=final)
         Path(recipe.output_dir).parent.mkdir(parents=True, exist_ok=True)
         save_sequences(sequences, distilled_file(recipe))
     kept = len(sequences[0].context)
     if kept < recipe.layers:
         raise HybridError(f"the distilled sequences hold keys and values of {kept} top layers, fewer than the {recipe.layers} asked for")
     chosen = sequences[: recipe.use_sequences] if recipe.use_sequences else sequences
+    if final:  # a distilled file written for a block drafter that read no final states
+        chosen = with_final_states(drafter, chosen)
     if recipe.text_tokens:
         windows = text_windows(tokenizer, recipe.text_tokens, recipe.text_length, recipe.seed)
-        chosen = chosen + teacher_forced(drafter, windows, len(model.model.layers) - recipe.layers)
-    trained_on = [Sequence(s.ids, s.start, s.context[len(s.context) - recipe.layers:], s.greedy) for s in chosen]  # the top `layers`
+        chosen = chosen + teacher_forced(drafter, windows, len(model.model.layers) - recipe.layers, final=final)
+    trained_on = [Sequence(s.ids, s.start, s.context[len(s.context) - recipe.layers:], s.greedy, s.final) for s in chosen]  # the top `layers`
     del sequences, chosen
     distil_s = time.perf_counter() - started
     validation = validation_prompts(recipe.eval_prompts)

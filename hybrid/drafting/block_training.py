@@ -21,41 +21,14 @@ import math
 import random
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hybrid.drafting.block_sequences import Sequence
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Sequence:
-    """One self-distilled sequence: its ids (prompt, then the continuation), where the continuation starts, and per
-    top layer the block drafter may read, the drafter's keys and values ((kv_heads, T - 1, d) each) and its input
-    states ((T - 1, H)) at every position but the last."""
-
-    ids: torch.Tensor
-    start: int
-    context: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-    greedy: torch.Tensor | None = None  # plain text: the drafter's choice after each position; None: ids is its own
-
-    def targets(self, anchor: int, block: int) -> torch.Tensor:
-        """What greedy drafting writes at anchor + 1 .. anchor + block after this sequence's first anchor + 1 tokens
-        (-100 where it is unknown: past the end, or, in plain text, after the text has left the greedy path)."""
-        if self.greedy is None:
-            return torch.cat([self.ids, torch.full((block + 1,), -100)])[anchor + 1 : anchor + 1 + block]
-        targets = torch.full((block,), -100)
-        for slot in range(min(block, len(self.greedy) - anchor)):
-            targets[slot] = self.greedy[anchor + slot]
-            if anchor + slot + 1 >= len(self.ids) or self.ids[anchor + slot + 1] != self.greedy[anchor + slot]:
-                break
-        return targets
-
-    @property
-    def tokens(self) -> int:
-        return len(self.ids) - self.start
 
 
 HELD_OUT_PLAYS = ("hamlet", "macbeth", "the-tempest")  # the continue suite's plays: no training reads them
@@ -103,13 +76,17 @@ def fitting(drafter, prompts: list[str], max_new_tokens: int) -> list[str]:
 
 
 @contextmanager
-def layer_inputs(model, layers):
+def layer_inputs(model, layers, final: bool = False):
     """While inside, the hidden states entering each decoder layer of `layers` (float32) are appended, one per forward
-    call, to the lists of the dict it yields (layer index -> list)."""
+    call, to the lists of the dict it yields (layer index -> list); with `final`, the final norm's outputs too, under
+    "final"."""
     states = {i: [] for i in layers}
     hooks = [model.model.layers[i].register_forward_pre_hook(
         lambda module, args, kwargs, i=i: states[i].append((args[0] if args else kwargs["hidden_states"]).float()), with_kwargs=True)
         for i in layers]
+    if final:
+        states["final"] = []
+        hooks.append(model.model.norm.register_forward_hook(lambda module, args, output: states["final"].append(output.float())))
     try:
         yield states
     finally:
@@ -119,15 +96,15 @@ def layer_inputs(model, layers):
 
 @torch.inference_mode()
 def self_distilled(drafter, prompts: list[str], max_new_tokens: int, first_layer: int, batch_size: int = 16,
-                   progress: bool = True) -> list[Sequence]:
+                   progress: bool = True, final: bool = False) -> list[Sequence]:
     """The drafter's greedy continuation of each prompt (hybrid.drafting.drafter.Drafter), cut after its first end
-    token, with its keys, values and input states from `first_layer` up."""
+    token, with its keys, values and input states from `first_layer` up (and with `final`, its final normed states)."""
     model, tokenizer = drafter.model, drafter.tokenizer
     end_ids, layers = drafter.end_ids, range(first_layer, len(model.model.layers))
     prompts, sequences = fitting(drafter, prompts, max_new_tokens), []
     for start in tqdm(range(0, len(prompts), batch_size), desc="self-distil", unit="batch", disable=not progress):
         ids, mask = drafter.encode_prompts(prompts[start : start + batch_size], max_new_tokens)
-        with layer_inputs(model, layers) as states:
+        with layer_inputs(model, layers, final) as states:
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(end_ids))
         cache, width = out.past_key_values, ids.shape[1]
@@ -142,7 +119,8 @@ def self_distilled(drafter, prompts: list[str], max_new_tokens: int, first_layer
             context = [(cache.layers[i].keys[row, :, width - valid : seen].float().clone(),
                         cache.layers[i].values[row, :, width - valid : seen].float().clone(),
                         states[i][row, width - valid : seen].clone()) for i in layers]
-            sequences.append(Sequence(torch.tensor(full), valid, context))
+            kept = states["final"][row, width - valid : seen].clone() if final else None
+            sequences.append(Sequence(torch.tensor(full), valid, context, final=kept))
     return sequences
 
 
@@ -172,16 +150,17 @@ def text_windows(tokenizer, tokens: int, length: int, seed: int = 0) -> list[lis
 
 @torch.inference_mode()
 def teacher_forced(drafter, windows: list[list[int]], first_layer: int, start: int = 16, batch_size: int = 4,
-                   progress: bool = True) -> list[Sequence]:
+                   progress: bool = True, final: bool = False) -> list[Sequence]:
     """Each window of plain text read by the drafter in one pass: its keys, values and input states from `first_layer`
-    up, and its greedy choice after every position. Anchors start at `start` (some context before each)."""
+    up (and with `final`, its final normed states), and its greedy choice after every position. Anchors start at
+    `start` (some context before each)."""
     model, layers = drafter.model, range(first_layer, len(drafter.model.model.layers))
     sequences = []
     for at in tqdm(range(0, len(windows), batch_size), desc="read text", unit="batch", disable=not progress):
         chunk = windows[at : at + batch_size]
         width = min(len(w) for w in chunk)
         ids = torch.tensor([w[:width] for w in chunk], device=model.device)
-        with layer_inputs(model, layers) as states:
+        with layer_inputs(model, layers, final) as states:
             out = model(input_ids=ids, use_cache=True)
         states = {i: calls[0] for i, calls in states.items()}  # one pass
         greedy, cache = out.logits.argmax(-1).cpu(), out.past_key_values
@@ -189,39 +168,12 @@ def teacher_forced(drafter, windows: list[list[int]], first_layer: int, start: i
             context = [(cache.layers[i].keys[row, :, : width - 1].float().cpu().clone(),
                         cache.layers[i].values[row, :, : width - 1].float().cpu().clone(),
                         states[i][row, : width - 1].cpu().clone()) for i in layers]
-            sequences.append(Sequence(ids[row].cpu(), min(start, width - 2), context, greedy[row]))
+            kept = states["final"][row, : width - 1].cpu().clone() if final else None
+            sequences.append(Sequence(ids[row].cpu(), min(start, width - 2), context, greedy[row], kept))
     return sequences
 
 
-def save_sequences(sequences: list[Sequence], path) -> None:
-    """The sequences in one safetensors file (ids and keys/values concatenated, with their lengths and starts), so that
-    another training run can reuse them without writing them again."""
-    from safetensors.torch import save_file
-
-    tensors = {"ids": torch.cat([s.ids for s in sequences]), "lengths": torch.tensor([len(s.ids) for s in sequences]),
-               "starts": torch.tensor([s.start for s in sequences])}
-    for layer in range(len(sequences[0].context)):
-        tensors[f"keys.{layer}"] = torch.cat([s.context[layer][0] for s in sequences], dim=1).contiguous()
-        tensors[f"values.{layer}"] = torch.cat([s.context[layer][1] for s in sequences], dim=1).contiguous()
-        tensors[f"states.{layer}"] = torch.cat([s.context[layer][2] for s in sequences], dim=0).contiguous()
-    save_file(tensors, str(path))
-
-
-def load_sequences(path) -> list[Sequence]:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
-    layers = sum(1 for name in tensors if name.startswith("keys."))
-    sequences, at, seen = [], 0, 0
-    for length, start in zip(tensors["lengths"].tolist(), tensors["starts"].tolist()):
-        context = [(tensors[f"keys.{i}"][:, seen : seen + length - 1], tensors[f"values.{i}"][:, seen : seen + length - 1],
-                    tensors[f"states.{i}"][seen : seen + length - 1]) for i in range(layers)]
-        sequences.append(Sequence(tensors["ids"][at : at + length], start, context))
-        at, seen = at + length, seen + length - 1
-    return sequences
-
-
-def anchor_batch(sequences: list[Sequence], anchors: int, block: int, rng: random.Random):
+def anchor_batch(sequences: list[Sequence], anchors: int, block: int, rng: random.Random, reads=("entering",)):
     """A training batch: per sequence `anchors` random positions of its continuation. Returns the block token ids
     (S, A, P) (slot 0 the anchor's token), the drafter's states before each anchor (S, A, H), positions (S, A*P),
     targets (S, A*P) (-100 past the sequence), the context's keys and values per layer padded to the longest
@@ -232,7 +184,7 @@ def anchor_batch(sequences: list[Sequence], anchors: int, block: int, rng: rando
         starts = [rng.randrange(s.start, len(s.ids) - 1) for _ in range(anchors)]
         slot = torch.arange(block)
         tokens.append(torch.stack([s.ids[a].repeat(block) for a in starts]))
-        states.append(s.context[0][2][torch.tensor(starts) - 1])
+        states.append(s.states(reads)[torch.tensor(starts) - 1])
         positions.append(torch.cat([a + slot for a in starts]))
         targets.append(torch.cat([s.targets(a, block) for a in starts]))
         seen = torch.zeros(anchors * block, width - 1 + anchors * block, dtype=torch.bool)
@@ -278,7 +230,8 @@ def train(block_drafter, sequences: list[Sequence], steps: int, batch_size: int 
     records = []
     bar = tqdm(range(steps), desc="block drafter", unit="step", disable=not progress)
     for step in bar:
-        batch = anchor_batch(rng.sample(sequences, min(batch_size, len(sequences))), anchors, block_drafter.config.block, rng)
+        batch = anchor_batch(rng.sample(sequences, min(batch_size, len(sequences))), anchors, block_drafter.config.block, rng,
+                             block_drafter.reads)
         loss, accuracy = block_loss(block_drafter, batch, decay)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

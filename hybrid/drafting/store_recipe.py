@@ -58,7 +58,8 @@ def lookup_tokens_per_pass(drafter, store, prompts: list[str], max_new_tokens: i
 def run_store_recipe(recipe: LookupStoreRecipe, given_path: str) -> dict:
     """Build the lookup store the recipe describes; returns the summary written beside it (summary.json)."""
     from hybrid.drafting.block_recipe import validation_prompts
-    from hybrid.drafting.block_training import fitting, load_sequences, self_distilled, training_prompts
+    from hybrid.drafting.block_sequences import load_sequences
+    from hybrid.drafting.block_training import fitting, self_distilled, training_prompts
     from hybrid.drafting.drafter import Drafter
     from hybrid.drafting.token_store import TokenStore
 

@@ -1,0 +1,94 @@
+"""The sequences a block drafter trains on: token ids with the drafter's own keys, values and states over them
+(hybrid.drafting.block_training writes them), kept in one safetensors file for reuse by other runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Sequence:
+    """One self-distilled sequence: its ids (prompt, then the continuation), where the continuation starts, and per
+    top layer the block drafter may read, the drafter's keys and values ((kv_heads, T - 1, d) each) and its input
+    states ((T - 1, H)) at every position but the last."""
+
+    ids: torch.Tensor
+    start: int
+    context: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    greedy: torch.Tensor | None = None  # plain text: the drafter's choice after each position; None: ids is its own
+    final: torch.Tensor | None = None  # the drafter's final normed states ((T - 1, H)), when kept
+
+    def states(self, reads=("entering",)) -> torch.Tensor:
+        """(T - 1, len(reads) * H): the drafter's states a block drafter reads (hybrid.drafting.block_drafter.READS)."""
+        if "final" in reads and self.final is None:
+            raise ValueError("these sequences keep no final states: read them again with final=True")
+        return torch.cat([self.context[0][2] if r == "entering" else self.final for r in reads], dim=-1)
+
+    def targets(self, anchor: int, block: int) -> torch.Tensor:
+        """What greedy drafting writes at anchor + 1 .. anchor + block after this sequence's first anchor + 1 tokens
+        (-100 where it is unknown: past the end, or, in plain text, after the text has left the greedy path)."""
+        if self.greedy is None:
+            return torch.cat([self.ids, torch.full((block + 1,), -100)])[anchor + 1 : anchor + 1 + block]
+        targets = torch.full((block,), -100)
+        for slot in range(min(block, len(self.greedy) - anchor)):
+            targets[slot] = self.greedy[anchor + slot]
+            if anchor + slot + 1 >= len(self.ids) or self.ids[anchor + slot + 1] != self.greedy[anchor + slot]:
+                break
+        return targets
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids) - self.start
+
+
+def save_sequences(sequences: list[Sequence], path) -> None:
+    """The sequences in one safetensors file (ids and keys/values concatenated, with their lengths and starts), so that
+    another training run can reuse them without writing them again."""
+    from safetensors.torch import save_file
+
+    tensors = {"ids": torch.cat([s.ids for s in sequences]), "lengths": torch.tensor([len(s.ids) for s in sequences]),
+               "starts": torch.tensor([s.start for s in sequences])}
+    for layer in range(len(sequences[0].context)):
+        tensors[f"keys.{layer}"] = torch.cat([s.context[layer][0] for s in sequences], dim=1).contiguous()
+        tensors[f"values.{layer}"] = torch.cat([s.context[layer][1] for s in sequences], dim=1).contiguous()
+        tensors[f"states.{layer}"] = torch.cat([s.context[layer][2] for s in sequences], dim=0).contiguous()
+    if all(s.final is not None for s in sequences):
+        tensors["final"] = torch.cat([s.final for s in sequences], dim=0).contiguous()
+    save_file(tensors, str(path))
+
+
+def load_sequences(path) -> list[Sequence]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    layers = sum(1 for name in tensors if name.startswith("keys."))
+    sequences, at, seen = [], 0, 0
+    for length, start in zip(tensors["lengths"].tolist(), tensors["starts"].tolist()):
+        context = [(tensors[f"keys.{i}"][:, seen : seen + length - 1], tensors[f"values.{i}"][:, seen : seen + length - 1],
+                    tensors[f"states.{i}"][seen : seen + length - 1]) for i in range(layers)]
+        final = tensors["final"][seen : seen + length - 1] if "final" in tensors else None
+        sequences.append(Sequence(tensors["ids"][at : at + length], start, context, final=final))
+        at, seen = at + length, seen + length - 1
+    return sequences
+
+
+@torch.inference_mode()
+def with_final_states(drafter, sequences: list[Sequence], batch_size: int = 8) -> list[Sequence]:
+    """The sequences, each with the drafter's final normed states over it, read in one pass where it keeps none."""
+    from hybrid.drafting.block_training import layer_inputs
+
+    model, missing = drafter.model, [s for s in sequences if s.final is None]
+    missing.sort(key=lambda s: len(s.ids))
+    for at in range(0, len(missing), batch_size):
+        chunk = missing[at : at + batch_size]
+        width = max(len(s.ids) for s in chunk)
+        ids = torch.stack([torch.cat([s.ids, s.ids.new_zeros(width - len(s.ids))]) for s in chunk]).to(model.device)
+        mask = torch.stack([torch.arange(width) < len(s.ids) for s in chunk]).long().to(model.device)
+        with layer_inputs(model, [], final=True) as states:
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+        for row, s in enumerate(chunk):
+            s.final = states["final"][0][row, : len(s.ids) - 1].cpu().clone()
+    return sequences
