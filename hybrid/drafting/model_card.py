@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+READS_SAID = {"entering": "state (its input to the first copied layer)", "final": "final normed state (the feature EAGLE reads)",
+              "both": "states (its input to the first copied layer and its final normed state)"}
+
 
 def write_model_card(folder: Path, summary: dict) -> None:
     recipe, curve = summary["recipe"], summary["learning_curve"]
@@ -21,7 +24,7 @@ tags: [speculative-decoding, block-diffusion, self-distillation]
 # Block drafter for `{recipe['base']}`
 
 A block-diffusion proposal head for speculative drafting (`hybrid generate --speculate diffusion`): copies of the
-drafter's top {recipe['layers']} layers start from the drafter's own state before the block, read its cached keys and
+drafter's top {recipe['layers']} layers start from the drafter's own {READS_SAID[recipe.get('reads', 'entering')]} before the block, read its cached keys and
 values of the context, and fill a block [next token, {recipe['block'] - 1} masks] in one pass; the drafter keeps the
 proposals it agrees with (hybrid.drafting.block_drafter). Written by `hybrid finetune {summary['recipe_file']}`.
 
@@ -32,7 +35,7 @@ proposals it agrees with (hybrid.drafting.block_drafter). Written by `hybrid fin
   train papers, the training plain-English passages): {summary['distilled_tokens']:,} distilled tokens.{_text_line(summary)}
 - {recipe['steps']} steps of {recipe['batch_size']} sequences x {recipe['anchors']} random anchors x {recipe['block']} block
   slots: {curve[-1]['targets_seen']:,} target tokens seen, loss weight {recipe['decay']}^slot, AdamW lr {recipe['lr']}.
-- Time on the machine that trained it: {summary['distil_s']:.0f} s of self-distillation, {summary['train_s']:.0f} s of
+- Time on the machine that trained it: {summary['distil_s']:.0f} s of {_data_work(recipe)}, {summary['train_s']:.0f} s of
   training and validation. Final training loss {summary['final_loss']:.3f}.
 
 ## Validation ({last['prompts']} prompts no training or report reads: ACLSum val papers, held-out plain-English passages)
@@ -54,3 +57,13 @@ def _text_line(summary: dict) -> str:
     return (f"\n- Plain text no suite reads (the same sources), read by the drafter in one pass per window of {summary['recipe']['text_length']} "
             f"tokens ({summary.get('text_windows', 0)} windows): {summary['text_tokens']:,} anchor tokens, each block slot's target the drafter's own greedy choice where the text "
             "so far is on its greedy path.")
+
+
+def _data_work(recipe: dict) -> str:
+    """What the seconds before training went on."""
+    parts = ["reading the distilled file of an earlier run" if recipe.get("distilled") else "self-distillation"]
+    if recipe.get("distilled") and recipe.get("reads", "entering") != "entering":
+        parts.append("computing the drafter's final states over it")
+    if recipe.get("text_tokens"):
+        parts.append("reading plain text")
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
