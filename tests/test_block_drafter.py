@@ -144,6 +144,35 @@ def test_a_training_step_lowers_the_loss(drafter64):
     assert all(p.grad is None for p in drafter64.model.parameters())  # the drafter stays frozen
 
 
+def test_a_shortlist_proposes_the_same_tokens_where_it_holds_them(drafter64, tmp_path):
+    """A read-out over a shortlist proposes what the full read-out does when the shortlist holds those tokens, in any
+    order; it saves its token ids, not the LM head's rows, and rebuilds them on load."""
+    from safetensors.torch import load_file
+    from transformers import DynamicCache
+
+    block_drafter = _block_drafter(drafter64, layers=1, block=4)
+    model, ids = drafter64.model, torch.tensor([[5, 17, 42, 8, 99, 23, 7, 61]])
+
+    def proposals(bd):
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(input_ids=ids[:, :6], use_cache=True, past_key_values=cache)
+        return bd.propose(cache, int(ids[0, 6]), 6, 4)
+
+    full = proposals(block_drafter)
+    order = torch.randperm(model.config.vocab_size, generator=torch.Generator().manual_seed(0)).tolist()
+    others = [t for t in order if t not in full]
+    block_drafter.set_shortlist(torch.tensor(others[:10] + sorted(set(full))))
+    assert proposals(block_drafter) == full
+    block_drafter.save(tmp_path / "bd")
+    loaded = BlockDrafter.load(tmp_path / "bd", model)
+    assert loaded.config.shortlist == 10 + len(set(full)) and proposals(loaded) == full
+    assert torch.equal(loaded.short_head.weight, block_drafter.short_head.weight)
+    assert not any(name.startswith("short_head") for name in load_file(str(tmp_path / "bd" / "block_drafter.safetensors")))
+    block_drafter.set_shortlist(torch.tensor(others[:10]))  # none of them: other tokens
+    assert all(t in others[:10] for t in proposals(block_drafter))
+
+
 def test_save_load_and_bad_folders(drafter64, tmp_path):
     block_drafter = _block_drafter(drafter64, reads="both")
     block_drafter.save(tmp_path / "bd")
@@ -205,13 +234,14 @@ def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path, reads):
     args = ["finetune", RECIPE, f"block_drafter.base={tiny_model_dir}", "block_drafter.prompts=4", f"block_drafter.reads={reads}",
             "block_drafter.max_new_tokens=8", "block_drafter.steps=2", "block_drafter.eval_every=1", "block_drafter.eval_prompts=1",
             "block_drafter.eval_tokens=6", "block_drafter.layers=1", "block_drafter.block=4", "block_drafter.text_tokens=96",
-            "block_drafter.text_length=32", "--output", str(out)]
+            "block_drafter.text_length=32", "block_drafter.shortlist=40", "--output", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert [p["step"] for p in summary["learning_curve"]] == [0, 1, 2] and summary["distilled_tokens"] > 0
     assert summary["text_tokens"] == 3 * (32 - 16) and summary["text_windows"] == 3  # anchors after 16 tokens of context
-    assert "| 2 |" in (out / "README.md").read_text()
+    assert "| 2 |" in (out / "README.md").read_text() and "only the 40 tokens" in (out / "README.md").read_text()
+    assert len(summary["shortlisted_validation"]["kept_per_slot"]) == 4  # validated once more with the shortlist
     generated = CliRunner().invoke(cli, ["generate", "one two three", "--draft-model", str(tiny_model_dir), "--refine-steps", "0",
                                          "--max-new-tokens", "6", "--speculate", "diffusion", "--block-drafter", str(out), "--json"])
     assert generated.exit_code == 0, generated.output

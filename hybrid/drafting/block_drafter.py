@@ -39,6 +39,7 @@ WEIGHTS_NAME = "block_drafter.safetensors"
 SHIPPED_NAME = "block-drafter"  # checkpoints/block-drafter, when the package ships one
 # The drafter's states a block reads at the position before it: "entering" the first copied layer, its "final" normed
 # state (what its LM head reads), or both.
+SHORT_HEAD = "short_head."  # the shortlist's rows of the drafter's LM head: rebuilt on load, never saved
 READS = {"entering": ("entering",), "final": ("final",), "both": ("entering", "final")}
 
 
@@ -68,6 +69,7 @@ class BlockDrafterConfig:
     num_hidden_layers: int = 0  # the drafter's, to refuse another drafter's states
     hidden_size: int = 0
     reads: str = "entering"  # a key of READS
+    shortlist: int = 0  # tokens the read-out scores in drafting (the drafter's most frequent outputs); 0: every token
     provenance: dict = field(default_factory=dict)  # the recipe and the figures of its training
 
 
@@ -95,6 +97,10 @@ class BlockDrafter(nn.Module):
             self.in_map.weight.copy_(torch.cat([eye if i == 0 else torch.zeros_like(eye) for i in range(len(self.reads))] + [eye], dim=1))
             self.in_map.bias.zero_()
         object.__setattr__(self, "drafter", model)  # shared and frozen: not a submodule, not saved
+        if config.shortlist:
+            # the LM head's rows of the shortlisted tokens: built from the drafter's head, not saved (SHORT_HEAD)
+            self.register_buffer("shortlist_ids", torch.zeros(config.shortlist, dtype=torch.long))
+            self.short_head = nn.Linear(hidden, config.shortlist, bias=False)
         # (positions, {read: states}) of the drafter's latest one-row pass
         self.latest = None
         hooks = [inner.layers[self.first].register_forward_pre_hook(self._record, with_kwargs=True)]
@@ -137,13 +143,30 @@ class BlockDrafter(nn.Module):
             raise HybridError(f"cannot read the block drafter in {folder}: {exc}") from exc
         drafter = cls(model, config).to(dtype=model.dtype, device=model.device)  # before the weights: none is rounded on the way
         missing, unexpected = drafter.load_state_dict(weights, strict=False)
+        missing = [name for name in missing if not name.startswith(SHORT_HEAD)]
         if missing or unexpected:
             raise HybridError(f"the block drafter in {folder} does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        if config.shortlist:
+            drafter._build_short_head()
         return drafter.eval()
 
+    def set_shortlist(self, ids: torch.Tensor) -> "BlockDrafter":
+        """Score only these tokens in drafting (the read-out over 8 slots costs more than the copied layers); training
+        keeps the whole vocabulary. Returns this block drafter (on plain weights for its read-out: pack it again)."""
+        self.config.shortlist = len(ids)
+        self.register_buffer("shortlist_ids", torch.as_tensor(ids, dtype=torch.long, device=self.mask_embedding.device).clone())
+        self.short_head = nn.Linear(self.mask_embedding.shape[0], len(ids), bias=False)
+        self._build_short_head()
+        return self
+
+    def _build_short_head(self) -> None:
+        head = self.drafter.lm_head.weight.detach()
+        self.short_head.weight = nn.Parameter(head[self.shortlist_ids].clone(), requires_grad=False)
+
     def save(self, folder: str | Path) -> None:
+        weights = {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith(SHORT_HEAD)}
         with atomic_folder(folder) as tmp:
-            save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_NAME))
+            save_file(weights, str(tmp / WEIGHTS_NAME))
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
     def block_inputs(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
@@ -155,8 +178,8 @@ class BlockDrafter(nn.Module):
         return self.in_map(torch.cat([states[..., None, :].to(slots.dtype).expand(*slots.shape[:-1], -1), slots], dim=-1))
 
     def forward(self, hidden: torch.Tensor, positions: torch.Tensor, context: list[tuple[torch.Tensor, torch.Tensor]],
-                mask: torch.Tensor) -> torch.Tensor:
-        """Logits (B, Q, V) of Q block slots. `hidden` (B, Q, H) the block inputs at `positions` (B, Q); `context[i]` the
+                mask: torch.Tensor, shortlisted: bool = False) -> torch.Tensor:
+        """Logits (B, Q, V) of Q block slots (with `shortlisted`, of the shortlist's tokens only). `hidden` (B, Q, H) the block inputs at `positions` (B, Q); `context[i]` the
         drafter's cached (keys, values) of layer first + i, each (B, kv_heads, T, d) after rotary; `mask` (B, 1, Q, T + Q)
         True where a slot may attend (the context before its block, and its own block)."""
         inner = self.drafter.model
@@ -164,7 +187,7 @@ class BlockDrafter(nn.Module):
         for layer, (keys, values) in zip(self.layers, context):
             hidden = hidden + self._attention(layer, layer.input_layernorm(hidden), rotary, keys, values, mask)
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return self.drafter.lm_head(inner.norm(hidden))
+        return (self.short_head if shortlisted else self.drafter.lm_head)(inner.norm(hidden))
 
     @staticmethod
     def _attention(layer, x: torch.Tensor, rotary, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -197,8 +220,11 @@ class BlockDrafter(nn.Module):
         context = [(cache.layers[i].keys, cache.layers[i].values) for i in range(self.first, self.first + len(self.layers))]
         seen = context[0][0].shape[2]
         mask = torch.ones(1, 1, tokens.shape[1], seen + tokens.shape[1], dtype=torch.bool, device=device)
-        probabilities = self(self.block_inputs(tokens, state[None]), positions, context, mask)[0].float().softmax(-1)
-        best, proposed = probabilities.max(-1)
+        shortlisted = self.config.shortlist > 0
+        logits = self(self.block_inputs(tokens, state[None]), positions, context, mask, shortlisted)[0]
+        best, proposed = logits.float().softmax(-1).max(-1)  # with a shortlist, its probability within the shortlist
+        if shortlisted:
+            proposed = self.shortlist_ids[proposed]
         sure = int((best >= min_probability).cumprod(0).sum()) if min_probability > 0 else len(proposed)
         return proposed[:sure].tolist()
 

@@ -49,6 +49,9 @@ class BlockDrafterRecipe:
     # (hybrid.drafting.block_training.teacher_forced): about this many tokens; 0: none.
     text_tokens: int = 0
     text_length: int = 256  # tokens per window of plain text
+    # In drafting, score only the N tokens the drafter wrote most often in the training sequences (the read-out over the
+    # block costs more than the copied layers); validated once more with it. 0: the whole vocabulary.
+    shortlist: int = 0
 
 
 def read_block_recipe(name: str, overrides: list[str] = ()) -> BlockDrafterRecipe | None:
@@ -69,7 +72,7 @@ def _checked(recipe: BlockDrafterRecipe) -> BlockDrafterRecipe:
 
     if recipe.reads not in READS:
         raise HybridError(f"block_drafter.reads must be one of {', '.join(READS)}, not {recipe.reads!r}")
-    if recipe.use_sequences < 0 or recipe.text_tokens < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
+    if recipe.shortlist < 0 or recipe.use_sequences < 0 or recipe.text_tokens < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
         raise HybridError("block_drafter: block must be at least 2, text_length at least 32, and every count at least 1")
     return recipe
 
@@ -120,7 +123,7 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     import torch
 
     from hybrid.drafting.block_drafter import BlockDrafter
-    from hybrid.drafting.block_sequences import Sequence, load_sequences, save_sequences, with_final_states
+    from hybrid.drafting.block_sequences import Sequence, frequent_tokens, load_sequences, save_sequences, with_final_states
     from hybrid.drafting.block_training import self_distilled, teacher_forced, text_windows, train, training_prompts
     from hybrid.drafting.drafter import Drafter
     from hybrid.drafting.model_card import write_model_card
@@ -165,14 +168,19 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
 
     records = train(block_drafter, trained_on, recipe.steps, recipe.batch_size, recipe.anchors, recipe.lr, recipe.decay, recipe.seed,
                     on_step=on_step)
+    shortlisted = None
+    if recipe.shortlist:
+        block_drafter.set_shortlist(frequent_tokens(trained_on, recipe.shortlist))
+        shortlisted = tokens_per_pass(drafter, block_drafter, validation, recipe.eval_tokens)
     summary = {"recipe": asdict(recipe), "recipe_file": given_path, "sequences": len(trained_on),
                "text_windows": sum(1 for s in trained_on if s.greedy is not None),
                "distilled_tokens": sum(s.tokens for s in trained_on if s.greedy is None),
                "text_tokens": sum(s.tokens for s in trained_on if s.greedy is not None), "distil_s": round(distil_s, 1),
-               "train_s": round(time.perf_counter() - started - distil_s, 1), "final_loss": records[-1]["loss"], "learning_curve": curve}
+               "train_s": round(time.perf_counter() - started - distil_s, 1), "final_loss": records[-1]["loss"], "learning_curve": curve,
+               "shortlisted_validation": shortlisted}
     block_drafter.config.provenance = {"recipe": asdict(recipe), "distilled_tokens": summary["distilled_tokens"],
                                        "text_tokens": summary["text_tokens"],
-                                       "targets_seen": recipe.steps * per_step, "validation": curve[-1]}
+                                       "targets_seen": recipe.steps * per_step, "validation": shortlisted or curve[-1]}
     output = Path(recipe.output_dir)
     block_drafter.save(output)
     (output / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -75,11 +76,28 @@ def load_sequences(path) -> list[Sequence]:
     return sequences
 
 
+@contextmanager
+def layer_inputs(model, layers, final: bool = False):
+    """While inside, the hidden states entering each decoder layer of `layers` (float32) are appended, one per forward
+    call, to the lists of the dict it yields (layer index -> list); with `final`, the final norm's outputs too, under
+    "final"."""
+    states = {i: [] for i in layers}
+    hooks = [model.model.layers[i].register_forward_pre_hook(
+        lambda module, args, kwargs, i=i: states[i].append((args[0] if args else kwargs["hidden_states"]).float()), with_kwargs=True)
+        for i in layers]
+    if final:
+        states["final"] = []
+        hooks.append(model.model.norm.register_forward_hook(lambda module, args, output: states["final"].append(output.float())))
+    try:
+        yield states
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 @torch.inference_mode()
 def with_final_states(drafter, sequences: list[Sequence], batch_size: int = 8) -> list[Sequence]:
     """The sequences, each with the drafter's final normed states over it, read in one pass where it keeps none."""
-    from hybrid.drafting.block_training import layer_inputs
-
     model, missing = drafter.model, [s for s in sequences if s.final is None]
     missing.sort(key=lambda s: len(s.ids))
     for at in range(0, len(missing), batch_size):
@@ -92,3 +110,10 @@ def with_final_states(drafter, sequences: list[Sequence], batch_size: int = 8) -
         for row, s in enumerate(chunk):
             s.final = states["final"][0][row, : len(s.ids) - 1].cpu().clone()
     return sequences
+
+
+def frequent_tokens(sequences: list[Sequence], count: int) -> torch.Tensor:
+    """The `count` tokens the drafter writes most often in these sequences (the block slots' targets: its greedy
+    continuations, or in plain text its greedy choice after each anchor), most frequent first: a read-out shortlist."""
+    written = torch.cat([s.ids[s.start + 1 :] if s.greedy is None else s.greedy[s.start :] for s in sequences])
+    return torch.bincount(written).argsort(descending=True, stable=True)[:count]

@@ -20,13 +20,12 @@ import logging
 import math
 import random
 import re
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hybrid.drafting.block_sequences import Sequence
+from hybrid.drafting.block_sequences import Sequence, layer_inputs
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +72,6 @@ def fitting(drafter, prompts: list[str], max_new_tokens: int) -> list[str]:
         log.warning("%d of %d prompts leave no room for %d new tokens in the model's context: left out", len(prompts) - len(fits),
                     len(prompts), max_new_tokens)
     return fits
-
-
-@contextmanager
-def layer_inputs(model, layers, final: bool = False):
-    """While inside, the hidden states entering each decoder layer of `layers` (float32) are appended, one per forward
-    call, to the lists of the dict it yields (layer index -> list); with `final`, the final norm's outputs too, under
-    "final"."""
-    states = {i: [] for i in layers}
-    hooks = [model.model.layers[i].register_forward_pre_hook(
-        lambda module, args, kwargs, i=i: states[i].append((args[0] if args else kwargs["hidden_states"]).float()), with_kwargs=True)
-        for i in layers]
-    if final:
-        states["final"] = []
-        hooks.append(model.model.norm.register_forward_hook(lambda module, args, output: states["final"].append(output.float())))
-    try:
-        yield states
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 @torch.inference_mode()

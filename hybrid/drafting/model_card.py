@@ -47,7 +47,7 @@ proposal there in which the drafter kept it (a slot is offered only while the te
 | step | target tokens seen | tokens per verify pass | kept per slot |
 |---|---|---|---|
 {rows}
-"""
+{_shortlist_line(summary)}"""
     (folder / "README.md").write_text(card)
 
 
@@ -67,3 +67,13 @@ def _data_work(recipe: dict) -> str:
     if recipe.get("text_tokens"):
         parts.append("reading plain text")
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _shortlist_line(summary: dict) -> str:
+    shortlisted = summary.get("shortlisted_validation")
+    if not shortlisted:
+        return ""
+    return (f"\nIn drafting, its read-out scores only the {summary['recipe']['shortlist']:,} tokens the drafter wrote most often in the "
+            f"training sequences. With that shortlist, after the last step: {shortlisted['tokens_per_pass']:.3f} tokens per verify pass, "
+            "kept per slot " + ", ".join(f"{k:.2f}" for k in shortlisted["kept_per_slot"]) + ".\n")
+
