@@ -51,7 +51,7 @@ class BlockDrafterRecipe:
     text_length: int = 256  # tokens per window of plain text
     # In drafting, score only the N tokens the drafter wrote most often in the training sequences (the read-out over the
     # block costs more than the copied layers); validated once more with it. 0: the whole vocabulary.
-    shortlist: int = 0
+    shortlist: int = 8192
 
 
 def read_block_recipe(name: str, overrides: list[str] = ()) -> BlockDrafterRecipe | None:
@@ -72,8 +72,8 @@ def _checked(recipe: BlockDrafterRecipe) -> BlockDrafterRecipe:
 
     if recipe.reads not in READS:
         raise HybridError(f"block_drafter.reads must be one of {', '.join(READS)}, not {recipe.reads!r}")
-    if recipe.shortlist < 0 or recipe.use_sequences < 0 or recipe.text_tokens < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
-        raise HybridError("block_drafter: block must be at least 2, text_length at least 32, and every count at least 1")
+    if min(recipe.shortlist, recipe.use_sequences, recipe.text_tokens) < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
+        raise HybridError("block_drafter: block must be at least 2, text_length at least 32, every count at least 1 and none below 0")
     return recipe
 
 
