@@ -82,7 +82,7 @@ def test_training_view_equals_drafting_view(drafter64, reads):
         full = model(input_ids=ids, use_cache=True).past_key_values
     hook.remove()
     context = [(full.layers[i].keys[0, :, :-1], full.layers[i].values[0, :, :-1], states[0][0, :-1]) for i in range(block_drafter.first, 2)]
-    sequence = with_final_states(drafter64, [Sequence(ids[0], 3, context)])[0]
+    sequence = with_final_states(drafter64, [Sequence(ids[0], 3, context)], progress=False)[0]
     assert sequence.states(block_drafter.reads).shape == (9, len(block_drafter.reads) * model.config.hidden_size)
     rng = random.Random(0)
     tokens, before, positions, targets, ctx, mask = anchor_batch([sequence], 1, 4, rng, block_drafter.reads)

@@ -37,9 +37,9 @@ from hybrid.drafting.packed_weights import plain_copy
 CONFIG_NAME = "block_drafter_config.json"
 WEIGHTS_NAME = "block_drafter.safetensors"
 SHIPPED_NAME = "block-drafter"  # checkpoints/block-drafter, when the package ships one
+SHORT_HEAD = "short_head."  # the shortlist's rows of the drafter's LM head: rebuilt on load, never saved
 # The drafter's states a block reads at the position before it: "entering" the first copied layer, its "final" normed
 # state (what its LM head reads), or both.
-SHORT_HEAD = "short_head."  # the shortlist's rows of the drafter's LM head: rebuilt on load, never saved
 READS = {"entering": ("entering",), "final": ("final",), "both": ("entering", "final")}
 
 
@@ -94,7 +94,7 @@ class BlockDrafter(nn.Module):
         self.in_map = nn.Linear((len(self.reads) + 1) * hidden, hidden)
         with torch.no_grad():
             eye = torch.eye(hidden)
-            self.in_map.weight.copy_(torch.cat([eye if i == 0 else torch.zeros_like(eye) for i in range(len(self.reads))] + [eye], dim=1))
+            self.in_map.weight.copy_(torch.cat([eye] + [torch.zeros_like(eye)] * (len(self.reads) - 1) + [eye], dim=1))
             self.in_map.bias.zero_()
         object.__setattr__(self, "drafter", model)  # shared and frozen: not a submodule, not saved
         if config.shortlist:
@@ -170,8 +170,8 @@ class BlockDrafter(nn.Module):
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
     def block_inputs(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """(..., P) ids and (..., len(reads) * H) the drafter's states before each block -> (..., P, H): slot 0 embeds t0, the others
-        the mask; each joined with its block's state by the input map."""
+        """(..., P) ids and (..., len(reads) * H) the drafter's states before each block -> (..., P, H): slot 0 embeds t0,
+        the others the mask; each joined with its block's states by the input map."""
         embedded = self.drafter.model.embed_tokens(tokens[..., :1])
         masks = self.mask_embedding.expand(*tokens.shape[:-1], tokens.shape[-1] - 1, -1).to(embedded.dtype)
         slots = torch.cat([embedded, masks], dim=-2)
@@ -179,9 +179,10 @@ class BlockDrafter(nn.Module):
 
     def forward(self, hidden: torch.Tensor, positions: torch.Tensor, context: list[tuple[torch.Tensor, torch.Tensor]],
                 mask: torch.Tensor, shortlisted: bool = False) -> torch.Tensor:
-        """Logits (B, Q, V) of Q block slots (with `shortlisted`, of the shortlist's tokens only). `hidden` (B, Q, H) the block inputs at `positions` (B, Q); `context[i]` the
-        drafter's cached (keys, values) of layer first + i, each (B, kv_heads, T, d) after rotary; `mask` (B, 1, Q, T + Q)
-        True where a slot may attend (the context before its block, and its own block)."""
+        """Logits (B, Q, V) of Q block slots (with `shortlisted`, of the shortlist's tokens only). `hidden` (B, Q, H) the
+        block inputs at `positions` (B, Q); `context[i]` the drafter's cached (keys, values) of layer first + i, each
+        (B, kv_heads, T, d) after rotary; `mask` (B, 1, Q, T + Q) True where a slot may attend (the context before its
+        block, and its own block)."""
         inner = self.drafter.model
         rotary = inner.rotary_emb(hidden, position_ids=positions)
         for layer, (keys, values) in zip(self.layers, context):

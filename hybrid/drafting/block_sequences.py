@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -96,11 +97,11 @@ def layer_inputs(model, layers, final: bool = False):
 
 
 @torch.inference_mode()
-def with_final_states(drafter, sequences: list[Sequence], batch_size: int = 8) -> list[Sequence]:
+def with_final_states(drafter, sequences: list[Sequence], batch_size: int = 8, progress: bool = True) -> list[Sequence]:
     """The sequences, each with the drafter's final normed states over it, read in one pass where it keeps none."""
     model, missing = drafter.model, [s for s in sequences if s.final is None]
     missing.sort(key=lambda s: len(s.ids))
-    for at in range(0, len(missing), batch_size):
+    for at in tqdm(range(0, len(missing), batch_size), desc="final states", unit="batch", disable=not progress or not missing):
         chunk = missing[at : at + batch_size]
         width = max(len(s.ids) for s in chunk)
         ids = torch.stack([torch.cat([s.ids, s.ids.new_zeros(width - len(s.ids))]) for s in chunk]).to(model.device)
