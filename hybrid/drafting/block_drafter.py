@@ -97,10 +97,8 @@ class BlockDrafter(nn.Module):
             self.in_map.weight.copy_(torch.cat([eye] + [torch.zeros_like(eye)] * (len(self.reads) - 1) + [eye], dim=1))
             self.in_map.bias.zero_()
         object.__setattr__(self, "drafter", model)  # shared and frozen: not a submodule, not saved
-        if config.shortlist:
-            # the LM head's rows of the shortlisted tokens: built from the drafter's head, not saved (SHORT_HEAD)
-            self.register_buffer("shortlist_ids", torch.zeros(config.shortlist, dtype=torch.long))
-            self.short_head = nn.Linear(hidden, config.shortlist, bias=False)
+        if config.shortlist:  # places for the saved ids; the LM head's rows are built on load (SHORT_HEAD)
+            self._shortlist_modules(torch.zeros(config.shortlist, dtype=torch.long))
         # (positions, {read: states}) of the drafter's latest one-row pass
         self.latest = None
         hooks = [inner.layers[self.first].register_forward_pre_hook(self._record, with_kwargs=True)]
@@ -154,10 +152,13 @@ class BlockDrafter(nn.Module):
         """Score only these tokens in drafting (the read-out over 8 slots costs more than the copied layers); training
         keeps the whole vocabulary. Returns this block drafter (on plain weights for its read-out: pack it again)."""
         self.config.shortlist = len(ids)
-        self.register_buffer("shortlist_ids", torch.as_tensor(ids, dtype=torch.long, device=self.mask_embedding.device).clone())
-        self.short_head = nn.Linear(self.mask_embedding.shape[0], len(ids), bias=False)
+        self._shortlist_modules(torch.as_tensor(ids, dtype=torch.long, device=self.mask_embedding.device).clone())
         self._build_short_head()
         return self
+
+    def _shortlist_modules(self, ids: torch.Tensor) -> None:
+        self.register_buffer("shortlist_ids", ids)
+        self.short_head = nn.Linear(self.mask_embedding.shape[0], len(ids), bias=False)
 
     def _build_short_head(self) -> None:
         head = self.drafter.lm_head.weight.detach()
