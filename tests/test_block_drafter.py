@@ -25,9 +25,9 @@ def drafter64(tiny_model):
     return Drafter(model.to(torch.float64), tokenizer)
 
 
-def _block_drafter(drafter, layers=1, block=4, seed=0, reads="entering"):
+def _block_drafter(drafter, layers=1, block=4, seed=0, reads="entering", slot_embeddings=False):
     torch.manual_seed(seed)
-    block_drafter = BlockDrafter.create(drafter.model, "tiny", layers=layers, block=block, reads=reads)
+    block_drafter = BlockDrafter.create(drafter.model, "tiny", layers=layers, block=block, reads=reads, slot_embeddings=slot_embeddings)
     with torch.no_grad():  # away from the identity map and the copied weights, so that a mix-up would show
         for p in block_drafter.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -61,16 +61,16 @@ def test_the_gate_proposes_only_what_the_block_drafter_is_sure_of(drafter64):
     assert every.speculation.proposed >= every.speculation.passes * 1 and every.token_ids.tolist() == sure.token_ids.tolist()
 
 
-@pytest.mark.parametrize("reads", ["entering", "final", "both"])
-def test_training_view_equals_drafting_view(drafter64, reads):
+@pytest.mark.parametrize("reads, slot_embeddings", [("entering", False), ("final", False), ("both", False), ("entering", True)])
+def test_training_view_equals_drafting_view(drafter64, reads, slot_embeddings):
     """The logits a training batch computes for an anchor (keys, values and states cut from one pass over the whole
     sequence) equal those of the block drafter's pass in drafting (keys and values from the drafter's cache before the
-    anchor, states from its latest pass), whichever states it reads."""
+    anchor, states from its latest pass), whichever states it reads, with one mask embedding or one per slot."""
     from transformers import DynamicCache
 
     from hybrid.drafting.block_sequences import with_final_states
 
-    block_drafter = _block_drafter(drafter64, layers=2, block=4, reads=reads)
+    block_drafter = _block_drafter(drafter64, layers=2, block=4, reads=reads, slot_embeddings=slot_embeddings)
     model = drafter64.model
     ids = torch.tensor([[5, 17, 42, 8, 99, 23, 7, 61, 12, 30]])
     with torch.no_grad():
@@ -93,6 +93,8 @@ def test_training_view_equals_drafting_view(drafter64, reads):
         model(input_ids=ids[:, :anchor], use_cache=True, past_key_values=cache)  # as a verify pass leaves it
         drafted = block_drafter.propose(cache, int(ids[0, anchor]), anchor, 4)
     assert trained.argmax(-1).tolist() == drafted
+    with torch.no_grad():  # a shorter block reads the first slots' embeddings (slots see each other: other proposals)
+        assert len(block_drafter.propose(cache, int(ids[0, anchor]), anchor, 2)) == 2
     assert [int(t) for t in targets[0] if t >= 0] == ids[0, anchor + 1 : anchor + 5].tolist()
 
 
@@ -174,10 +176,10 @@ def test_a_shortlist_proposes_the_same_tokens_where_it_holds_them(drafter64, tmp
 
 
 def test_save_load_and_bad_folders(drafter64, tmp_path):
-    block_drafter = _block_drafter(drafter64, reads="both")
+    block_drafter = _block_drafter(drafter64, reads="both", slot_embeddings=True)
     block_drafter.save(tmp_path / "bd")
     loaded = BlockDrafter.load(tmp_path / "bd", drafter64.model)
-    assert loaded.reads == ("entering", "final")
+    assert loaded.reads == ("entering", "final") and loaded.mask_embedding.shape == (3, drafter64.model.config.hidden_size)
     for (name, a), (_, b) in zip(block_drafter.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     with pytest.raises(HybridError, match="is not a block drafter"):

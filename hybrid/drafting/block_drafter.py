@@ -70,6 +70,7 @@ class BlockDrafterConfig:
     hidden_size: int = 0
     reads: str = "entering"  # a key of READS
     shortlist: int = 0  # tokens the read-out scores in drafting (the drafter's most frequent outputs); 0: every token
+    slot_embeddings: bool = False  # one mask embedding per block slot (each slot knows its offset), not one shared
     provenance: dict = field(default_factory=dict)  # the recipe and the figures of its training
 
 
@@ -88,7 +89,8 @@ class BlockDrafter(nn.Module):
         # plain copies even of a packed drafter's layers: they are trained, or loaded into
         self.layers = nn.ModuleList(plain_copy(inner.layers[i]) for i in range(self.first, len(inner.layers)))
         hidden = model.config.hidden_size
-        self.mask_embedding = nn.Parameter(inner.embed_tokens.weight.detach().mean(0).clone())
+        mean = inner.embed_tokens.weight.detach().mean(0)
+        self.mask_embedding = nn.Parameter((mean.repeat(config.block - 1, 1) if config.slot_embeddings else mean).clone())
         # [the drafter's states before the block (READS), the slot's embedding]; it starts as their sum, the final
         # state's share at zero when it is read beside the entering one
         self.in_map = nn.Linear((len(self.reads) + 1) * hidden, hidden)
@@ -124,8 +126,10 @@ class BlockDrafter(nn.Module):
         return torch.cat([self.latest[1][r][at] for r in self.reads], dim=-1)
 
     @classmethod
-    def create(cls, model, base_model: str, layers: int = 2, block: int = 8, reads: str = "entering") -> "BlockDrafter":
-        config = BlockDrafterConfig(base_model, layers, block, len(model.model.layers), model.config.hidden_size, reads)
+    def create(cls, model, base_model: str, layers: int = 2, block: int = 8, reads: str = "entering",
+               slot_embeddings: bool = False) -> "BlockDrafter":
+        config = BlockDrafterConfig(base_model, layers, block, len(model.model.layers), model.config.hidden_size, reads,
+                                    slot_embeddings=slot_embeddings)
         return cls(model, config).to(dtype=model.dtype, device=model.device)
 
     @classmethod
@@ -158,7 +162,7 @@ class BlockDrafter(nn.Module):
 
     def _shortlist_modules(self, ids: torch.Tensor) -> None:
         self.register_buffer("shortlist_ids", ids)
-        self.short_head = nn.Linear(self.mask_embedding.shape[0], len(ids), bias=False)
+        self.short_head = nn.Linear(self.mask_embedding.shape[-1], len(ids), bias=False)
 
     def _build_short_head(self) -> None:
         head = self.drafter.lm_head.weight.detach()
@@ -172,9 +176,10 @@ class BlockDrafter(nn.Module):
 
     def block_inputs(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """(..., P) ids and (..., len(reads) * H) the drafter's states before each block -> (..., P, H): slot 0 embeds t0,
-        the others the mask; each joined with its block's states by the input map."""
+        the others the mask (slot j's own with slot embeddings); each joined with its block's states by the input map."""
         embedded = self.drafter.model.embed_tokens(tokens[..., :1])
-        masks = self.mask_embedding.expand(*tokens.shape[:-1], tokens.shape[-1] - 1, -1).to(embedded.dtype)
+        masks = self.mask_embedding[: tokens.shape[-1] - 1] if self.config.slot_embeddings else self.mask_embedding
+        masks = masks.expand(*tokens.shape[:-1], tokens.shape[-1] - 1, -1).to(embedded.dtype)
         slots = torch.cat([embedded, masks], dim=-2)
         return self.in_map(torch.cat([states[..., None, :].to(slots.dtype).expand(*slots.shape[:-1], -1), slots], dim=-1))
 

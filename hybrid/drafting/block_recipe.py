@@ -27,6 +27,7 @@ class BlockDrafterRecipe:
     # the first copied layer, its "final" normed state (EAGLE's feature), or "both"
     reads: str = "entering"
     block: int = 8  # tokens proposed per pass
+    slot_embeddings: bool = False  # one learned mask embedding per block slot, not one shared by all
     prompts: int = 640  # self-distillation prompts (hybrid.drafting.block_training.training_prompts)
     max_new_tokens: int = 96  # greedy continuation per prompt
     distil_batch: int = 32  # prompts continued at once
@@ -133,7 +134,7 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     model, tokenizer = load_causal_lm(recipe.base)
     model.requires_grad_(False)
     drafter = Drafter(model, tokenizer)
-    block_drafter = BlockDrafter.create(model, recipe.base, recipe.layers, recipe.block, recipe.reads)
+    block_drafter = BlockDrafter.create(model, recipe.base, recipe.layers, recipe.block, recipe.reads, recipe.slot_embeddings)
     final = "final" in block_drafter.reads
     started = time.perf_counter()
     if recipe.distilled:
