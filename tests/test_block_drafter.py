@@ -25,9 +25,10 @@ def drafter64(tiny_model):
     return Drafter(model.to(torch.float64), tokenizer)
 
 
-def _block_drafter(drafter, layers=1, block=4, seed=0, reads="entering", slot_embeddings=False):
+def _block_drafter(drafter, layers=1, block=4, seed=0, reads="entering", slot_embeddings=False, t0_layers=0):
     torch.manual_seed(seed)
-    block_drafter = BlockDrafter.create(drafter.model, "tiny", layers=layers, block=block, reads=reads, slot_embeddings=slot_embeddings)
+    block_drafter = BlockDrafter.create(drafter.model, "tiny", layers=layers, block=block, reads=reads, slot_embeddings=slot_embeddings,
+                                        t0_layers=t0_layers)
     with torch.no_grad():  # away from the identity map and the copied weights, so that a mix-up would show
         for p in block_drafter.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -61,16 +62,19 @@ def test_the_gate_proposes_only_what_the_block_drafter_is_sure_of(drafter64):
     assert every.speculation.proposed >= every.speculation.passes * 1 and every.token_ids.tolist() == sure.token_ids.tolist()
 
 
-@pytest.mark.parametrize("reads, slot_embeddings", [("entering", False), ("final", False), ("both", False), ("entering", True)])
-def test_training_view_equals_drafting_view(drafter64, reads, slot_embeddings):
+@pytest.mark.parametrize("reads, slot_embeddings, t0_layers", [("entering", False, 0), ("final", False, 0), ("both", False, 0),
+                                                               ("entering", True, 0), ("both", True, 1)])
+def test_training_view_equals_drafting_view(drafter64, reads, slot_embeddings, t0_layers):
     """The logits a training batch computes for an anchor (keys, values and states cut from one pass over the whole
     sequence) equal those of the block drafter's pass in drafting (keys and values from the drafter's cache before the
-    anchor, states from its latest pass), whichever states it reads, with one mask embedding or one per slot."""
+    anchor, states from its latest pass), whichever states it reads, with one mask embedding or one per slot, with t0
+    embedded or run through the drafter's first layer."""
     from transformers import DynamicCache
 
-    from hybrid.drafting.block_sequences import with_final_states
+    from hybrid.drafting.block_sequences import with_states
 
-    block_drafter = _block_drafter(drafter64, layers=2, block=4, reads=reads, slot_embeddings=slot_embeddings)
+    block_drafter = _block_drafter(drafter64, layers=2 - t0_layers, block=4, reads=reads, slot_embeddings=slot_embeddings,
+                                   t0_layers=t0_layers)
     model = drafter64.model
     ids = torch.tensor([[5, 17, 42, 8, 99, 23, 7, 61, 12, 30]])
     with torch.no_grad():
@@ -82,10 +86,11 @@ def test_training_view_equals_drafting_view(drafter64, reads, slot_embeddings):
         full = model(input_ids=ids, use_cache=True).past_key_values
     hook.remove()
     context = [(full.layers[i].keys[0, :, :-1], full.layers[i].values[0, :, :-1], states[0][0, :-1]) for i in range(block_drafter.first, 2)]
-    sequence = with_final_states(drafter64, [Sequence(ids[0], 3, context)], progress=False)[0]
+    sequence = with_states(drafter64, [Sequence(ids[0], 3, context)], final="final" in block_drafter.reads, lower=t0_layers,
+                           progress=False)[0]
     assert sequence.states(block_drafter.reads).shape == (9, len(block_drafter.reads) * model.config.hidden_size)
     rng = random.Random(0)
-    tokens, before, positions, targets, ctx, mask = anchor_batch([sequence], 1, 4, rng, block_drafter.reads)
+    tokens, before, positions, targets, ctx, mask = anchor_batch([sequence], 1, 4, rng, block_drafter.reads, lower=t0_layers > 0)
     anchor = int(positions[0, 0])
     with torch.no_grad():
         trained = block_drafter(block_drafter.block_inputs(tokens, before).flatten(1, 2), positions, ctx, mask)[0]
@@ -93,6 +98,9 @@ def test_training_view_equals_drafting_view(drafter64, reads, slot_embeddings):
         model(input_ids=ids[:, :anchor], use_cache=True, past_key_values=cache)  # as a verify pass leaves it
         drafted = block_drafter.propose(cache, int(ids[0, anchor]), anchor, 4)
     assert trained.argmax(-1).tolist() == drafted
+    if t0_layers:  # t0 through the drafter's first layer, from its cache, as the whole pass read it there
+        lifted = block_drafter.lifted(ids[:, anchor : anchor + 1], torch.tensor([[anchor]]), cache)[0, 0]
+        assert torch.allclose(lifted, sequence.lower[anchor].to(lifted.dtype)) and cache.get_seq_length() == anchor
     with torch.no_grad():  # a shorter block reads the first slots' embeddings (slots see each other: other proposals)
         assert len(block_drafter.propose(cache, int(ids[0, anchor]), anchor, 2)) == 2
     assert [int(t) for t in targets[0] if t >= 0] == ids[0, anchor + 1 : anchor + 5].tolist()
@@ -230,10 +238,11 @@ def test_both_takes_lookup_where_it_matches_else_the_block_drafter(drafter64):
     assert EitherProposals(Unsure()).get_candidates([1, 2], 3).tokens == []
 
 
-@pytest.mark.parametrize("reads", ["entering", "both"])
-def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path, reads):
+@pytest.mark.parametrize("reads, t0_layers", [("entering", 0), ("both", 1)])
+def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path, reads, t0_layers):
     out = tmp_path / "bd"
     args = ["finetune", RECIPE, f"block_drafter.base={tiny_model_dir}", "block_drafter.prompts=4", f"block_drafter.reads={reads}",
+            f"block_drafter.t0_layers={t0_layers}",
             "block_drafter.max_new_tokens=8", "block_drafter.steps=2", "block_drafter.eval_every=1", "block_drafter.eval_prompts=1",
             "block_drafter.eval_tokens=6", "block_drafter.layers=1", "block_drafter.block=4", "block_drafter.text_tokens=96",
             "block_drafter.text_length=32", "block_drafter.shortlist=40", "--output", str(out)]

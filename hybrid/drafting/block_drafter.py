@@ -71,6 +71,7 @@ class BlockDrafterConfig:
     reads: str = "entering"  # a key of READS
     shortlist: int = 0  # tokens the read-out scores in drafting (the drafter's most frequent outputs); 0: every token
     slot_embeddings: bool = False  # one mask embedding per block slot (each slot knows its offset), not one shared
+    t0_layers: int = 0  # the drafter's own lower layers t0 runs through before the block (0: slot 0 reads t0's embedding)
     provenance: dict = field(default_factory=dict)  # the recipe and the figures of its training
 
 
@@ -86,6 +87,8 @@ class BlockDrafter(nn.Module):
         self.config = config
         self.reads = READS[config.reads]
         self.first = len(inner.layers) - config.layers
+        if not 0 <= config.t0_layers <= self.first:
+            raise HybridError(f"t0 can run through 0 to {self.first} of the drafter's lower layers, not {config.t0_layers}")
         # plain copies even of a packed drafter's layers: they are trained, or loaded into
         self.layers = nn.ModuleList(plain_copy(inner.layers[i]) for i in range(self.first, len(inner.layers)))
         hidden = model.config.hidden_size
@@ -127,9 +130,9 @@ class BlockDrafter(nn.Module):
 
     @classmethod
     def create(cls, model, base_model: str, layers: int = 2, block: int = 8, reads: str = "entering",
-               slot_embeddings: bool = False) -> "BlockDrafter":
+               slot_embeddings: bool = False, t0_layers: int = 0) -> "BlockDrafter":
         config = BlockDrafterConfig(base_model, layers, block, len(model.model.layers), model.config.hidden_size, reads,
-                                    slot_embeddings=slot_embeddings)
+                                    slot_embeddings=slot_embeddings, t0_layers=t0_layers)
         return cls(model, config).to(dtype=model.dtype, device=model.device)
 
     @classmethod
@@ -176,8 +179,13 @@ class BlockDrafter(nn.Module):
 
     def block_inputs(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """(..., P) ids and (..., len(reads) * H) the drafter's states before each block -> (..., P, H): slot 0 embeds t0,
-        the others the mask (slot j's own with slot embeddings); each joined with its block's states by the input map."""
-        embedded = self.drafter.model.embed_tokens(tokens[..., :1])
+        the others the mask (slot j's own with slot embeddings); each joined with its block's states by the input map.
+        With t0_layers, `states` ends with t0's own state after those lower layers ((..., H) more), which slot 0 reads
+        in place of t0's embedding."""
+        if self.config.t0_layers:
+            states, embedded = states[..., : -self.mask_embedding.shape[-1]], states[..., None, -self.mask_embedding.shape[-1] :]
+        else:
+            embedded = self.drafter.model.embed_tokens(tokens[..., :1])
         masks = self.mask_embedding[: tokens.shape[-1] - 1] if self.config.slot_embeddings else self.mask_embedding
         masks = masks.expand(*tokens.shape[:-1], tokens.shape[-1] - 1, -1).to(embedded.dtype)
         slots = torch.cat([embedded, masks], dim=-2)
@@ -195,6 +203,17 @@ class BlockDrafter(nn.Module):
             hidden = hidden + self._attention(layer, layer.input_layernorm(hidden), rotary, keys, values, mask)
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         return (self.short_head if shortlisted else self.drafter.lm_head)(inner.norm(hidden))
+
+    def lifted(self, t0: torch.Tensor, position: torch.Tensor, cache) -> torch.Tensor:
+        """(1, 1, H): t0 at `position` run through the drafter's first t0_layers layers, reading its cached keys and values
+        of the context there and leaving them as they are: the state t0 enters layer t0_layers with in the drafter."""
+        inner = self.drafter.model
+        hidden = inner.embed_tokens(t0)
+        rotary = inner.rotary_emb(hidden, position_ids=position)
+        for i, layer in enumerate(inner.layers[: self.config.t0_layers]):
+            hidden = hidden + self._attention(layer, layer.input_layernorm(hidden), rotary, cache.layers[i].keys, cache.layers[i].values, None)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return hidden
 
     @staticmethod
     def _attention(layer, x: torch.Tensor, rotary, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -224,6 +243,8 @@ class BlockDrafter(nn.Module):
             return []
         tokens = torch.tensor([[t0] * self.config.block], device=device)[:, :count]
         positions = torch.arange(position, position + tokens.shape[1], device=device)[None]
+        if self.config.t0_layers:
+            state = torch.cat([state, self.lifted(tokens[:, :1], positions[:, :1], cache)[0, 0].to(state.dtype)])
         context = [(cache.layers[i].keys, cache.layers[i].values) for i in range(self.first, self.first + len(self.layers))]
         seen = context[0][0].shape[2]
         mask = torch.ones(1, 1, tokens.shape[1], seen + tokens.shape[1], dtype=torch.bool, device=device)

@@ -28,6 +28,7 @@ class BlockDrafterRecipe:
     reads: str = "entering"
     block: int = 8  # tokens proposed per pass
     slot_embeddings: bool = False  # one learned mask embedding per block slot, not one shared by all
+    t0_layers: int = 0  # the drafter's own lower layers t0 runs through before the block (0: slot 0 reads its embedding)
     prompts: int = 640  # self-distillation prompts (hybrid.drafting.block_training.training_prompts)
     max_new_tokens: int = 96  # greedy continuation per prompt
     distil_batch: int = 32  # prompts continued at once
@@ -73,7 +74,7 @@ def _checked(recipe: BlockDrafterRecipe) -> BlockDrafterRecipe:
 
     if recipe.reads not in READS:
         raise HybridError(f"block_drafter.reads must be one of {', '.join(READS)}, not {recipe.reads!r}")
-    if min(recipe.shortlist, recipe.use_sequences, recipe.text_tokens) < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
+    if min(recipe.shortlist, recipe.use_sequences, recipe.text_tokens, recipe.t0_layers) < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
         raise HybridError("block_drafter: block must be at least 2, text_length at least 32, every count at least 1 and none below 0")
     return recipe
 
@@ -124,7 +125,7 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     import torch
 
     from hybrid.drafting.block_drafter import BlockDrafter
-    from hybrid.drafting.block_sequences import Sequence, frequent_tokens, load_sequences, save_sequences, with_final_states
+    from hybrid.drafting.block_sequences import Sequence, frequent_tokens, load_sequences, save_sequences, with_states
     from hybrid.drafting.block_training import self_distilled, teacher_forced, text_windows, train, training_prompts
     from hybrid.drafting.drafter import Drafter
     from hybrid.drafting.model_card import write_model_card
@@ -134,7 +135,8 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     model, tokenizer = load_causal_lm(recipe.base)
     model.requires_grad_(False)
     drafter = Drafter(model, tokenizer)
-    block_drafter = BlockDrafter.create(model, recipe.base, recipe.layers, recipe.block, recipe.reads, recipe.slot_embeddings)
+    block_drafter = BlockDrafter.create(model, recipe.base, recipe.layers, recipe.block, recipe.reads, recipe.slot_embeddings,
+                                        recipe.t0_layers)
     final = "final" in block_drafter.reads
     started = time.perf_counter()
     if recipe.distilled:
@@ -149,12 +151,13 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     if kept < recipe.layers:
         raise HybridError(f"the distilled sequences hold keys and values of {kept} top layers, fewer than the {recipe.layers} asked for")
     chosen = sequences[: recipe.use_sequences] if recipe.use_sequences else sequences
-    if final:  # a distilled file written for a block drafter that read no final states
-        chosen = with_final_states(drafter, chosen)
     if recipe.text_tokens:
         windows = text_windows(tokenizer, recipe.text_tokens, recipe.text_length, recipe.seed)
         chosen = chosen + teacher_forced(drafter, windows, len(model.model.layers) - recipe.layers, final=final)
-    trained_on = [Sequence(s.ids, s.start, s.context[len(s.context) - recipe.layers:], s.greedy, s.final) for s in chosen]  # the top `layers`
+    if final or recipe.t0_layers:  # states a distilled file may lack (written for a block drafter that read none)
+        chosen = with_states(drafter, chosen, final=final, lower=recipe.t0_layers)
+    trained_on = [Sequence(s.ids, s.start, s.context[len(s.context) - recipe.layers:], s.greedy, s.final, s.lower, s.lower_layer)
+                  for s in chosen]  # the top `layers`
     del sequences, chosen
     distil_s = time.perf_counter() - started
     validation = validation_prompts(recipe.eval_prompts)

@@ -22,6 +22,8 @@ class Sequence:
     context: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     greedy: torch.Tensor | None = None  # plain text: the drafter's choice after each position; None: ids is its own
     final: torch.Tensor | None = None  # the drafter's final normed states ((T - 1, H)), when kept
+    lower: torch.Tensor | None = None  # the drafter's states entering layer `lower_layer` ((T - 1, H)), when read
+    lower_layer: int = 0
 
     def states(self, reads=("entering",)) -> torch.Tensor:
         """(T - 1, len(reads) * H): the drafter's states a block drafter reads (hybrid.drafting.block_drafter.READS)."""
@@ -96,21 +98,42 @@ def layer_inputs(model, layers, final: bool = False):
             hook.remove()
 
 
+class _Enough(Exception):
+    """Raised by a hook to end a forward pass once the states it needs are read."""
+
+
 @torch.inference_mode()
-def with_final_states(drafter, sequences: list[Sequence], batch_size: int = 8, progress: bool = True) -> list[Sequence]:
-    """The sequences, each with the drafter's final normed states over it, read in one pass where it keeps none."""
-    model, missing = drafter.model, [s for s in sequences if s.final is None]
+def with_states(drafter, sequences: list[Sequence], final: bool = False, lower: int = 0, batch_size: int = 8,
+                progress: bool = True) -> list[Sequence]:
+    """The sequences, each with the drafter's final normed states over it (`final`) and its states entering layer
+    `lower` (`lower` > 0), read in one pass where it keeps none; a pass for the lower states alone stops there."""
+    model = drafter.model
+    missing = [s for s in sequences if (final and s.final is None) or (lower and (s.lower is None or s.lower_layer != lower))]
     missing.sort(key=lambda s: len(s.ids))
-    for at in tqdm(range(0, len(missing), batch_size), desc="final states", unit="batch", disable=not progress or not missing):
+    for at in tqdm(range(0, len(missing), batch_size), desc="drafter states", unit="batch", disable=not progress or not missing):
         chunk = missing[at : at + batch_size]
         width = max(len(s.ids) for s in chunk)
         ids = torch.stack([torch.cat([s.ids, s.ids.new_zeros(width - len(s.ids))]) for s in chunk]).to(model.device)
         mask = torch.stack([torch.arange(width) < len(s.ids) for s in chunk]).long().to(model.device)
-        with layer_inputs(model, [], final=True) as states:
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
+        with layer_inputs(model, [lower] if lower else [], final=final) as states:
+            stop = None if final else model.model.layers[lower].register_forward_pre_hook(lambda *args: _stop())  # after the record
+            try:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except _Enough:
+                pass
+            finally:
+                if stop is not None:
+                    stop.remove()
         for row, s in enumerate(chunk):
-            s.final = states["final"][0][row, : len(s.ids) - 1].cpu().clone()
+            if final:
+                s.final = states["final"][0][row, : len(s.ids) - 1].cpu().clone()
+            if lower:
+                s.lower, s.lower_layer = states[lower][0][row, : len(s.ids) - 1].cpu().clone(), lower
     return sequences
+
+
+def _stop():
+    raise _Enough
 
 
 def frequent_tokens(sequences: list[Sequence], count: int) -> torch.Tensor:

@@ -153,9 +153,10 @@ def teacher_forced(drafter, windows: list[list[int]], first_layer: int, start: i
     return sequences
 
 
-def anchor_batch(sequences: list[Sequence], anchors: int, block: int, rng: random.Random, reads=("entering",)):
+def anchor_batch(sequences: list[Sequence], anchors: int, block: int, rng: random.Random, reads=("entering",), lower: bool = False):
     """A training batch: per sequence `anchors` random positions of its continuation. Returns the block token ids
-    (S, A, P) (slot 0 the anchor's token), the drafter's states before each anchor (S, A, H), positions (S, A*P),
+    (S, A, P) (slot 0 the anchor's token), the drafter's states before each anchor (S, A, H; with `lower`, then the
+    anchor token's own state entering the sequences' lower layer, as BlockDrafter.block_inputs reads), positions (S, A*P),
     targets (S, A*P) (-100 past the sequence), the context's keys and values per layer padded to the longest
     (S, kv_heads, T, d), and the attention mask."""
     width = max(len(s.ids) for s in sequences)
@@ -164,7 +165,8 @@ def anchor_batch(sequences: list[Sequence], anchors: int, block: int, rng: rando
         starts = [rng.randrange(s.start, len(s.ids) - 1) for _ in range(anchors)]
         slot = torch.arange(block)
         tokens.append(torch.stack([s.ids[a].repeat(block) for a in starts]))
-        states.append(s.states(reads)[torch.tensor(starts) - 1])
+        before = s.states(reads)[torch.tensor(starts) - 1]
+        states.append(torch.cat([before, s.lower[torch.tensor(starts)]], dim=-1) if lower else before)
         positions.append(torch.cat([a + slot for a in starts]))
         targets.append(torch.cat([s.targets(a, block) for a in starts]))
         seen = torch.zeros(anchors * block, width - 1 + anchors * block, dtype=torch.bool)
@@ -211,7 +213,7 @@ def train(block_drafter, sequences: list[Sequence], steps: int, batch_size: int 
     bar = tqdm(range(steps), desc="block drafter", unit="step", disable=not progress)
     for step in bar:
         batch = anchor_batch(rng.sample(sequences, min(batch_size, len(sequences))), anchors, block_drafter.config.block, rng,
-                             block_drafter.reads)
+                             block_drafter.reads, lower=block_drafter.config.t0_layers > 0)
         loss, accuracy = block_loss(block_drafter, batch, decay)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -26,7 +26,7 @@ tags: [speculative-decoding, block-diffusion, self-distillation]
 A block-diffusion proposal head for speculative drafting (`hybrid generate --speculate diffusion`): copies of the
 drafter's top {recipe['layers']} layers start from the drafter's own {READS_SAID[recipe.get('reads', 'entering')]} before the block, read its cached keys and
 values of the context, and fill a block [next token, {recipe['block'] - 1} masks] in one pass; the drafter keeps the
-proposals it agrees with (hybrid.drafting.block_drafter). Written by `hybrid finetune {summary['recipe_file']}`.
+proposals it agrees with (hybrid.drafting.block_drafter). {_slots_said(recipe)} Written by `hybrid finetune {summary['recipe_file']}`.
 
 ## Training
 
@@ -59,11 +59,21 @@ def _text_line(summary: dict) -> str:
             "so far is on its greedy path.")
 
 
+def _slots_said(recipe: dict) -> str:
+    """How the block's slots start."""
+    first = (f"the next token run through the drafter's own first {recipe['t0_layers']} layers" if recipe.get("t0_layers")
+             else "the next token's embedding")
+    masks = "its own learned mask embedding" if recipe.get("slot_embeddings") else "one learned mask embedding"
+    return f"Slot 0 reads {first}; every other slot {masks}."
+
+
 def _data_work(recipe: dict) -> str:
     """What the seconds before training went on."""
     parts = ["reading the distilled file of an earlier run" if recipe.get("distilled") else "self-distillation"]
     if recipe.get("distilled") and recipe.get("reads", "entering") != "entering":
         parts.append("computing the drafter's final states over it")
+    if recipe.get("t0_layers"):
+        parts.append(f"computing the drafter's states entering its layer {recipe['t0_layers']}")
     if recipe.get("text_tokens"):
         parts.append("reading plain text")
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
