@@ -183,7 +183,8 @@ class BlockDrafter(nn.Module):
         With t0_layers, `states` ends with t0's own state after those lower layers ((..., H) more), which slot 0 reads
         in place of t0's embedding."""
         if self.config.t0_layers:
-            states, embedded = states[..., : -self.mask_embedding.shape[-1]], states[..., None, -self.mask_embedding.shape[-1] :]
+            hidden = self.in_map.out_features
+            states, embedded = states[..., :-hidden], states[..., None, -hidden:]
         else:
             embedded = self.drafter.model.embed_tokens(tokens[..., :1])
         masks = self.mask_embedding[: tokens.shape[-1] - 1] if self.config.slot_embeddings else self.mask_embedding
