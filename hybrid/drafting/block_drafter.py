@@ -201,8 +201,7 @@ class BlockDrafter(nn.Module):
         inner = self.drafter.model
         rotary = inner.rotary_emb(hidden, position_ids=positions)
         for layer, (keys, values) in zip(self.layers, context):
-            hidden = hidden + self._attention(layer, layer.input_layernorm(hidden), rotary, keys, values, mask)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = self._layer(layer, hidden, rotary, keys, values, mask)
         return (self.short_head if shortlisted else self.drafter.lm_head)(inner.norm(hidden))
 
     def lifted(self, t0: torch.Tensor, position: torch.Tensor, cache) -> torch.Tensor:
@@ -212,9 +211,14 @@ class BlockDrafter(nn.Module):
         hidden = inner.embed_tokens(t0)
         rotary = inner.rotary_emb(hidden, position_ids=position)
         for i, layer in enumerate(inner.layers[: self.config.t0_layers]):
-            hidden = hidden + self._attention(layer, layer.input_layernorm(hidden), rotary, cache.layers[i].keys, cache.layers[i].values, None)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = self._layer(layer, hidden, rotary, cache.layers[i].keys, cache.layers[i].values, None)
         return hidden
+
+    @classmethod
+    def _layer(cls, layer, hidden: torch.Tensor, rotary, keys: torch.Tensor, values: torch.Tensor, mask) -> torch.Tensor:
+        """One decoder layer over `hidden`, its attention reading the given context keys and values beside its own."""
+        hidden = hidden + cls._attention(layer, layer.input_layernorm(hidden), rotary, keys, values, mask)
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
     @staticmethod
     def _attention(layer, x: torch.Tensor, rotary, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
