@@ -111,7 +111,7 @@ class DraftConfig(_Checked):
     # (greedy: token for token up to float rounding at near-ties; sampling: the same distribution). Batches of several
     # prompts decode plainly.
     speculate: str = knob("auto", "Propose tokens ahead and let the drafter check them in one pass: lookup (n-grams of the "
-                          "prompt and text so far), diffusion (the block drafter, --block-drafter), both (lookup where it matches, "
+                          "prompt and text so far), diffusion (the shipped block drafter, or --block-drafter), both (lookup where it matches, "
                           "else the block drafter), off (plain decoding), auto (the best measured: lookup, off for bfloat16 on a "
                           "CPU that emulates it).", choices=SPECULATE_CHOICES)
     speculate_block: int = knob(4, "Most tokens proposed per pass (chosen on validation prompts).",

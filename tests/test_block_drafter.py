@@ -25,10 +25,10 @@ def drafter64(tiny_model):
     return Drafter(model.to(torch.float64), tokenizer)
 
 
-def _block_drafter(drafter, layers=1, block=4, seed=0, reads="entering", slot_embeddings=False, t0_layers=0):
+def _block_drafter(drafter, layers=1, block=4, seed=0, reads="entering", slot_embeddings=False, t0_layers=0, lora_rank=0):
     torch.manual_seed(seed)
     block_drafter = BlockDrafter.create(drafter.model, "tiny", layers=layers, block=block, reads=reads, slot_embeddings=slot_embeddings,
-                                        t0_layers=t0_layers)
+                                        t0_layers=t0_layers, lora_rank=lora_rank)
     with torch.no_grad():  # away from the identity map and the copied weights, so that a mix-up would show
         for p in block_drafter.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -62,9 +62,10 @@ def test_the_gate_proposes_only_what_the_block_drafter_is_sure_of(drafter64):
     assert every.speculation.proposed >= every.speculation.passes * 1 and every.token_ids.tolist() == sure.token_ids.tolist()
 
 
-@pytest.mark.parametrize("reads, slot_embeddings, t0_layers", [("entering", False, 0), ("final", False, 0), ("both", False, 0),
-                                                               ("entering", True, 0), ("both", True, 1)])
-def test_training_view_equals_drafting_view(drafter64, reads, slot_embeddings, t0_layers):
+@pytest.mark.parametrize("reads, slot_embeddings, t0_layers, lora_rank", [("entering", False, 0, 0), ("final", False, 0, 0),
+                                                                          ("both", False, 0, 0), ("entering", True, 0, 0),
+                                                                          ("both", True, 1, 0), ("entering", False, 1, 2)])
+def test_training_view_equals_drafting_view(drafter64, reads, slot_embeddings, t0_layers, lora_rank):
     """The logits a training batch computes for an anchor (keys, values and states cut from one pass over the whole
     sequence) equal those of the block drafter's pass in drafting (keys and values from the drafter's cache before the
     anchor, states from its latest pass), whichever states it reads, with one mask embedding or one per slot, with t0
@@ -74,7 +75,7 @@ def test_training_view_equals_drafting_view(drafter64, reads, slot_embeddings, t
     from hybrid.drafting.block_sequences import with_states
 
     block_drafter = _block_drafter(drafter64, layers=2 - t0_layers, block=4, reads=reads, slot_embeddings=slot_embeddings,
-                                   t0_layers=t0_layers)
+                                   t0_layers=t0_layers, lora_rank=lora_rank)
     model = drafter64.model
     ids = torch.tensor([[5, 17, 42, 8, 99, 23, 7, 61, 12, 30]])
     with torch.no_grad():
@@ -197,6 +198,57 @@ def test_save_load_and_bad_folders(drafter64, tmp_path):
         BlockDrafter.load(tmp_path / "bd", drafter64.model)
 
 
+def test_with_lora_only_the_adapters_train_and_only_they_are_saved(drafter64, tmp_path):
+    """LoRA'd copies: the copies keep the drafter's weights, frozen; a block drafter saves its adapters, input map and
+    mask embedding, and loading rebuilds the frozen copies from the drafter, so it proposes what it did."""
+    from safetensors.torch import load_file
+    from transformers import DynamicCache
+
+    block_drafter = _block_drafter(drafter64, lora_rank=2)  # noise on every weight, the frozen copies' too
+    trainable = {name for name, p in block_drafter.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or name.startswith(("in_map", "mask_embedding")) for name in trainable)
+    assert any(name.startswith("in_map") for name in trainable)
+    with torch.no_grad():  # the frozen copies back to the drafter's own weights, as a loaded one rebuilds them
+        for name, p in block_drafter.named_parameters():
+            if ".base_layer." in name:
+                layer = name.split(".")[1]
+                own = name.split(".", 2)[2].replace(".base_layer", "")
+                p.copy_(drafter64.model.model.layers[block_drafter.first + int(layer)].get_parameter(own))
+    block_drafter.save(tmp_path / "bd")
+    stored = load_file(str(tmp_path / "bd" / "block_drafter.safetensors"))
+    assert stored and not any(".base_layer." in name for name in stored) and any("lora_B" in name for name in stored)
+    loaded = BlockDrafter.load(tmp_path / "bd", drafter64.model)
+    assert loaded.config.lora_rank == 2
+    for name, value in block_drafter.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    model, ids = drafter64.model, torch.tensor([[5, 17, 42, 8, 99, 23, 7]])
+
+    def proposals(bd):
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(input_ids=ids[:, :6], use_cache=True, past_key_values=cache)
+        return bd.propose(cache, int(ids[0, 6]), 6, 4)
+
+    assert proposals(loaded) == proposals(block_drafter) and len(proposals(loaded)) == 4
+
+
+def test_saved_in_bfloat16_it_loads_the_rounded_weights(drafter64, tmp_path):
+    from safetensors.torch import load_file
+
+    block_drafter = _block_drafter(drafter64)
+    block_drafter.set_shortlist(torch.arange(40, 8, -1))
+    block_drafter.save(tmp_path / "bd", dtype=torch.bfloat16)
+    stored = load_file(str(tmp_path / "bd" / "block_drafter.safetensors"))
+    assert stored["shortlist_ids"].dtype == torch.long and stored["shortlist_ids"].tolist() == list(range(40, 8, -1))
+    assert all(t.dtype == torch.bfloat16 for k, t in stored.items() if k != "shortlist_ids")
+    loaded = BlockDrafter.load(tmp_path / "bd", drafter64.model)
+    assert loaded.mask_embedding.dtype == torch.float64  # cast to the drafter's dtype
+    for name, value in block_drafter.state_dict().items():
+        if name in stored:
+            assert torch.equal(loaded.state_dict()[name], value.to(torch.bfloat16).to(value.dtype)), name
+    assert not torch.equal(loaded.mask_embedding, block_drafter.mask_embedding)  # rounded, not the float64 weights
+
+
 def test_a_block_drafter_loads_onto_a_packed_drafter(tiny_model, tmp_path):
     from hybrid.drafting.packed_weights import is_packed
 
@@ -238,11 +290,11 @@ def test_both_takes_lookup_where_it_matches_else_the_block_drafter(drafter64):
     assert EitherProposals(Unsure()).get_candidates([1, 2], 3).tokens == []
 
 
-@pytest.mark.parametrize("reads, t0_layers", [("entering", 0), ("both", 1)])
-def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path, reads, t0_layers):
+@pytest.mark.parametrize("reads, t0_layers, lora_rank", [("entering", 0, 0), ("both", 1, 0), ("entering", 0, 2)])
+def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path, reads, t0_layers, lora_rank):
     out = tmp_path / "bd"
     args = ["finetune", RECIPE, f"block_drafter.base={tiny_model_dir}", "block_drafter.prompts=4", f"block_drafter.reads={reads}",
-            f"block_drafter.t0_layers={t0_layers}",
+            f"block_drafter.t0_layers={t0_layers}", f"block_drafter.lora_rank={lora_rank}",
             "block_drafter.max_new_tokens=8", "block_drafter.steps=2", "block_drafter.eval_every=1", "block_drafter.eval_prompts=1",
             "block_drafter.eval_tokens=6", "block_drafter.layers=1", "block_drafter.block=4", "block_drafter.text_tokens=96",
             "block_drafter.text_length=32", "block_drafter.shortlist=40", "--output", str(out)]
@@ -252,6 +304,7 @@ def test_recipe_trains_and_writes_a_model_card(tiny_model_dir, tmp_path, reads, 
     assert [p["step"] for p in summary["learning_curve"]] == [0, 1, 2] and summary["distilled_tokens"] > 0
     assert summary["text_tokens"] == 3 * (32 - 16) and summary["text_windows"] == 3  # anchors after 16 tokens of context
     assert "| 2 |" in (out / "README.md").read_text() and "only the 40 tokens" in (out / "README.md").read_text()
+    assert ("LoRA of rank 2" in (out / "README.md").read_text()) == (lora_rank == 2)
     assert len(summary["shortlisted_validation"]["kept_per_slot"]) == 4  # validated once more with the shortlist
     generated = CliRunner().invoke(cli, ["generate", "one two three", "--draft-model", str(tiny_model_dir), "--refine-steps", "0",
                                          "--max-new-tokens", "6", "--speculate", "diffusion", "--block-drafter", str(out), "--json"])

@@ -67,3 +67,20 @@ def test_the_shipped_lookup_store_serves_the_default_drafter():
     alone = drafter.generate(prompt, DraftConfig(max_new_tokens=48, ignore_eos=True))
     assert stored.token_ids.tolist() == alone.token_ids.tolist()
     assert stored.speculation.proposed > alone.speculation.proposed
+
+
+def test_the_shipped_block_drafter_proposes_for_the_default_drafter():
+    """`--speculate diffusion` finds the shipped block drafter: its proposals are kept at times, and the draft is plain
+    drafting's."""
+    from hybrid.drafting.block_drafter import BlockDrafter
+    from hybrid.drafting.drafter import Drafter
+    from hybrid.config import DraftConfig
+
+    drafter = Drafter.from_pretrained(lookup_store="none")
+    drafter.block_drafter = BlockDrafter.load("block-drafter", drafter.model)
+    assert drafter.block_drafter.config.base_model == "smollm2-135m"
+    prompt = "Write a short story about a lighthouse keeper."
+    block = drafter.generate(prompt, DraftConfig(max_new_tokens=48, ignore_eos=True, speculate="diffusion"))
+    plain = drafter.generate(prompt, DraftConfig(max_new_tokens=48, ignore_eos=True, speculate="off"))
+    assert block.token_ids.tolist() == plain.token_ids.tolist()
+    assert block.speculation.passes < 48

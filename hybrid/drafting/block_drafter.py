@@ -30,6 +30,7 @@ from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from hybrid.atomic import atomic_folder
+from hybrid.drafting.block_adapters import add_adapters, is_frozen_copy
 from hybrid.drafting.proposals import Proposal
 from hybrid.errors import HybridError
 from hybrid.drafting.packed_weights import plain_copy
@@ -72,6 +73,7 @@ class BlockDrafterConfig:
     shortlist: int = 0  # tokens the read-out scores in drafting (the drafter's most frequent outputs); 0: every token
     slot_embeddings: bool = False  # one mask embedding per block slot (each slot knows its offset), not one shared
     t0_layers: int = 0  # the drafter's own lower layers t0 runs through before the block (0: slot 0 reads t0's embedding)
+    lora_rank: int = 0  # LoRA on frozen copies (hybrid.drafting.block_adapters); 0: the copies themselves train
     provenance: dict = field(default_factory=dict)  # the recipe and the figures of its training
 
 
@@ -91,6 +93,8 @@ class BlockDrafter(nn.Module):
             raise HybridError(f"t0 can run through 0 to {self.first} of the drafter's lower layers, not {config.t0_layers}")
         # plain copies even of a packed drafter's layers: they are trained, or loaded into
         self.layers = nn.ModuleList(plain_copy(inner.layers[i]) for i in range(self.first, len(inner.layers)))
+        if config.lora_rank:
+            add_adapters(self.layers, config.lora_rank)
         hidden = model.config.hidden_size
         mean = inner.embed_tokens.weight.detach().mean(0)
         self.mask_embedding = nn.Parameter((mean.repeat(config.block - 1, 1) if config.slot_embeddings else mean).clone())
@@ -130,9 +134,9 @@ class BlockDrafter(nn.Module):
 
     @classmethod
     def create(cls, model, base_model: str, layers: int = 2, block: int = 8, reads: str = "entering",
-               slot_embeddings: bool = False, t0_layers: int = 0) -> "BlockDrafter":
+               slot_embeddings: bool = False, t0_layers: int = 0, lora_rank: int = 0) -> "BlockDrafter":
         config = BlockDrafterConfig(base_model, layers, block, len(model.model.layers), model.config.hidden_size, reads,
-                                    slot_embeddings=slot_embeddings, t0_layers=t0_layers)
+                                    slot_embeddings=slot_embeddings, t0_layers=t0_layers, lora_rank=lora_rank)
         return cls(model, config).to(dtype=model.dtype, device=model.device)
 
     @classmethod
@@ -148,7 +152,7 @@ class BlockDrafter(nn.Module):
             raise HybridError(f"cannot read the block drafter in {folder}: {exc}") from exc
         drafter = cls(model, config).to(dtype=model.dtype, device=model.device)  # before the weights: none is rounded on the way
         missing, unexpected = drafter.load_state_dict(weights, strict=False)
-        missing = [name for name in missing if not name.startswith(SHORT_HEAD)]
+        missing = [name for name in missing if not name.startswith(SHORT_HEAD) and not is_frozen_copy(name)]
         if missing or unexpected:
             raise HybridError(f"the block drafter in {folder} does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
         if config.shortlist:
@@ -171,8 +175,11 @@ class BlockDrafter(nn.Module):
         head = self.drafter.lm_head.weight.detach()
         self.short_head.weight = nn.Parameter(head[self.shortlist_ids].clone(), requires_grad=False)
 
-    def save(self, folder: str | Path) -> None:
-        weights = {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith(SHORT_HEAD)}
+    def save(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Weights and config into `folder`, whole or not at all; `dtype` rounds the floating weights (bfloat16: half
+        the size; loading casts them to the drafter's dtype)."""
+        weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
+                   for k, v in self.state_dict().items() if not k.startswith(SHORT_HEAD) and not is_frozen_copy(k)}
         with atomic_folder(folder) as tmp:
             save_file(weights, str(tmp / WEIGHTS_NAME))
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")

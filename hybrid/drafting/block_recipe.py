@@ -29,6 +29,7 @@ class BlockDrafterRecipe:
     block: int = 8  # tokens proposed per pass
     slot_embeddings: bool = False  # one learned mask embedding per block slot, not one shared by all
     t0_layers: int = 0  # the drafter's own lower layers t0 runs through before the block (0: slot 0 reads its embedding)
+    lora_rank: int = 0  # LoRA of this rank on frozen copies (a few MB saved); 0: the copies themselves train
     prompts: int = 640  # self-distillation prompts (hybrid.drafting.block_training.training_prompts)
     max_new_tokens: int = 96  # greedy continuation per prompt
     distil_batch: int = 32  # prompts continued at once
@@ -74,7 +75,7 @@ def _checked(recipe: BlockDrafterRecipe) -> BlockDrafterRecipe:
 
     if recipe.reads not in READS:
         raise HybridError(f"block_drafter.reads must be one of {', '.join(READS)}, not {recipe.reads!r}")
-    if min(recipe.shortlist, recipe.use_sequences, recipe.text_tokens, recipe.t0_layers) < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
+    if min(recipe.shortlist, recipe.use_sequences, recipe.text_tokens, recipe.t0_layers, recipe.lora_rank) < 0 or recipe.text_length < 32 or recipe.block < 2 or min(counts) < 1:
         raise HybridError("block_drafter: block must be at least 2, text_length at least 32, every count at least 1 and none below 0")
     return recipe
 
@@ -136,7 +137,7 @@ def run_block_recipe(recipe: BlockDrafterRecipe, given_path: str) -> dict:
     model.requires_grad_(False)
     drafter = Drafter(model, tokenizer)
     block_drafter = BlockDrafter.create(model, recipe.base, recipe.layers, recipe.block, recipe.reads, recipe.slot_embeddings,
-                                        recipe.t0_layers)
+                                        recipe.t0_layers, recipe.lora_rank)
     final = "final" in block_drafter.reads
     started = time.perf_counter()
     if recipe.distilled:

@@ -64,7 +64,9 @@ def _slots_said(recipe: dict) -> str:
     first = (f"the next token run through the drafter's own first {recipe['t0_layers']} layers" if recipe.get("t0_layers")
              else "the next token's embedding")
     masks = "its own learned mask embedding" if recipe.get("slot_embeddings") else "one learned mask embedding"
-    return f"Slot 0 reads {first}; every other slot {masks}."
+    adapted = (f" The copies keep the drafter's weights, frozen, under LoRA of rank {recipe['lora_rank']}." if recipe.get("lora_rank")
+               else "")
+    return f"Slot 0 reads {first}; every other slot {masks}.{adapted}"
 
 
 def _data_work(recipe: dict) -> str:
