@@ -19,7 +19,7 @@ from pathlib import Path
 def design(recipe: dict) -> str:
     t0 = f"t0 through the first {recipe['t0_layers']} layers" if recipe.get("t0_layers") else "t0 embedded"
     reads = recipe.get("reads") or "entering"
-    extra = ", slot embeddings" if recipe.get("slot_embeddings") else ""
+    extra = (", slot embeddings" if recipe.get("slot_embeddings") else "") + (f", LoRA rank {recipe['lora_rank']}" if recipe.get("lora_rank") else "")
     return f"{recipe['layers']} copied layers, reads {reads}, {t0}{extra}"
 
 

@@ -19,10 +19,20 @@ SHIPPED_SAID = """
 ## The shipped copy
 
 `checkpoints/block-drafter` holds these weights rounded to {dtype} ({size:.1f} MB; loading casts them to the drafter's
-dtype), written by `python scripts/ship_block_drafter.py {run}`. Its validation, measured again on the rounded weights
+dtype), written by `python scripts/ship_block_drafter.py {run}` after `{command}`. Its validation, measured again on the rounded weights
 (the same {prompts} prompts, {tokens} tokens each, every slot proposed, the shortlist on): {after:.3f} tokens per verify
 pass against {before:.3f} for the weights as trained; kept per slot {kept}.
 """
+
+
+def overrides(recipe: dict) -> list[str]:
+    """The `block_drafter.key=value` overrides of the shipped recipe that give this recipe."""
+    from dataclasses import asdict
+
+    from hybrid.drafting.block_recipe import read_block_recipe
+
+    shipped = asdict(read_block_recipe("block-drafter"))
+    return [f"block_drafter.{key}={value}" for key, value in recipe.items() if key in shipped and shipped[key] != value]
 
 
 def main() -> None:
@@ -43,11 +53,12 @@ def main() -> None:
     config = json.loads((run / CONFIG_NAME).read_text())
     recipe, trained = config["provenance"]["recipe"], config["provenance"]["validation"]
     model, tokenizer = load_causal_lm(config["base_model"])
-    BlockDrafter.load(run, model).save(output, dtype=getattr(torch, args.dtype))
-    shipped = BlockDrafter.load(output, model)
+    BlockDrafter.load(run, model, merge=False).save(output, dtype=getattr(torch, args.dtype))
+    shipped = BlockDrafter.load(output, model)  # as drafting loads it: LoRA merged
     measured = tokens_per_pass(Drafter(model, tokenizer), shipped, validation_prompts(trained["prompts"]), recipe["eval_tokens"])
     card = (run / "README.md").read_text() if (run / "README.md").is_file() else ""
-    card += SHIPPED_SAID.format(dtype=args.dtype, size=(output / WEIGHTS_NAME).stat().st_size / 1e6, run=args.run,
+    command = " ".join(["hybrid finetune recipes/block-drafter.yaml"] + overrides(recipe))
+    card += SHIPPED_SAID.format(dtype=args.dtype, command=command, size=(output / WEIGHTS_NAME).stat().st_size / 1e6, run=args.run,
                                 prompts=measured["prompts"], tokens=recipe["eval_tokens"], after=measured["tokens_per_pass"],
                                 before=trained["tokens_per_pass"], kept=", ".join(f"{k:.2f}" for k in measured["kept_per_slot"]))
     with atomic_file(output / "README.md") as tmp:

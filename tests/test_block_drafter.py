@@ -217,10 +217,12 @@ def test_with_lora_only_the_adapters_train_and_only_they_are_saved(drafter64, tm
     block_drafter.save(tmp_path / "bd")
     stored = load_file(str(tmp_path / "bd" / "block_drafter.safetensors"))
     assert stored and not any(".base_layer." in name for name in stored) and any("lora_B" in name for name in stored)
-    loaded = BlockDrafter.load(tmp_path / "bd", drafter64.model)
+    loaded = BlockDrafter.load(tmp_path / "bd", drafter64.model, merge=False)
     assert loaded.config.lora_rank == 2
     for name, value in block_drafter.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+    merged = BlockDrafter.load(tmp_path / "bd", drafter64.model)  # LoRA folded into the copies: plain linear layers again
+    assert merged.merged == 7 and not any("lora_" in name for name in merged.state_dict())
     model, ids = drafter64.model, torch.tensor([[5, 17, 42, 8, 99, 23, 7]])
 
     def proposals(bd):
@@ -229,7 +231,9 @@ def test_with_lora_only_the_adapters_train_and_only_they_are_saved(drafter64, tm
             model(input_ids=ids[:, :6], use_cache=True, past_key_values=cache)
         return bd.propose(cache, int(ids[0, 6]), 6, 4)
 
-    assert proposals(loaded) == proposals(block_drafter) and len(proposals(loaded)) == 4
+    assert proposals(loaded) == proposals(block_drafter) == proposals(merged) and len(proposals(loaded)) == 4
+    with pytest.raises(HybridError, match="load it with merge=False"):
+        merged.save(tmp_path / "again")
 
 
 def test_saved_in_bfloat16_it_loads_the_rounded_weights(drafter64, tmp_path):

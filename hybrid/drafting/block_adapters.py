@@ -29,3 +29,18 @@ def add_adapters(layers: nn.Module, rank: int) -> None:
 def is_frozen_copy(name: str) -> bool:
     """Whether a block drafter's weight of this name is a frozen copy of the drafter's (not saved: rebuilt on load)."""
     return FROZEN in name
+
+
+def merge_adapters(layers: nn.Module) -> int:
+    """Fold each LoRA into its copy and put the plain linear layer back: the same outputs (to float rounding) for the
+    price of a pass over full copies, without the adapters' own small matmuls. Returns how many layers were merged."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = 0
+    for name, module in list(layers.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(layers.get_submodule(parent) if parent else layers, child, module.get_base_layer())
+            merged += 1
+    return merged

@@ -30,7 +30,7 @@ from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from hybrid.atomic import atomic_folder
-from hybrid.drafting.block_adapters import add_adapters, is_frozen_copy
+from hybrid.drafting.block_adapters import add_adapters, is_frozen_copy, merge_adapters
 from hybrid.drafting.proposals import Proposal
 from hybrid.errors import HybridError
 from hybrid.drafting.packed_weights import plain_copy
@@ -87,6 +87,7 @@ class BlockDrafter(nn.Module):
         if config.reads not in READS:
             raise HybridError(f"block drafter reads must be one of {', '.join(READS)}, not {config.reads!r}")
         self.config = config
+        self.merged = 0  # LoRA layers folded into the copies (BlockDrafter.load)
         self.reads = READS[config.reads]
         self.first = len(inner.layers) - config.layers
         if not 0 <= config.t0_layers <= self.first:
@@ -140,8 +141,9 @@ class BlockDrafter(nn.Module):
         return cls(model, config).to(dtype=model.dtype, device=model.device)
 
     @classmethod
-    def load(cls, folder: str | Path, model) -> "BlockDrafter":
-        """The block drafter in `folder` (or the shipped one, by its name) on `model`."""
+    def load(cls, folder: str | Path, model, merge: bool = True) -> "BlockDrafter":
+        """The block drafter in `folder` (or the shipped one, by its name) on `model`; with `merge`, LoRA is folded into
+        its copies (the cheaper pass; such a block drafter cannot be saved again as adapters)."""
         folder = resolve_block_drafter(str(folder))
         if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
             raise HybridError(f"{folder} is not a block drafter: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -157,6 +159,8 @@ class BlockDrafter(nn.Module):
             raise HybridError(f"the block drafter in {folder} does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
         if config.shortlist:
             drafter._build_short_head()
+        if merge and config.lora_rank:
+            drafter.merged = merge_adapters(drafter.layers)
         return drafter.eval()
 
     def set_shortlist(self, ids: torch.Tensor) -> "BlockDrafter":
@@ -178,6 +182,8 @@ class BlockDrafter(nn.Module):
     def save(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
         """Weights and config into `folder`, whole or not at all; `dtype` rounds the floating weights (bfloat16: half
         the size; loading casts them to the drafter's dtype)."""
+        if self.merged:
+            raise HybridError("this block drafter's LoRA is merged into its copies: load it with merge=False to save it")
         weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
                    for k, v in self.state_dict().items() if not k.startswith(SHORT_HEAD) and not is_frozen_copy(k)}
         with atomic_folder(folder) as tmp:
