@@ -29,8 +29,8 @@ class BlockDrafterRecipe:
     block: int = 8  # tokens proposed per pass
     slot_embeddings: bool = False  # one learned mask embedding per block slot, not one shared by all
     t0_layers: int = 0  # the drafter's own lower layers t0 runs through before the block (0: slot 0 reads its embedding)
-    lora_rank: int = 0  # LoRA of this rank on frozen copies (a few MB saved); 0: the copies themselves train
-    prompts: int = 640  # self-distillation prompts (hybrid.drafting.block_training.training_prompts)
+    lora_rank: int = 16  # LoRA of this rank on frozen copies (a few MB saved); 0: the copies themselves train
+    prompts: int = 1920  # self-distillation prompts (hybrid.drafting.block_training.training_prompts)
     max_new_tokens: int = 96  # greedy continuation per prompt
     distil_batch: int = 32  # prompts continued at once
     distil_layers: int = 4  # top layers whose keys and values the distilled file keeps (at least `layers`), for reuse
